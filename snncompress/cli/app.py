@@ -1,0 +1,82 @@
+"""The ``snncompress`` command: the Typer app and the one place errors become exit codes.
+
+Exit codes: 0 success, 1 a domain failure (including a failed quality gate), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from snncompress import __version__
+
+app = typer.Typer(
+    name="snncompress",
+    help="Compress snnTorch spiking neural networks for neuromorphic and edge hardware, "
+         "and report what it saved in memory, operations and energy.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"snncompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """snncompress: quantize, prune and report on snnTorch models."""
+
+
+def _register() -> None:
+    from snncompress.cli import demo_cmd, evaluate_cmd, inspect_cmd
+
+    for module in (inspect_cmd, evaluate_cmd, demo_cmd):
+        module.register(app)
+    # commands contributed by other modules (passes, run, report) register themselves here too
+    from snncompress.cli import extra_commands
+
+    extra_commands.register_all(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    from snncompress.errors import SnnCompressError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False, prog_name="snncompress")
+    except SnnCompressError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""``snncompress evaluate``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from snncompress.cli import common as c
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "evaluate",
+        epilog="Example:  snncompress evaluate out.safetensors --data digits --time-steps 8 --json",
+    )(evaluate)
+
+
+def evaluate(
+    model: c.ModelArg,
+    data: c.DataOpt = "digits",
+    weights: c.WeightsOpt = None,
+    trust_pickle: c.TrustPickleOpt = False,
+    encoding: c.EncodingOpt = "direct",
+    time_steps: c.TimeStepsOpt = 8,
+    batch_size: c.BatchSizeOpt = 128,
+    limit: c.LimitOpt = None,
+    seed: c.SeedOpt = 0,
+    json_out: c.JsonFlag = False,
+) -> None:
+    """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
+    from snncompress.evaluate import evaluate as run_eval
+
+    net = c.load_model_cli(model, weights, trust_pickle)
+    bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
+    result = run_eval(net, bundle, show_progress=not json_out)
+    if json_out:
+        c.print_json({"model": model, "data": bundle.name, **result.to_dict()})
+        return
+    table = Table(title=f"{model} on {bundle.name}: accuracy {result.accuracy:.2f}% ({result.samples} samples)")
+    for col in ("neuron layer", "neurons", "firing rate", "spikes / sample"):
+        table.add_column(col, justify="left" if col == "neuron layer" else "right")
+    for name, rate in result.firing_rates.items():
+        table.add_row(name, f"{result.neurons.get(name, 0):,}", f"{rate:.4f}",
+                      f"{result.spikes_per_sample.get(name, 0):,.1f}")
+    c.console.print(table)

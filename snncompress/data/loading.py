@@ -1,0 +1,216 @@
+"""Load the data a pass calibrates or trains on (``--data``).
+
+Three kinds of source:
+
+* ``digits`` — scikit-learn's handwritten digits (8x8, 10 classes), a fixed stratified 70/30
+  train/test split, pixels scaled to [0, 1], as ``[N, 1, 8, 8]`` static images.
+* a tensor file (``.safetensors``, ``.npz``, ``.pt`` loaded with ``weights_only=True``) holding
+  ``x`` and ``y``; ``x`` is ``[N, ...]`` (static) or ``[N, T, ...]`` (event frames).
+* ``package.module:function`` returning a ``torch.utils.data.Dataset`` or ``DataLoader``
+  yielding ``(x, y)``.
+
+Static samples are presented for ``time_steps`` steps (direct encoding) or Poisson rate coded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from snncompress.data.encoding import ENCODINGS, rate_encode
+from snncompress.errors import DataError
+
+TENSOR_SUFFIXES = (".safetensors", ".npz", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read and present the data."""
+
+    encoding: str = "direct"
+    time_steps: int = 8
+    batch_size: int = 64
+    limit: int | None = None
+    seed: int = 0
+    split: str = "test"
+
+
+@dataclass
+class DataBundle:
+    """A loaded data set ready for the runner.
+
+    Attributes:
+        name: where it came from (``digits``, a path, a function reference).
+        dataset: yields ``(x, y)`` with ``x`` static ``[...]`` or a sequence ``[T, ...]``.
+        is_sequence: ``x`` already carries time (event frames or rate-coded spikes).
+        time_steps: T the runner presents static samples for (ignored for sequences).
+        num_classes: label count, when known.
+        options: the options it was loaded with.
+    """
+
+    name: str
+    dataset: Dataset
+    is_sequence: bool
+    time_steps: int
+    num_classes: int | None
+    options: DataOptions
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def loader(self, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.options.seed if seed is None else seed)
+        return DataLoader(self.dataset, batch_size=self.options.batch_size, shuffle=shuffle, generator=gen)
+
+    def sample_input(self) -> torch.Tensor:
+        x, _ = self.dataset[0]
+        return x
+
+
+def load_data(spec: str, options: DataOptions | None = None) -> DataBundle:
+    """Load ``spec`` (``digits``, a tensor file, or ``module:function``).
+
+    Raises:
+        DataError: unknown source, unreadable file, missing ``x``/``y``, bad shapes or values.
+    """
+    options = options or DataOptions()
+    if options.encoding not in ENCODINGS:
+        raise DataError(f"unknown encoding '{options.encoding}'; choose one of {', '.join(ENCODINGS)}")
+    if options.time_steps < 1:
+        raise DataError(f"--time-steps must be >= 1, got {options.time_steps}")
+    if options.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if options.limit is not None and options.limit < 1:
+        raise DataError(f"--limit must be >= 1, got {options.limit}")
+    if spec in ("digits", "digits:test", "digits:train"):
+        split = spec.split(":")[1] if ":" in spec else options.split
+        x, y = digits_split(split)
+        name, num_classes = f"digits:{split}", 10
+    elif Path(spec).suffix.lower() in TENSOR_SUFFIXES or Path(spec).exists():
+        x, y = _read_tensor_file(Path(spec))
+        name, num_classes = spec, None
+    elif ":" in spec:
+        return _from_function(spec, options)
+    else:
+        raise DataError(
+            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x and y, "
+            "or package.module:function"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{spec}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if not torch.isfinite(x).all():
+        raise DataError(f"{spec}: x contains NaN or Inf")
+    if options.limit is not None:
+        x, y = x[: options.limit], y[: options.limit]
+    if num_classes is None and y.numel():
+        num_classes = int(y.max()) + 1
+    is_sequence = False
+    if options.encoding == "rate" and x.dim() >= 2:
+        gen = torch.Generator().manual_seed(options.seed)
+        x = rate_encode(x, options.time_steps, gen)
+        is_sequence = True
+    bundle = DataBundle(name, TensorDataset(x, y), is_sequence, options.time_steps, num_classes, options)
+    return bundle
+
+
+def mark_sequence(bundle: DataBundle, is_sequence: bool) -> DataBundle:
+    bundle.is_sequence = is_sequence
+    return bundle
+
+
+def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn digits as ``[N, 1, 8, 8]`` in [0, 1] with a fixed stratified 70/30 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "test"):
+        raise DataError(f"unknown digits split '{split}'; use train or test")
+    digits = load_digits()
+    images = digits.images.astype(np.float32) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, digits.target, test_size=0.3, random_state=0, stratify=digits.target
+    )
+    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    return torch.from_numpy(x).unsqueeze(1).contiguous(), torch.from_numpy(y.astype(np.int64))
+
+
+def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                tensors = {k: torch.from_numpy(npz[k]) for k in npz.files}
+        elif suffix in (".pt", ".pth"):
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise DataError(f"{path}: unknown data file type '{suffix}'; use .safetensors, .npz or .pt")
+    except DataError:
+        raise
+    except Exception as exc:  # the readers raise many kinds; one line for the user
+        raise DataError(f"{path}: cannot read data file ({type(exc).__name__}: {_first_line(exc)})") from exc
+    if not isinstance(tensors, dict) or "x" not in tensors or "y" not in tensors:
+        keys = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+        raise DataError(f"{path}: expected tensors 'x' and 'y', found {keys}")
+    x, y = tensors["x"], tensors["y"]
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise DataError(f"{path}: 'x' and 'y' must be tensors")
+    if x.dim() < 2:
+        raise DataError(f"{path}: x must be [N, ...] with at least one feature dimension, got shape {list(x.shape)}")
+    if y.dim() != 1 or y.dtype.is_floating_point:
+        raise DataError(f"{path}: y must be a 1-D integer label tensor, got {y.dtype} {list(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"{path}: labels must be >= 0, found {int(y.min())}")
+    return x.float(), y.long()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _from_function(spec: str, options: DataOptions) -> DataBundle:
+    module_name, _, func_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DataError(f"cannot import data module '{module_name}': {_first_line(exc)}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise DataError(f"'{module_name}' has no function '{func_name}'")
+    result = func()
+    if isinstance(result, DataLoader):
+        dataset = result.dataset
+    elif isinstance(result, Dataset):
+        dataset = result
+    else:
+        raise DataError(f"{spec} returned {type(result).__name__}; it must return a torch Dataset or DataLoader")
+    try:
+        n = len(dataset)
+    except TypeError as exc:
+        raise DataError(f"{spec}: the dataset has no length (iterable datasets are not supported)") from exc
+    if options.limit is not None and options.limit < n:
+        dataset = Subset(dataset, range(options.limit))
+    labels = set()
+    for i in range(min(len(dataset), 2048)):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise DataError(f"{spec}: dataset items must be (x, y) pairs")
+        labels.add(int(item[1]))
+    num_classes = max(labels) + 1 if labels else None
+    return DataBundle(spec, dataset, False, options.time_steps, num_classes, options)
+
+
+def num_batches(bundle: DataBundle) -> int:
+    return math.ceil(len(bundle) / bundle.options.batch_size)

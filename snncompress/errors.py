@@ -1,0 +1,50 @@
+"""Errors raised by the library.
+
+The library raises; the CLI reports. Each error carries the exit code the CLI uses:
+2 for bad usage or bad input, 1 for a domain failure (a pass that cannot reach its goal,
+a failed quality gate).
+"""
+
+from __future__ import annotations
+
+
+class SnnCompressError(Exception):
+    """Base class for every error snncompress raises on purpose."""
+
+    exit_code: int = 1
+
+
+class InputError(SnnCompressError):
+    """Bad user input: a missing file, an unknown format, a model or data set that does not fit."""
+
+    exit_code = 2
+
+
+class ModelLoadError(InputError):
+    """A model could not be loaded or rebuilt."""
+
+
+class DataError(InputError):
+    """A data set could not be loaded or does not fit the model."""
+
+
+class ConfigError(InputError):
+    """A pass config or recipe is invalid."""
+
+
+class UnsupportedLayerError(InputError):
+    """The model holds a layer snncompress does not know how to handle."""
+
+
+class FileFormatError(InputError):
+    """A compressed file is truncated, corrupted or of an unknown version."""
+
+
+class DomainError(SnnCompressError):
+    """A well-formed request that cannot be carried out (exit code 1)."""
+
+    exit_code = 1
+
+
+class GateFailure(DomainError):
+    """A quality gate failed after a run."""

@@ -1,0 +1,77 @@
+"""Accuracy and firing rates of a model on a data set."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from snncompress.data.loading import DataBundle
+from snncompress.errors import DataError
+from snncompress.observers import SpikeCounter
+from snncompress.progress import progress_bar
+from snncompress.runner import SNNRunner, resolve_layout
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`."""
+
+    accuracy: float
+    samples: int
+    firing_rates: dict[str, float] = field(default_factory=dict)
+    spikes_per_sample: dict[str, float] = field(default_factory=dict)
+    neurons: dict[str, int] = field(default_factory=dict)
+    time_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare(model: nn.Module, data: DataBundle) -> SNNRunner:
+    """A runner for ``model`` with the data's layout resolved and its labels checked."""
+    runner = SNNRunner(model)
+    data.is_sequence = resolve_layout(runner, data.sample_input(), data.time_steps)
+    check_labels(runner, data)
+    return runner
+
+
+def check_labels(runner: SNNRunner, data: DataBundle) -> int:
+    """The model's output count; raise DataError when the labels need more classes."""
+    with torch.no_grad():
+        out = runner.run(data.sample_input().unsqueeze(0), is_sequence=data.is_sequence,
+                         time_steps=min(data.time_steps, 2))
+    classes = out.spikes.shape[-1]
+    if data.num_classes is not None and data.num_classes > classes:
+        raise DataError(
+            f"the data has labels up to {data.num_classes - 1} but the model has {classes} outputs"
+        )
+    return classes
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
+             description: str = "evaluate") -> Evaluation:
+    """Classification accuracy (argmax of output spike counts) and per-layer firing rates."""
+    was_training = model.training
+    model.eval()
+    runner = prepare(model, data)
+    counter = SpikeCounter()
+    correct = total = 0
+    with runner.observe(counter), progress_bar(show_progress) as bar:
+        task = bar.add_task(description, total=len(data))
+        for x, y in data.loader():
+            out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
+            correct += int((out.predictions() == y).sum())
+            total += y.shape[0]
+            bar.advance(task, y.shape[0])
+    model.train(was_training)
+    return Evaluation(
+        accuracy=100.0 * correct / max(total, 1),
+        samples=total,
+        firing_rates=counter.firing_rates(),
+        spikes_per_sample={k: counter.spikes[k] / max(counter.samples[k], 1) for k in counter.spikes},
+        neurons=dict(counter.neurons),
+        time_steps=max(counter.steps.values(), default=0),
+    )

@@ -1,0 +1,1 @@
+"""The compressed safetensors file format: packing of low-bit codes and the self-describing header."""

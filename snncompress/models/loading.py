@@ -1,0 +1,208 @@
+"""Load a model from any ``MODEL`` argument form.
+
+* ``package.module:factory`` (+ ``weights``: a ``.safetensors`` or a ``.pt`` state dict, read with
+  ``weights_only=True``);
+* ``demo``: the built-in digits convolutional SNN with its shipped weights;
+* a ``.nir`` graph;
+* a compressed ``.safetensors`` written by snncompress;
+* a pickled whole module (``torch.save(model)``), only with ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snncompress.errors import FileFormatError, ModelLoadError
+from snncompress.models.layers import check_supported
+from snncompress.models.neurons import neuron_layers
+from snncompress.state import get_state
+
+DEMO_MODEL = "demo"
+
+
+def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False) -> nn.Module:
+    """Load a model; see the module docstring for the accepted forms.
+
+    Args:
+        spec: the model reference.
+        weights: a state dict for a factory model.
+        trust_pickle: allow unpickling a whole module (this runs code from the file).
+
+    Returns:
+        The model in eval mode, with its compression state's ``source`` filled in.
+
+    Raises:
+        ModelLoadError: the model cannot be loaded, with the reason and the fix.
+        FileFormatError: a compressed file is truncated or corrupted.
+        UnsupportedLayerError: the model holds a layer snncompress does not handle.
+    """
+    spec = str(spec)
+    path = Path(spec)
+    if spec == DEMO_MODEL:
+        from snncompress.models.zoo import pretrained_digits_csnn
+
+        model = pretrained_digits_csnn()
+        if weights is not None:
+            load_weights(model, weights)
+    elif path.suffix.lower() == ".nir":
+        _require_file(path)
+        _no_weights(weights, spec)
+        from snncompress.export.nir_io import load_nir
+
+        model = load_nir(path)
+    elif path.suffix.lower() == ".safetensors":
+        _require_file(path)
+        _no_weights(weights, spec)
+        from snncompress.fileformat.compressed import load_compressed
+
+        model = load_compressed(path)
+    elif path.suffix.lower() in (".pt", ".pth"):
+        _require_file(path)
+        _no_weights(weights, spec)
+        model = _load_pickled(path, trust_pickle)
+    elif ":" in spec and not path.exists():
+        model = call_factory(spec)
+        get_state(model).source = {"kind": "factory", "factory": spec}
+        if weights is not None:
+            load_weights(model, weights)
+    elif path.exists():
+        raise ModelLoadError(
+            f"{spec}: unknown model file type '{path.suffix}'; use .safetensors (snncompress), .nir, "
+            ".pt with --trust-pickle, or package.module:factory"
+        )
+    else:
+        raise ModelLoadError(f"model not found: '{spec}' is neither a file nor a package.module:factory reference")
+    check_supported(model)
+    if not neuron_layers(model):
+        raise ModelLoadError(f"{spec}: the model has no snnTorch spiking neurons")
+    check_finite(model, spec)
+    model.eval()
+    return model
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not a model file")
+
+
+def _no_weights(weights, spec: str) -> None:
+    if weights is not None:
+        raise ModelLoadError(f"--weights applies to a package.module:factory model, not to the file {spec}")
+
+
+def call_factory(ref: str) -> nn.Module:
+    """Import ``package.module:factory`` and call it with no arguments.
+
+    Raises:
+        ModelLoadError: the module cannot be imported, the factory is missing, fails, or returns no module.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"'{ref}' is not a package.module:factory reference")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`, find the user's modules in the working directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import '{module_name}' for model {ref}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ModelLoadError(f"module '{module_name}' has no attribute '{attr}'")
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or ``.pt`` state dict (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise FileFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?)") from exc
+    if suffix in (".pt", ".pth"):
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{path}: cannot read as a state dict with weights_only=True ({type(exc).__name__}); "
+                "save model.state_dict(), not the whole model"
+            ) from exc
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise ModelLoadError(f"{path}: does not hold a state dict of tensors")
+        return sd
+    raise ModelLoadError(f"{path}: unknown weights file type '{suffix}'; use .safetensors or .pt")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict into ``model``, naming every missing, unexpected or mis-shaped key.
+
+    Raises:
+        ModelLoadError: the state dict does not fit the model.
+    """
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [
+        f"{k} {list(sd[k].shape)} vs model {list(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected[:6]) + (" ..." if len(unexpected) > 6 else ""))
+    if mismatched:
+        problems.append("shape mismatch: " + "; ".join(mismatched[:4]) + (" ..." if len(mismatched) > 4 else ""))
+    if problems:
+        raise ModelLoadError(f"{path} does not fit the model: " + " | ".join(problems))
+    model.load_state_dict(sd, strict=True)
+
+
+def check_finite(model: nn.Module, where: str) -> None:
+    """Raise ModelLoadError naming the first parameter or buffer holding NaN or Inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelLoadError(f"{where}: '{name}' contains NaN or Inf")
+
+
+def _load_pickled(path: Path, trust_pickle: bool) -> nn.Module:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        obj = None
+        if not trust_pickle:
+            raise ModelLoadError(
+                f"{path} is a pickled module; unpickling runs arbitrary code from the file, so it is refused. "
+                "If you trust its source pass --trust-pickle, or better save model.state_dict() and load it "
+                "with package.module:factory --weights FILE"
+            ) from None
+    if obj is not None:
+        raise ModelLoadError(
+            f"{path} holds a state dict, not a model; load it as package.module:factory --weights {path}"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{path} unpickled to {type(obj).__name__}, not a torch nn.Module")
+    if isinstance(obj, nn.Sequential):
+        get_state(obj).source = {"kind": "pickle", "path": str(path)}
+    return obj

@@ -1,0 +1,99 @@
+"""snnTorch neuron introspection: which neurons are supported and what their parameters are.
+
+The LIF family (SpQuant §3): ``u[t] = beta * u[t-1] + I[t] - s[t-1] * Vth`` in snnTorch's own
+ordering (reset applied on the next step), ``s[t] = H(u[t] - Vth)``. ``Synaptic`` adds a synaptic
+current ``syn[t] = alpha * syn[t-1] + I[t]`` that feeds the membrane; ``RLeaky`` adds recurrent
+weights from its own spikes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import snntorch as snn
+import torch
+from torch import nn
+
+# Order matters for isinstance checks: RLeaky and Synaptic do not subclass Leaky in snnTorch 1.x,
+# but keep the most specific first anyway.
+SUPPORTED_NEURONS: tuple[type[nn.Module], ...] = (snn.RLeaky, snn.Synaptic, snn.Leaky)
+KNOWN_NEURON_NAMES = {cls.__name__ for cls in SUPPORTED_NEURONS}
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """True for any snnTorch spiking neuron (supported or not)."""
+    return isinstance(module, snn.SpikingNeuron)
+
+
+def is_supported_neuron(module: nn.Module) -> bool:
+    return isinstance(module, SUPPORTED_NEURONS)
+
+
+def neuron_type(module: nn.Module) -> str:
+    return type(module).__name__
+
+
+def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All spiking-neuron submodules of ``model`` in registration order, with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if is_neuron(m)]
+
+
+RESET_NAMES = {0: "subtract", 1: "zero", 2: "none"}
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """A neuron layer's parameters as plain values, for inspection and metadata."""
+
+    neuron_type: str
+    beta: list[float] | float
+    threshold: list[float] | float
+    reset_mechanism: str
+    alpha: list[float] | float | None = None
+    learn_beta: bool = False
+    learn_threshold: bool = False
+    init_hidden: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _plain(t: torch.Tensor) -> list[float] | float:
+    t = t.detach().cpu().float()
+    return float(t) if t.numel() == 1 else [float(v) for v in t.reshape(-1)]
+
+
+def neuron_params(module: nn.Module) -> NeuronParams:
+    """Read a neuron's beta, threshold, reset and (for ``Synaptic``) alpha."""
+    return NeuronParams(
+        neuron_type=neuron_type(module),
+        beta=_plain(module.beta),
+        threshold=_plain(module.threshold),
+        reset_mechanism=RESET_NAMES.get(int(module.reset_mechanism_val), "subtract"),
+        alpha=_plain(module.alpha) if hasattr(module, "alpha") else None,
+        learn_beta=isinstance(module.beta, nn.Parameter),
+        learn_threshold=isinstance(module.threshold, nn.Parameter),
+        init_hidden=bool(module.init_hidden),
+    )
+
+
+def surrogate_name(module: nn.Module) -> str:
+    """The snnTorch surrogate function's factory name (``atan``, ``fast_sigmoid``, ...), best effort."""
+    fn = getattr(module, "spike_grad", None)
+    qualname = getattr(fn, "__qualname__", "") or type(fn).__name__
+    name = qualname.split(".")[0]
+    if name in {"_surrogate_bypass", "SpikingNeuron"} or getattr(module, "surrogate_disable", False):
+        return "heaviside"
+    import snntorch.surrogate as surrogate
+
+    return name if hasattr(surrogate, name) else "atan"
+
+
+def make_surrogate(name: str):
+    """Rebuild a surrogate from its factory name, with snnTorch's default arguments."""
+    import snntorch.surrogate as surrogate
+
+    if name == "heaviside":
+        return None
+    factory = getattr(surrogate, name, None)
+    return factory() if callable(factory) else None

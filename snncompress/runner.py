@@ -1,0 +1,193 @@
+"""Run an SNN over time and observe its neuron layers.
+
+Two model styles are driven the same way from the outside:
+
+* ``stepwise``: an ``nn.Sequential`` (or any module marked so) whose neurons have
+  ``init_hidden=True``. The runner resets the hidden state, then calls the model once per time
+  step; the last layer's spikes (and membrane, if it returns them) form the output.
+* ``sequence``: a user ``nn.Module`` with its own time loop whose ``forward(x)`` returns spike
+  (and membrane) records over time, ``[T, B, ...]``, as in the snnTorch tutorials. Static input is
+  passed as ``[B, ...]``; event frames as ``[T, B, ...]``.
+
+Observers see every neuron layer at every step through forward hooks (nothing is copied): the
+spikes ``s[t]`` and the membrane ``u[t]`` that was compared with the threshold (before reset and
+before any storage quantization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import snntorch.utils
+import torch
+from torch import nn
+
+from snncompress.errors import DataError, ModelLoadError
+from snncompress.models.neurons import neuron_layers
+
+STYLES = ("stepwise", "sequence")
+
+
+class Observer(Protocol):
+    """Receives each neuron layer's activity at each time step."""
+
+    def on_step(self, layer: str, module: nn.Module, step: int, spikes: torch.Tensor,
+                membrane: torch.Tensor) -> None: ...
+
+
+@dataclass
+class RunOutput:
+    """Output-layer activity of one batch: ``spikes`` and ``membrane`` are ``[T, B, ...]``."""
+
+    spikes: torch.Tensor
+    membrane: torch.Tensor | None
+
+    @property
+    def spike_counts(self) -> torch.Tensor:
+        return self.spikes.sum(dim=0)
+
+    def predictions(self) -> torch.Tensor:
+        return self.spike_counts.argmax(dim=-1)
+
+
+def detect_style(model: nn.Module) -> str:
+    """``stepwise`` for a Sequential (or a model with ``snncompress_style = "stepwise"``), else ``sequence``."""
+    declared = getattr(model, "snncompress_style", None)
+    if declared in STYLES:
+        return declared
+    return "stepwise" if isinstance(model, nn.Sequential) else "sequence"
+
+
+class SNNRunner:
+    """Drive a model over time and notify observers.
+
+    Args:
+        model: the snnTorch model.
+        style: ``stepwise`` or ``sequence``; detected when None.
+    """
+
+    def __init__(self, model: nn.Module, style: str | None = None):
+        self.model = model
+        self.style = style or detect_style(model)
+        if self.style not in STYLES:
+            raise ModelLoadError(f"unknown model style '{self.style}'; use stepwise or sequence")
+        self.neurons = neuron_layers(model)
+        if self.style == "stepwise":
+            lazy = [n for n, m in self.neurons if not m.init_hidden]
+            if lazy:
+                raise ModelLoadError(
+                    f"neuron layer '{lazy[0]}' has init_hidden=False, so the model cannot be stepped as a "
+                    "Sequential; set init_hidden=True or give the model a forward(x) with its own time loop"
+                )
+        self._observers: list[Observer] = []
+        self._steps: dict[str, int] = {}
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, x: torch.Tensor, *, is_sequence: bool, time_steps: int) -> RunOutput:
+        """Run one batch.
+
+        Args:
+            x: ``[B, ...]`` static input or ``[B, T, ...]`` sequence.
+            is_sequence: whether ``x`` carries time in dim 1.
+            time_steps: steps to present a static input for (stepwise style).
+        """
+        self._steps = {name: 0 for name, _ in self.neurons}
+        batch = x.shape[0]
+        if self.style == "stepwise":
+            snntorch.utils.reset(self.model)
+            steps = x.shape[1] if is_sequence else time_steps
+            spikes, membranes = [], []
+            for t in range(steps):
+                out = self.model(x[:, t] if is_sequence else x)
+                spk, mem = _split_output(out)
+                spikes.append(spk)
+                if mem is not None:
+                    membranes.append(mem)
+            return RunOutput(torch.stack(spikes), torch.stack(membranes) if membranes else None)
+        inp = x.transpose(0, 1) if is_sequence else x
+        out = self.model(inp)
+        spk, mem = _split_output(out)
+        spk = _time_first(spk, batch, "spike record")
+        mem = _time_first(mem, batch, "membrane record") if mem is not None else None
+        return RunOutput(spk, mem)
+
+    def __call__(self, x: torch.Tensor, *, is_sequence: bool, time_steps: int) -> RunOutput:
+        return self.run(x, is_sequence=is_sequence, time_steps=time_steps)
+
+    # -- observing ------------------------------------------------------------------------------
+    @contextmanager
+    def observe(self, *observers: Observer) -> Iterator[SNNRunner]:
+        """Attach observers to every neuron layer for the duration of the ``with`` block."""
+        handles = []
+        self._observers = list(observers)
+        for name, module in self.neurons:
+            # prepend: see u[t] before any storage-quantization hook rewrites the stored state
+            handles.append(module.register_forward_hook(self._make_hook(name), prepend=True))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self._observers = []
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, _inputs, output):
+            spk = output[0] if isinstance(output, tuple) else output
+            mem = module.mem
+            step = self._steps.get(name, 0)
+            self._steps[name] = step + 1
+            for obs in self._observers:
+                obs.on_step(name, module, step, spk, mem)
+
+        return hook
+
+
+def _split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        mem = out[-1] if len(out) > 1 and isinstance(out[-1], torch.Tensor) else None
+        return out[0], mem
+    raise ModelLoadError(
+        f"the model returned {type(out).__name__}; expected spikes, or a tuple (spikes, ..., membrane)"
+    )
+
+
+def _time_first(rec: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if rec.dim() >= 3 and rec.shape[1] == batch:
+        return rec
+    if rec.dim() >= 3 and rec.shape[0] == batch:
+        return rec.transpose(0, 1)
+    raise ModelLoadError(
+        f"the model's {what} has shape {list(rec.shape)}; a model with its own time loop must return "
+        f"records over time, [T, B, ...] with B = {batch}"
+    )
+
+
+def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
+    """Decide whether samples like ``sample`` (no batch dim) are sequences for this model.
+
+    Tries the static reading first, then the sequence reading (dim 0 = time).
+
+    Returns:
+        True when the data must be read as ``[T, ...]`` sequences.
+
+    Raises:
+        DataError: neither reading fits the model; the message quotes the model's complaint.
+    """
+    errors = []
+    for is_sequence in (False, True):
+        if is_sequence and sample.dim() < 2:
+            continue
+        try:
+            with torch.no_grad():
+                runner.run(sample.unsqueeze(0), is_sequence=is_sequence, time_steps=min(time_steps, 2))
+            return is_sequence
+        except (RuntimeError, ValueError, IndexError, ModelLoadError) as exc:
+            errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    raise DataError(
+        f"data samples of shape {list(sample.shape)} do not fit the model: {errors[0]}"
+    )
