@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-import snntorch.utils
 import torch
 from torch import nn
 
@@ -97,7 +96,7 @@ class SNNRunner:
         self._steps = {name: 0 for name, _ in self.neurons}
         batch = x.shape[0]
         if self.style == "stepwise":
-            snntorch.utils.reset(self.model)
+            self.reset()
             steps = x.shape[1] if is_sequence else time_steps
             spikes, membranes = [], []
             for t in range(steps):
@@ -113,6 +112,16 @@ class SNNRunner:
         spk = _time_first(spk, batch, "spike record")
         mem = _time_first(mem, batch, "membrane record") if mem is not None else None
         return RunOutput(spk, mem)
+
+    def reset(self) -> None:
+        """Zero the hidden state of this model's own neurons.
+
+        Not ``snntorch.utils.reset``: that resets the neurons in snnTorch's global
+        ``SpikingNeuron.instances`` list, which misses deep copies (``copy_model``) and models built
+        before the list was cleared, so their state would leak from one batch into the next.
+        """
+        for _, module in self.neurons:
+            module.reset_mem()
 
     def __call__(self, x: torch.Tensor, *, is_sequence: bool, time_steps: int) -> RunOutput:
         return self.run(x, is_sequence=is_sequence, time_steps=time_steps)
@@ -170,7 +179,12 @@ def _time_first(rec: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
     """Decide whether samples like ``sample`` (no batch dim) are sequences for this model.
 
-    Tries the static reading first, then the sequence reading (dim 0 = time).
+    A reading fits when the model runs on it and returns one output vector per sample and step,
+    ``[T, B, classes]``: a Linear layer also runs on a ``[B, T, features]`` frame batch read as static
+    input, but then returns ``[T, B, T, classes]``. The probe holds two copies of the sample so that
+    the batch dim cannot pass for a size-1 channel or time dim. A stepwise model is tried static
+    first; a model with its own time loop is tried as a sequence first (read as static, its loop
+    would step over the batch).
 
     Returns:
         True when the data must be read as ``[T, ...]`` sequences.
@@ -178,16 +192,22 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
     Raises:
         DataError: neither reading fits the model; the message quotes the model's complaint.
     """
+    probe = torch.stack([sample, sample])
+    order = (True, False) if runner.style == "sequence" else (False, True)
     errors = []
-    for is_sequence in (False, True):
+    for is_sequence in order:
         if is_sequence and sample.dim() < 2:
             continue
         try:
             with torch.no_grad():
-                runner.run(sample.unsqueeze(0), is_sequence=is_sequence, time_steps=min(time_steps, 2))
-            return is_sequence
+                out = runner.run(probe, is_sequence=is_sequence, time_steps=min(time_steps, 2))
         except (RuntimeError, ValueError, IndexError, ModelLoadError) as exc:
             errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            continue
+        if out.spikes.dim() == 3 and out.spikes.shape[1] == probe.shape[0]:
+            return is_sequence
+        errors.append(f"the model's output spikes have shape {list(out.spikes.shape)} for a batch of "
+                      f"{probe.shape[0]}, expected [T, {probe.shape[0]}, classes]")
     raise DataError(
         f"data samples of shape {list(sample.shape)} do not fit the model: {errors[0]}"
     )

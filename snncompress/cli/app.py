@@ -58,24 +58,32 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False, prog_name="snncompress")
+        result = app(args=args, standalone_mode=False, prog_name="snncompress")
     except SnnCompressError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except click.exceptions.Abort:
+        sys.exit(exc.exit_code)  # 2 for usage errors
+    except _ABORTS:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    sys.exit(0)
+    # without standalone mode, typer returns the code of a `typer.Exit` instead of raising it
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+# Recent Typer releases (0.29 here) raise their own vendored click exceptions, which do not derive
+# from click's: catch both, or a usage error would surface as a traceback.
+_CLICK_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ def demo(
     """Compress the built-in digits convolutional SNN with the default recipe, print the hardware report
     and write the compressed file."""
     from snncompress.demo import run_demo
+    from snncompress.fileformat.atomic import check_output_path
 
+    if json_file is not None:
+        check_output_path(json_file, force)  # before any work, like the model output
     result = run_demo(output, force=force, retrain=retrain, epochs=epochs, seed=seed, console=c.console,
                       err_console=c.err_console)
     if json_file is not None:

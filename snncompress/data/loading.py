@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _from_function(spec: str, options: DataOptions) -> DataBundle:
     module_name, _, func_name = spec.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like model factories: find the user's modules in the working directory
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -189,7 +192,10 @@ def _from_function(spec: str, options: DataOptions) -> DataBundle:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise DataError(f"'{module_name}' has no function '{func_name}'")
-    result = func()
+    try:
+        result = func()
+    except Exception as exc:  # the user's code; --debug shows the traceback
+        raise DataError(f"{spec} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     if isinstance(result, DataLoader):
         dataset = result.dataset
     elif isinstance(result, Dataset):

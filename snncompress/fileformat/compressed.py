@@ -35,6 +35,7 @@ from snncompress.state import get_state
 FORMAT_NAME = "snncompress"
 FORMAT_VERSION = 1
 SEP = "::"
+JSON_FIELDS = ("model", "tensors", "neurons", "history", "baseline")  # header entries holding JSON
 
 
 def is_compressed_file(path: str | Path) -> bool:
@@ -102,7 +103,9 @@ def save_compressed(model: nn.Module, path: str | Path, *, force: bool = False) 
             tensors[name + SEP + "values"] = value.reshape(-1)[mask.reshape(-1)].contiguous()
         else:
             entry.update(kind="dense")
-            tensors[name] = value.contiguous()
+            # a copy: state-dict entries may share storage (RLeaky's one-to-one ``V`` is also
+            # ``recurrent.V``), and safetensors refuses to write shared tensors
+            tensors[name] = value.clone(memory_format=torch.contiguous_format)
         if mask is not None:
             tensors[name + SEP + "mask"] = pack_mask(mask)
             entry["mask"] = True
@@ -151,14 +154,19 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise FileFormatError(
             f"{path}: a plain safetensors file, not an snncompress model; pass a factory and use it as --weights"
         )
-    version = int(raw.get("format_version", "0"))
+    try:
+        version = int(raw.get("format_version", "0"))
+    except ValueError:
+        raise FileFormatError(f"{path}: corrupted header (format_version {raw['format_version']!r})") from None
     if version > FORMAT_VERSION:
         raise FileFormatError(
             f"{path}: format version {version} is newer than this snncompress reads ({FORMAT_VERSION}); upgrade"
         )
+    missing = [k for k in JSON_FIELDS if k not in raw]
+    if missing:
+        raise FileFormatError(f"{path}: corrupted header (no {', '.join(missing)})")
     try:
-        return {k: (json.loads(v) if k in {"model", "tensors", "neurons", "history", "baseline"} else v)
-                for k, v in raw.items()}
+        return {k: (json.loads(v) if k in JSON_FIELDS else v) for k, v in raw.items()}
     except json.JSONDecodeError as exc:
         raise FileFormatError(f"{path}: corrupted header ({exc.msg})") from exc
 
@@ -188,6 +196,8 @@ def load_compressed(path: str | Path) -> nn.Module:
             state_dict[name] = _decode_entry(name, spec, stored, state, EncodedTensor)
         except KeyError as exc:
             raise FileFormatError(f"{path}: tensor {exc} is missing") from exc
+        except (TypeError, ValueError, AttributeError) as exc:  # e.g. an unknown dtype or a bad shape
+            raise FileFormatError(f"{path}: corrupted header entry for tensor '{name}' ({exc})") from exc
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
@@ -239,6 +249,8 @@ def _rebuild(source: dict[str, Any]) -> nn.Module:
 
     kind = source.get("kind")
     if kind == "sequential":
+        if "architecture" not in source:
+            raise FileFormatError("corrupted header: the model record lacks its architecture")
         model = build_module(source["architecture"])
     elif kind == "factory":
         model = call_factory(source["factory"])

@@ -43,6 +43,9 @@ class SynapticLayer:
         kind: "linear", "conv1d" or "conv2d".
         weight_shape: Torch weight shape ([out, in] or [C_out, C_in/groups, k...]).
         dense_ops_per_step: MACs of one time step for one sample: output elements * fan_in.
+        connections_per_step: Of those, the ones that reach a real input element (a conv's zero
+            padding is never computed); None: all of them. Measured from the model by
+            :func:`snncompress.profiling.describe_model`; NeuroBench's "Dense" counts the same.
         time_steps: T.
         nonzero_weights: Weights left after pruning (None: all of them).
         weight_bits: Stored bits per weight (32 for fp32).
@@ -66,6 +69,7 @@ class SynapticLayer:
     weight_shape: tuple[int, ...]
     dense_ops_per_step: int
     time_steps: int
+    connections_per_step: int | None = None
     nonzero_weights: int | None = None
     weight_bits: int = 32
     weight_scheme: str = "fp32"
@@ -92,22 +96,48 @@ class SynapticLayer:
         w = f"layer {self.name}"
         _need(self.kind in ("linear", "conv1d", "conv2d"), w, f"unknown kind {self.kind!r}")
         object.__setattr__(self, "weight_shape", tuple(int(d) for d in self.weight_shape))
-        _need(len(self.weight_shape) >= 2 and all(d > 0 for d in self.weight_shape), w,
-              f"weight_shape must have >= 2 positive dims, got {self.weight_shape}")
+        _need(
+            len(self.weight_shape) >= 2 and all(d > 0 for d in self.weight_shape),
+            w,
+            f"weight_shape must have >= 2 positive dims, got {self.weight_shape}",
+        )
         _need(self.time_steps >= 1, w, f"time_steps must be >= 1, got {self.time_steps}")
-        _need(self.dense_ops_per_step >= 0 and self.dense_ops_per_step % self.fan_in == 0, w,
-              f"dense_ops_per_step ({self.dense_ops_per_step}) must be output elements * fan_in ({self.fan_in})")
+        _need(
+            self.dense_ops_per_step >= 0 and self.dense_ops_per_step % self.fan_in == 0,
+            w,
+            f"dense_ops_per_step ({self.dense_ops_per_step}) must be output elements * fan_in "
+            f"({self.fan_in})",
+        )
+        cps = self.connections_per_step
+        _need(
+            cps is None or 0 <= cps <= self.dense_ops_per_step,
+            w,
+            f"connections_per_step must be in [0, dense_ops_per_step = {self.dense_ops_per_step}], got {cps}",
+        )
         nz = self.nonzero_weights
-        _need(nz is None or 0 <= nz <= self.weight_count, w,
-              f"nonzero_weights must be in [0, {self.weight_count}], got {nz}")
+        _need(
+            nz is None or 0 <= nz <= self.weight_count,
+            w,
+            f"nonzero_weights must be in [0, {self.weight_count}], got {nz}",
+        )
         _fraction(self.spatial_sparsity, w, "spatial_sparsity")
         _fraction(self.channel_sparsity, w, "channel_sparsity")
-        for name in ("input_spikes_per_sample", "fan_out", "measured_synaptic_ops_per_sample", "mask_bits",
-                     "gate_ops_per_step", "gate_params", "scale_count", "scale_bits"):
+        for name in (
+            "input_spikes_per_sample",
+            "fan_out",
+            "measured_synaptic_ops_per_sample",
+            "mask_bits",
+            "gate_ops_per_step",
+            "gate_params",
+            "scale_count",
+            "scale_bits",
+        ):
             _count(getattr(self, name), w, name)
         self.weight_format  # noqa: B018 - parse now so a bad label fails at construction
         if self.accumulator_bits is not None:
-            _need(self.accumulator_bits >= 1, w, f"accumulator_bits must be >= 1, got {self.accumulator_bits}")
+            _need(
+                self.accumulator_bits >= 1, w, f"accumulator_bits must be >= 1, got {self.accumulator_bits}"
+            )
         _need(self.bias_bits >= 1, w, f"bias_bits must be >= 1, got {self.bias_bits}")
         if not self.input_is_spikes:
             parse_scheme(self.input_scheme, _bits_of(self.input_scheme, w), f"{w} input_scheme")
@@ -138,6 +168,11 @@ class SynapticLayer:
     def rows(self) -> int:
         """Rows of the weight matrix view used by sparse formats (output channels/features)."""
         return self.weight_shape[0]
+
+    @property
+    def connections(self) -> int:
+        """Input-output connections computed per step, zero padding excluded."""
+        return self.dense_ops_per_step if self.connections_per_step is None else self.connections_per_step
 
     @property
     def output_elements(self) -> int:
@@ -183,7 +218,10 @@ class NeuronLayer:
         per_neuron_params: True when parameters are per neuron (read on every update); False when
             they are per layer (held in registers, not read from memory).
         recurrent_weights, recurrent_weight_bits, recurrent_weight_scheme: RLeaky/RSynaptic
-            recurrent connection weights (``all_to_all``: neurons**2; one-to-one: neurons).
+            recurrent weights as stored (``all_to_all``: neurons**2; one-to-one: neurons, or 1
+            when one weight V is shared by the layer).
+        recurrent_fan_out: Recurrent connections each output spike drives (all-to-all: neurons;
+            one-to-one: 1). None: ``recurrent_weights / neurons``.
         spikes_per_sample: Measured output spikes summed over time (optional).
         active_fraction: Share of neurons updated per step (spatial/channel masks upstream).
     """
@@ -192,7 +230,7 @@ class NeuronLayer:
     neuron_type: str
     neurons: int
     time_steps: int
-    beta: tuple[float, ...] = (1.0,)
+    beta: float | tuple[float, ...]
     alpha: tuple[float, ...] | None = None
     membrane_bits: int = 32
     membrane_scheme: str = "fp32"
@@ -203,20 +241,25 @@ class NeuronLayer:
     recurrent_weights: int = 0
     recurrent_weight_bits: int = 32
     recurrent_weight_scheme: str = "fp32"
+    recurrent_fan_out: int | None = None
     spikes_per_sample: float | None = None
     active_fraction: float = 1.0
-    _decays: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         w = f"layer {self.name}"
         _need(self.neurons >= 1, w, f"neurons must be >= 1, got {self.neurons}")
         _need(self.time_steps >= 1, w, f"time_steps must be >= 1, got {self.time_steps}")
         if self.state_variables is None:
-            _need(self.neuron_type in STATE_VARIABLES, w,
-                  f"state_variables not given and neuron type {self.neuron_type!r} is not one of "
-                  f"{', '.join(STATE_VARIABLES)}")
+            _need(
+                self.neuron_type in STATE_VARIABLES,
+                w,
+                f"state_variables not given and neuron type {self.neuron_type!r} is not one of "
+                f"{', '.join(STATE_VARIABLES)}",
+            )
             object.__setattr__(self, "state_variables", STATE_VARIABLES[self.neuron_type])
-        _need(self.state_variables in (1, 2), w, f"state_variables must be 1 or 2, got {self.state_variables}")
+        _need(
+            self.state_variables in (1, 2), w, f"state_variables must be 1 or 2, got {self.state_variables}"
+        )
         beta = _as_tuple(self.beta)
         object.__setattr__(self, "beta", beta)
         decays = [beta]
@@ -225,14 +268,22 @@ class NeuronLayer:
             alpha = _as_tuple(self.alpha)
             object.__setattr__(self, "alpha", alpha)
             decays.insert(0, alpha)
-        for name, values in zip(("alpha", "beta")[-len(decays):], decays, strict=True):
-            _need(len(values) in (1, self.neurons), w,
-                  f"{name} needs 1 or {self.neurons} values, got {len(values)}")
+        for name, values in zip(("alpha", "beta")[-len(decays) :], decays, strict=True):
+            _need(
+                len(values) in (1, self.neurons),
+                w,
+                f"{name} needs 1 or {self.neurons} values, got {len(values)}",
+            )
             _need(all(0.0 <= v <= 1.0 for v in values), w, f"{name} values must be in [0, 1]")
-        object.__setattr__(self, "_decays", tuple(decays))
         _fraction(self.active_fraction, w, "active_fraction")
-        for name in ("param_count", "recurrent_weights", "spikes_per_sample"):
+        for name in ("param_count", "recurrent_weights", "recurrent_fan_out", "spikes_per_sample"):
             _count(getattr(self, name), w, name)
+        if self.recurrent_fan_out is not None:
+            _need(
+                self.recurrent_fan_out <= self.neurons,
+                w,
+                f"recurrent_fan_out must be <= neurons ({self.neurons}), got {self.recurrent_fan_out}",
+            )
         self.membrane_format  # noqa: B018 - parse now so a bad label fails at construction
         if self.recurrent_weights:
             self.recurrent_format  # noqa: B018
@@ -245,13 +296,27 @@ class NeuronLayer:
     @property
     def recurrent_format(self) -> NumberFormat:
         """Parsed recurrent weight scheme."""
-        return parse_scheme(self.recurrent_weight_scheme, self.recurrent_weight_bits,
-                            f"layer {self.name} recurrent_weight_scheme")
+        return parse_scheme(
+            self.recurrent_weight_scheme,
+            self.recurrent_weight_bits,
+            f"layer {self.name} recurrent_weight_scheme",
+        )
+
+    @property
+    def recurrent_connections_per_spike(self) -> float:
+        """Recurrent connections one output spike drives (0 without recurrence)."""
+        if not self.recurrent_weights:
+            return 0.0
+        if self.recurrent_fan_out is not None:
+            return float(self.recurrent_fan_out)
+        return self.recurrent_weights / self.neurons
 
     @property
     def decays(self) -> tuple[tuple[float, ...], ...]:
         """Decay factors, one tuple per state variable (Synaptic: alpha for syn, then beta for mem)."""
-        return self._decays
+        if self.state_variables == 2:
+            return (self.alpha, self.beta)
+        return (self.beta,)
 
 
 @dataclass(frozen=True)
@@ -280,10 +345,16 @@ class ModelDescription:
         dup = sorted({n for n in names if names.count(n) > 1})
         _need(not dup, w, f"duplicate layer names: {', '.join(dup)}")
         for layer in self.layers:
-            _need(isinstance(layer, SynapticLayer | NeuronLayer), w,
-                  f"layer {getattr(layer, 'name', layer)!r} is not a SynapticLayer or NeuronLayer")
-            _need(layer.time_steps == self.time_steps, w,
-                  f"layer {layer.name} has time_steps {layer.time_steps}, model has {self.time_steps}")
+            _need(
+                isinstance(layer, SynapticLayer | NeuronLayer),
+                w,
+                f"layer {getattr(layer, 'name', layer)!r} is not a SynapticLayer or NeuronLayer",
+            )
+            _need(
+                layer.time_steps == self.time_steps,
+                w,
+                f"layer {layer.name} has time_steps {layer.time_steps}, model has {self.time_steps}",
+            )
         if self.accuracy is not None:
             _fraction(self.accuracy, w, "accuracy")
 
@@ -300,5 +371,5 @@ def _bits_of(scheme: str, where: str) -> int:
     _need(bool(digits), where, f"cannot tell the width of {scheme!r}; use e.g. fp32 or int8")
     if scheme.startswith("fixed"):
         m, n = scheme[5:].split(".")
-        return int(m) + int(n)
+        return 1 + int(m) + int(n)
     return int(digits)

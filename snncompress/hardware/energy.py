@@ -6,7 +6,8 @@ Our access model (no data reuse or caching is modelled, so conv layers are an up
 - every synaptic op reads its weight at the stored width; a sparse-stored layer also reads its share
   of the index (index bits / nonzero per op: bitmap = weights/nonzero bits, CSR = column index + its
   share of the row pointers), and both are multiplied by ``irregular_access_factor`` (Schaefer et al.);
-- each bias add reads its bias, each rescale its scale, each gate MAC its gate parameter, and the masks
+- each bias add reads its bias, each rescale its scale (a single per-tensor scale sits in a register,
+  like per-layer neuron parameters, and is not read), each gate MAC its gate parameter, and the masks
   are read once per step;
 - each state variable of each active neuron is read and written once per step at the membrane width;
   per-neuron parameters are read on every update (per-layer ones sit in registers);
@@ -60,7 +61,9 @@ class EnergyBreakdown:
         return sum(getattr(self, f.name) for f in fields(self))
 
     def __add__(self, other: EnergyBreakdown) -> EnergyBreakdown:
-        return EnergyBreakdown(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return EnergyBreakdown(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def memory_class(table: EnergyTable, storage_bits: int, config: CostModelConfig)
     mem = table.memory
     for sram in mem.sram:
         if need <= sram.capacity_bytes:
-            return MemoryClass(f"SRAM {_kb(sram.capacity_bytes)}", sram.capacity_bytes, sram.energy, mem.access_bits)
+            return MemoryClass(
+                f"SRAM {_kb(sram.capacity_bytes)}", sram.capacity_bytes, sram.energy, mem.access_bits
+            )
     energy = mem.dram.low if config.dram_estimate == "low" else mem.dram.high
     return MemoryClass(f"DRAM ({config.dram_estimate} estimate)", None, energy, mem.access_bits)
 
@@ -117,8 +122,13 @@ def index_bits_per_op(layer: SynapticLayer, lmem: LayerMemory) -> float:
     return index / layer.nonzero
 
 
-def access_energy(layer: SynapticLayer | NeuronLayer, lops: LayerOps, lmem: LayerMemory,
-                  cls: MemoryClass, config: CostModelConfig) -> dict[str, float]:
+def access_energy(
+    layer: SynapticLayer | NeuronLayer,
+    lops: LayerOps,
+    lmem: LayerMemory,
+    cls: MemoryClass,
+    config: CostModelConfig,
+) -> dict[str, float]:
     """Memory access energy by category (pJ) under the module's access model."""
     t = layer.time_steps
     if isinstance(layer, SynapticLayer):
@@ -129,7 +139,7 @@ def access_energy(layer: SynapticLayer | NeuronLayer, lops: LayerOps, lmem: Laye
             index *= config.irregular_access_factor
         other = (
             (lops.output_ops * layer.bias_bits if layer.has_bias else 0.0)
-            + (lops.output_ops * layer.scale_bits if layer.scale_count else 0.0)
+            + (lops.output_ops * layer.scale_bits if layer.scale_count > 1 else 0.0)
             + lops.gate_macs * layer.gate_param_bits
             + t * layer.mask_bits
         )
@@ -148,8 +158,14 @@ def access_energy(layer: SynapticLayer | NeuronLayer, lops: LayerOps, lmem: Laye
     return {k: v * cls.pj_per_bit for k, v in bits.items()}
 
 
-def layer_energy(layer: SynapticLayer | NeuronLayer, lops: LayerOps, lmem: LayerMemory, table: EnergyTable,
-                 cls: MemoryClass, config: CostModelConfig) -> tuple[EnergyBreakdown, set[Scaled]]:
+def layer_energy(
+    layer: SynapticLayer | NeuronLayer,
+    lops: LayerOps,
+    lmem: LayerMemory,
+    table: EnergyTable,
+    cls: MemoryClass,
+    config: CostModelConfig,
+) -> tuple[EnergyBreakdown, set[Scaled]]:
     """Energy of one layer per sample (SpQuant Eq. 31) and the op figures that had to be scaled."""
     add, mult, scaled = compute_energy(lops, table)
     mem = access_energy(layer, lops, lmem, cls, config)
@@ -176,8 +192,9 @@ def dense_twin(layer: SynapticLayer) -> SynapticLayer:
     return replace(layer, nonzero_weights=None, measured_synaptic_ops_per_sample=measured)
 
 
-def dense_twin_energy(layer: SynapticLayer, table: EnergyTable, cls: MemoryClass,
-                      config: CostModelConfig) -> EnergyBreakdown:
+def dense_twin_energy(
+    layer: SynapticLayer, table: EnergyTable, cls: MemoryClass, config: CostModelConfig
+) -> EnergyBreakdown:
     """Energy of :func:`dense_twin` in the same memory class."""
     twin = dense_twin(layer)
     energy, _ = layer_energy(twin, layer_ops(twin), layer_memory(twin, config), table, cls, config)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from snncompress.errors import InputError
 from snncompress.hardware.formats import Family
@@ -157,7 +165,9 @@ def load_energy_table(name_or_path: str | Path) -> EnergyTable:
         path = TABLES_DIR / f"{name_or_path}.yaml"
     else:
         path = Path(name_or_path)
-        looks_like_path = isinstance(name_or_path, Path) or path.suffix in (".yaml", ".yml") or len(path.parts) > 1
+        looks_like_path = (
+            isinstance(name_or_path, Path) or path.suffix in (".yaml", ".yml") or len(path.parts) > 1
+        )
         if not path.is_file():
             if looks_like_path:
                 raise InputError(f"energy table file not found: {path}")
@@ -176,19 +186,32 @@ def _parse_file(path: Path) -> EnergyTable:
     except OSError as exc:
         raise InputError(f"energy table {path}: cannot read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise InputError(f"energy table {path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+        raise InputError(f"energy table {path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
-        raise InputError(f"energy table {path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise InputError(
+            f"energy table {path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return EnergyTable.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"energy table {path}: {_first_error(exc)}") from exc
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line 3, column 5: <problem>`` from a YAML error (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
 def _first_error(exc: ValidationError) -> str:
     errs = exc.errors()
     e = errs[0]
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    got = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+    got = (
+        f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+    )
     more = f" [and {len(errs) - 1} more]" if len(errs) > 1 else ""
     return f"{loc}: {e['msg']}{got}{more}"

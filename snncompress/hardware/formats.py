@@ -54,7 +54,8 @@ def parse_scheme(label: str, bits: int, what: str) -> NumberFormat:
 
     Args:
         label: "fp32", "fp16", "bf16", "int8", "uint8", "pot4", "apot4", "ternary", "binary",
-            "fixed3.5" (Q3.5: 3 integer bits incl. sign, 5 fractional; tinySNN §2.3).
+            "fixed3.5" (Q3.5: 1 sign, 3 integer and 5 fractional bits, 9 in all; tinySNN §2.3, read
+            as :mod:`snncompress.quant.fixed_point` reads it).
         bits: Stored bits per value.
         what: Where the label came from, for the error message ("layer fc1 weight_scheme").
 
@@ -91,7 +92,8 @@ def _parse(key: str, bits: int) -> NumberFormat | None:
         # An APoT level is a sum of two powers of two: x*w = (x << a) + (x << b).
         return NumberFormat(key, "int", int(m.group(1)), shifts_per_mult=2, adds_per_mult=1)
     if m := _FIXED.match(key):
-        return NumberFormat(key, "int", int(m.group(1)) + int(m.group(2)))
+        # One sign bit plus m integer and n fractional bits, as the quantizer stores it.
+        return NumberFormat(key, "int", 1 + int(m.group(1)) + int(m.group(2)))
     if key in _MULT_FREE_FIXED_BITS:
         fixed = _MULT_FREE_FIXED_BITS[key]
         # Ternary is 1.58 bits of information; how many bits it is stored in is the caller's choice.

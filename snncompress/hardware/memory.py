@@ -21,7 +21,17 @@ from dataclasses import dataclass, fields
 from snncompress.hardware.config import CostModelConfig, SparseFormat
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 
-MEMORY_CATEGORIES = ("weights", "index", "bias", "scales", "neuron_params", "membrane", "spikes", "masks", "gates")
+MEMORY_CATEGORIES = (
+    "weights",
+    "index",
+    "bias",
+    "scales",
+    "neuron_params",
+    "membrane",
+    "spikes",
+    "masks",
+    "gates",
+)
 _FORMAT_ORDER: tuple[SparseFormat, ...] = ("dense", "bitmap", "csr")  # ties go to the simpler format
 
 
@@ -118,7 +128,7 @@ def choose_format(layer: SynapticLayer, config: CostModelConfig) -> SparseFormat
 
 
 def synaptic_memory(layer: SynapticLayer, config: CostModelConfig) -> LayerMemory:
-    """Memory of a synaptic layer (SpQuant Eq. 29 weight term plus sparse index, bias, scales, masks, gates)."""
+    """Memory of a synaptic layer: SpQuant Eq. 29 weight term plus index, bias, scales, masks, gates."""
     fmt = choose_format(layer, config)
     storage = format_storage(layer)
     weights, index = storage[fmt]

@@ -30,60 +30,73 @@ def pruning_memory_warning(layer: SynapticLayer, lm: LayerMemory) -> str | None:
     if lm.pruning_raised_memory:
         pct = (stored / lm.dense_weight_bits - 1) * 100
         return (
-            f"layer {layer.name}: pruning raised weight memory by {pct:.0f}% ({lm.sparse_format} index overhead: "
-            f"{stored} bits vs {lm.dense_weight_bits} dense)"
+            f"layer {layer.name}: pruning raised weight memory by {pct:.0f}% "
+            f"({lm.sparse_format} index overhead: {stored} bits vs {lm.dense_weight_bits} dense)"
         )
     if lm.sparse_format == "dense":
         return (
-            f"layer {layer.name}: pruned to {layer.density:.0%} nonzero weights, but dense storage is smallest at "
-            f"{layer.weight_bits} bits per weight; pruning saved no memory"
+            f"layer {layer.name}: pruned to {layer.density:.0%} nonzero weights, but dense storage is "
+            f"smallest at {layer.weight_bits} bits per weight; pruning saved no memory"
         )
     return None
 
 
-def pruning_energy_warning(layer: SynapticLayer, pruned_pj: float, dense_pj: float,
-                           config: CostModelConfig) -> str | None:
+def pruning_energy_warning(
+    layer: SynapticLayer, pruned_pj: float, dense_pj: float, config: CostModelConfig
+) -> str | None:
     """Schaefer et al.: index reads and irregular access can cost more than the skipped ops save."""
     if dense_pj <= 0 or pruned_pj <= dense_pj:
         return None
     pct = (pruned_pj / dense_pj - 1) * 100
     return (
         f"layer {layer.name}: pruning raised energy by {pct:.0f}% over the same layer dense "
-        f"(index reads and irregular-access factor {config.irregular_access_factor:g} outweigh the skipped ops)"
+        f"(index reads and irregular-access factor {config.irregular_access_factor:g} "
+        "outweigh the skipped ops)"
     )
 
 
 def conventions(config: CostModelConfig) -> list[str]:
     """How the figures are counted, and how that differs from NeuroBench."""
     if config.sparse_format == "auto":
-        storage = ("the smallest of dense, bitmap (1 bit per weight) and CSR (a column index per nonzero plus "
-                   "row pointers)")
+        storage = (
+            "the smallest of dense, bitmap (1 bit per weight) and CSR (a column index per nonzero plus "
+            "row pointers)"
+        )
     else:
         storage = f"the {config.sparse_format} format (fixed by the config)"
+    factor = f"{config.irregular_access_factor:g}"
     return [
         "All figures are per sample (batch 1), summed over the T time steps of that sample.",
-        "Memory (SpQuant Eq. 29, tinySNN Eq. 4) counts stored bit widths: weights at their quantized width "
-        "plus sparse index, bias, scales, masks, gate parameters, neuron parameters, every membrane state "
-        "variable at the membrane width (Synaptic: syn + mem), and one time step of spikes at 1 bit per neuron. "
-        "NeuroBench Footprint instead counts bytes of every parameter and buffer at its torch dtype (a 4-bit "
-        "weight held in fp32 is 4 bytes) including snnTorch bookkeeping buffers (graded_spikes_factor, "
-        "reset_mechanism_val), and no membrane state or spikes; for an fp32 model compare it with "
-        "totals.memory.parameter_bytes.",
+        "Memory (SpQuant Eq. 29, tinySNN Eq. 4) counts stored bit widths: weights at their quantized "
+        "width plus sparse index, bias, scales, masks, gate parameters, neuron parameters, every "
+        "membrane state variable at the membrane width (Synaptic: syn + mem), and one time step of "
+        "spikes at 1 bit per neuron. NeuroBench Footprint instead counts bytes of every parameter and "
+        "buffer at its torch dtype (a 4-bit weight held in fp32 is 4 bytes) including snnTorch "
+        "bookkeeping buffers (graded_spikes_factor fp32 and reset_mechanism_val int64: 12 bytes per "
+        "neuron layer), and no membrane state or spikes (measure it on a freshly built model: after a "
+        "run snnTorch keeps the last batch's membrane in a buffer); for an fp32 model it equals "
+        "totals.memory.parameter_bytes + 12 bytes per neuron layer.",
         f"Pruned weights are stored in {storage}; the choice is in layers[].sparse_format.",
-        "Synaptic ops follow NeuroBench SynapticOperations: effective MACs for real-valued inputs, effective ACs "
-        "for spike inputs, bias additions excluded (we list them as 'bias' adds); dense_ops is NeuroBench "
-        "'Dense'. synaptic_ops_dense_bound is SpQuant Eq. 30 with channel/spatial masks and pruning applied.",
-        "Membrane updates count every active neuron at every step (an upper bound); NeuroBench MembraneUpdates "
-        "counts only updates that change the membrane. Threshold compares and resets are not counted.",
-        "A multiply by a power-of-two, ternary or binary weight, and a leak by 2^-k, is counted as a shift "
-        "and costed as an add of the same width. The synaptic accumulate is counted at the weight width unless "
-        "accumulator_bits is given, so low-bit compute energy is a lower bound.",
-        "Energy (SpQuant Eq. 31; Horowitz 2014): every synaptic op reads its weight (no reuse or caching "
-        "modelled), sparse layers also read their index share; each active neuron's state is read and written "
-        "every step; spike maps are written and read every step; writes cost as reads; energy per bit is the "
-        f"per-access energy / access width of the {config.memory_scope}'s SRAM size class "
-        f"(DRAM, {config.dram_estimate} estimate, above the largest class).",
-        f"Weight and index accesses of sparse-stored layers are multiplied by {config.irregular_access_factor:g} "
-        "(irregular access; from Schaefer et al. 2023, who report their 80%-sparse SNN costing 45% more energy "
+        "Synaptic ops follow NeuroBench SynapticOperations: effective MACs for real-valued inputs, "
+        "effective ACs for spike inputs, bias additions excluded (we list them as 'bias' adds); "
+        "dense_ops is NeuroBench 'Dense' (every connection at every step; products with a conv's zero "
+        "padding are not counted). synaptic_ops_dense_bound is SpQuant Eq. 30 over the same "
+        "connections with channel/spatial masks and pruning applied.",
+        "Membrane updates count every active neuron at every step (an upper bound); NeuroBench "
+        "MembraneUpdates counts only updates that change the membrane. Threshold compares and resets "
+        "are not counted.",
+        "A multiply by a power-of-two, ternary or binary weight, and a leak by 2^-k, is counted as a "
+        "shift and costed as an add of the same width. The synaptic accumulate is counted at the "
+        "weight width unless accumulator_bits is given, so low-bit compute energy is a lower bound.",
+        "Energy (SpQuant Eq. 31; Horowitz 2014): every synaptic op reads its weight (no reuse or "
+        "caching modelled), sparse layers also read their index share; each active neuron's state is "
+        "read and written every step; spike maps are written and read every step; bias and "
+        "per-channel scales are read once per computed output (per-layer neuron parameters and a "
+        "per-tensor scale sit in registers); writes cost as "
+        "reads; energy per bit is the per-access energy / access width of the "
+        f"{config.memory_scope}'s SRAM size class (DRAM, {config.dram_estimate} estimate, above the "
+        "largest class).",
+        f"Weight and index accesses of sparse-stored layers are multiplied by {factor} (irregular "
+        "access; from Schaefer et al. 2023, who report their 80%-sparse SNN costing 45% more energy "
         "than the best quantized one; a placeholder, not a per-access measurement).",
     ]

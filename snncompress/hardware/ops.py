@@ -3,10 +3,11 @@
     OPs_l = (1 - S_c) * (1 - S_p) * C_l * H_l * W_l * k^2 * C_{l-1} * T           (SpQuant Eq. 30)
 
 Our reading:
-- synaptic ops: the Eq. 30 upper bound is ``dense_ops_per_step * T * (1-S_c)(1-S_p) * density``
-  (density = nonzero / weights after pruning). The measured figure is the layer's exact measured count
-  when given, else ``input spikes * fan_out * density * (1-S_c)(1-S_p)``. Energy uses the measured figure
-  when there is one, else the bound; the report says which.
+- synaptic ops: the Eq. 30 upper bound is ``connections * T * (1-S_c)(1-S_p) * density``
+  (density = nonzero / weights after pruning; ``connections`` = output elements * fan_in less the
+  products with a conv's zero padding, which no hardware computes). The measured figure is the
+  layer's exact measured count when given, else ``input spikes * fan_out * density * (1-S_c)(1-S_p)``.
+  Energy uses the measured figure when there is one, else the bound; the report says which.
 - spike inputs give accumulates (AC: one add); a real-valued input gives MACs (one multiply + one add).
   A multiply by a PoT/ternary/binary weight is one shift, by an APoT weight two shifts and one add.
 - the synaptic accumulate is at ``accumulator_bits`` when given, else at the operand width (the weight
@@ -16,8 +17,9 @@ Our reading:
 - membrane: per active neuron per step, one add per state variable, and one leak per state variable
   (a shift when the decay is 2^-k, nothing when it is 0 or 1, else a multiply). Threshold compares
   and resets are not counted.
-- recurrent (RLeaky/RSynaptic): bound ``recurrent_weights * T`` ACs; measured
-  ``spikes * recurrent_weights / neurons``.
+- recurrent (RLeaky/RSynaptic): bound ``neurons * fan_out * T`` ACs (every neuron spiking at every
+  step); measured ``spikes * fan_out``, fan_out = connections one spike drives (all-to-all: neurons,
+  one-to-one: 1). A spike times a weight is the weight itself, so these are adds.
 - channel gate: ``gate_ops_per_step * T`` MACs at the gate's precision.
 """
 
@@ -61,7 +63,7 @@ class LayerOps:
         name: Layer name.
         tallies: Every op with its precision (what energy.py prices).
         synaptic_op_kind: "mac", "ac" or None (a neuron layer without recurrence).
-        dense_ops: Every weight at every step, no masks, no pruning (NeuroBench "Dense").
+        dense_ops: Every connection at every step, no masks, no pruning (NeuroBench "Dense").
         synaptic_ops_dense_bound: SpQuant Eq. 30 upper bound (masks and pruning applied).
         synaptic_ops_measured: From recorded activity, or None.
         synaptic_ops: The figure used for energy (measured if any, else the bound).
@@ -88,8 +90,9 @@ class LayerOps:
         return sum(t.count for t in self.tallies if t.op == op)
 
 
-def _mac(category: str, n: float, operand: tuple[Family, int], weight: NumberFormat,
-         acc: tuple[Family, int]) -> list[OpTally]:
+def _mac(
+    category: str, n: float, operand: tuple[Family, int], weight: NumberFormat, acc: tuple[Family, int]
+) -> list[OpTally]:
     """Tallies of ``n`` multiply-accumulates: the multiply (or its shifts), then the accumulate add."""
     fam, bits = operand
     out = []
@@ -106,10 +109,14 @@ def _mac(category: str, n: float, operand: tuple[Family, int], weight: NumberFor
 def synaptic_ops(layer: SynapticLayer) -> LayerOps:
     """Ops of a synaptic layer (SpQuant Eq. 30)."""
     t, act, wf = layer.time_steps, layer.active_fraction, layer.weight_format
-    dense = float(layer.dense_ops_per_step * t)
+    dense = float(layer.connections * t)
     bound = dense * act * layer.density
     measured = layer.measured_synaptic_ops_per_sample
-    if measured is None and layer.input_is_spikes and None not in (layer.input_spikes_per_sample, layer.fan_out):
+    if (
+        measured is None
+        and layer.input_is_spikes
+        and None not in (layer.input_spikes_per_sample, layer.fan_out)
+    ):
         measured = layer.input_spikes_per_sample * layer.fan_out * layer.density * act
     used = bound if measured is None else float(measured)
     if layer.input_is_spikes:
@@ -178,9 +185,11 @@ def neuron_ops(layer: NeuronLayer) -> LayerOps:
     if layer.recurrent_weights:
         rf = layer.recurrent_format
         kind = "ac"
-        dense = bound = float(layer.recurrent_weights * t)
+        fan_out = layer.recurrent_connections_per_spike
+        dense = layer.neurons * fan_out * t
+        bound = dense * layer.active_fraction
         if layer.spikes_per_sample is not None:
-            measured = layer.spikes_per_sample * layer.recurrent_weights / layer.neurons
+            measured = layer.spikes_per_sample * fan_out
         used = bound if measured is None else measured
         basis = "dense_bound" if measured is None else "measured"
         tallies.append(OpTally("recurrent", "add", rf.family, rf.bits, used))

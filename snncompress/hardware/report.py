@@ -1,6 +1,6 @@
 """Build the hardware report of a model description (SpQuant Eq. 29-31; tinySNN Eq. 4).
 
-Run ``python -m snncompress.hardware.report`` to regenerate ``report_schema.json``.
+Run ``python -m snncompress.hardware.write_schema`` to regenerate ``report_schema.json``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from snncompress.hardware._atomic import atomic_write_text
+from snncompress.fileformat.atomic import write_text_atomic
 from snncompress.hardware.config import CostModelConfig
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 from snncompress.hardware.energy import (
@@ -22,7 +22,12 @@ from snncompress.hardware.energy import (
 )
 from snncompress.hardware.energy_table import EnergyTable, load_energy_table, op_energy
 from snncompress.hardware.memory import LayerMemory, MemoryBits, model_memory, total_bits
-from snncompress.hardware.notes import conventions, pruning_energy_warning, pruning_memory_warning, scaled_warnings
+from snncompress.hardware.notes import (
+    conventions,
+    pruning_energy_warning,
+    pruning_memory_warning,
+    scaled_warnings,
+)
 from snncompress.hardware.ops import LayerOps, layer_ops
 from snncompress.hardware.report_model import (
     BaselineComparison,
@@ -79,25 +84,33 @@ def build_report(
         )
     if totals.ops.dense_bound_layers:
         warnings.append(
-            f"no measured activity for {', '.join(totals.ops.dense_bound_layers)}: their synaptic ops and energy "
-            "use the SpQuant Eq. 30 dense upper bound"
+            f"no measured activity for {', '.join(totals.ops.dense_bound_layers)}: their synaptic ops "
+            "and energy use the SpQuant Eq. 30 dense upper bound"
         )
     baseline = None
     if baseline_desc is not None:
         base = build_report(baseline_desc, table, None, config)
         baseline = _compare(totals, desc.accuracy, base)
+        warnings += [f"baseline {base.model}: {w}" for w in base.warnings]
         if set(base.totals.ops.measured_layers) != set(totals.ops.measured_layers) and (
             base.totals.ops.dense_bound_layers or totals.ops.dense_bound_layers
         ):
-            warnings.append("baseline and model mix measured and dense-bound op counts differently: "
-                            "compare synaptic_ops_reduction with care")
+            warnings.append(
+                "baseline and model mix measured and dense-bound op counts differently: "
+                "compare synaptic_ops_reduction with care"
+            )
     return HardwareReport(
         model=desc.name,
         time_steps=desc.time_steps,
         accuracy=desc.accuracy,
         source=dict(desc.source),
-        energy_table=TableInfo(name=table.name, version=table.version, source=table.source, units=table.units,
-                               memory_assumed=table.memory.assumed),
+        energy_table=TableInfo(
+            name=table.name,
+            version=table.version,
+            source=table.source,
+            units=table.units,
+            memory_assumed=table.memory.assumed,
+        ),
         config=config,
         layers=rows,
         totals=totals,
@@ -107,8 +120,9 @@ def build_report(
     )
 
 
-def _layer_rows(desc: ModelDescription, table: EnergyTable,
-                config: CostModelConfig) -> tuple[list[LayerRow], list[str], set[Scaled]]:
+def _layer_rows(
+    desc: ModelDescription, table: EnergyTable, config: CostModelConfig
+) -> tuple[list[LayerRow], list[str], set[Scaled]]:
     mems = model_memory(desc, config)
     model_cls = memory_class(table, total_bits(mems).total, config)
     rows, warnings, scaled = [], [], set()
@@ -120,15 +134,25 @@ def _layer_rows(desc: ModelDescription, table: EnergyTable,
         twin_pj = None
         if isinstance(layer, SynapticLayer) and layer.nonzero < layer.weight_count:
             twin_pj = dense_twin_energy(layer, table, cls, config).total
-            for w in (pruning_memory_warning(layer, lm), pruning_energy_warning(layer, energy.total, twin_pj, config)):
+            for w in (
+                pruning_memory_warning(layer, lm),
+                pruning_energy_warning(layer, energy.total, twin_pj, config),
+            ):
                 if w:
                     warnings.append(w)
         rows.append(_row(layer, lm, lops, energy, cls, table, twin_pj))
     return rows, warnings, scaled
 
 
-def _row(layer: SynapticLayer | NeuronLayer, lm: LayerMemory, lops: LayerOps, energy: EnergyBreakdown,
-         cls: MemoryClass, table: EnergyTable, twin_pj: float | None) -> LayerRow:
+def _row(
+    layer: SynapticLayer | NeuronLayer,
+    lm: LayerMemory,
+    lops: LayerOps,
+    energy: EnergyBreakdown,
+    cls: MemoryClass,
+    table: EnergyTable,
+    twin_pj: float | None,
+) -> LayerRow:
     synaptic = isinstance(layer, SynapticLayer)
     return LayerRow(
         name=layer.name,
@@ -150,8 +174,13 @@ def _row(layer: SynapticLayer | NeuronLayer, lm: LayerMemory, lops: LayerOps, en
 def memory_row(bits: MemoryBits) -> MemoryRow:
     """Report row of a :class:`MemoryBits`."""
     cats = {f.name: getattr(bits, f.name) for f in fields(bits)}
-    return MemoryRow(**cats, total_bits=bits.total, total_bytes=bits.total / 8,
-                     parameter_bits=bits.parameters, parameter_bytes=bits.parameters / 8)
+    return MemoryRow(
+        **cats,
+        total_bits=bits.total,
+        total_bytes=bits.total / 8,
+        parameter_bits=bits.parameters,
+        parameter_bytes=bits.parameters / 8,
+    )
 
 
 def energy_row(e: EnergyBreakdown) -> EnergyRow:
@@ -164,8 +193,17 @@ def _ops_row(lops: LayerOps, table: EnergyTable) -> OpsRow:
     tallies = []
     for t in lops.tallies:
         pj, anchor = op_energy(table, "mult" if t.op == "mult" else "add", t.family, t.bits)
-        tallies.append(OpTallyRow(category=t.category, op=t.op, family=t.family, bits=t.bits, count=t.count,
-                                  energy_pj_per_op=pj, scaled_from_bits=anchor))
+        tallies.append(
+            OpTallyRow(
+                category=t.category,
+                op=t.op,
+                family=t.family,
+                bits=t.bits,
+                count=t.count,
+                energy_pj_per_op=pj,
+                scaled_from_bits=anchor,
+            )
+        )
     return OpsRow(
         synaptic_op_kind=lops.synaptic_op_kind,
         dense_ops=lops.dense_ops,
@@ -186,7 +224,9 @@ def _totals(rows: list[LayerRow], desc: ModelDescription) -> Totals:
     energy = EnergyBreakdown()
     for r in rows:
         mem = mem + MemoryBits(**{k: getattr(r.memory, k) for k in MemoryBits.__dataclass_fields__})
-        energy = energy + EnergyBreakdown(**{k: getattr(r.energy, k) for k in EnergyBreakdown.__dataclass_fields__})
+        energy = energy + EnergyBreakdown(
+            **{k: getattr(r.energy, k) for k in EnergyBreakdown.__dataclass_fields__}
+        )
 
     def total(attr: str, kind: str | None = None) -> float:
         return sum(getattr(r.ops, attr) for r in rows if kind is None or r.ops.synaptic_op_kind == kind)
@@ -235,9 +275,5 @@ def report_json_schema() -> dict:
 
 def write_report_schema(path: Path = SCHEMA_PATH) -> Path:
     """Write :func:`report_json_schema` to ``path`` (atomically)."""
-    atomic_write_text(path, json.dumps(report_json_schema(), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(report_json_schema(), indent=2, sort_keys=True) + "\n")
     return path
-
-
-if __name__ == "__main__":
-    print(write_report_schema())

@@ -1,7 +1,7 @@
 """The hardware report as a versioned, validated document (``schema_version`` "1").
 
 ``report_schema.json`` beside this file is generated from :class:`HardwareReport`
-(``python -m snncompress.hardware.report``); a test keeps the two equal.
+(``python -m snncompress.hardware.write_schema``); a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ class OpsRow(_Row):
     """Operation counts per sample over T steps (SpQuant Eq. 30)."""
 
     synaptic_op_kind: Literal["mac", "ac"] | None
-    dense_ops: float = Field(description="Every weight at every step (NeuroBench 'Dense').")
-    synaptic_ops_dense_bound: float = Field(description="SpQuant Eq. 30 upper bound, masks and pruning applied.")
+    dense_ops: float = Field(
+        description="Every connection at every step, zero padding excluded (NeuroBench 'Dense')."
+    )
+    synaptic_ops_dense_bound: float = Field(
+        description="SpQuant Eq. 30 upper bound, masks and pruning applied."
+    )
     synaptic_ops_measured: float | None
     synaptic_ops: float = Field(description="The figure energy uses: measured if available, else the bound.")
     basis: Literal["measured", "dense_bound"] | None

@@ -35,7 +35,7 @@ _TORCH_LAYER_ARGS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.MaxPool1d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
     nn.MaxPool2d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
     nn.AvgPool1d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
-    nn.AvgPool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    nn.AvgPool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
     nn.AdaptiveAvgPool1d: ("output_size",),
     nn.AdaptiveAvgPool2d: ("output_size",),
     nn.AdaptiveMaxPool1d: ("output_size",),

@@ -115,7 +115,11 @@ def call_factory(ref: str) -> nn.Module:
     factory = getattr(module, attr, None)
     if factory is None:
         raise ModelLoadError(f"module '{module_name}' has no attribute '{attr}'")
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    except Exception as exc:  # the user's code; --debug shows the traceback
+        first = str(exc).strip().splitlines()
+        raise ModelLoadError(f"{ref} failed: {type(exc).__name__}: {first[0] if first else ''}") from exc
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch nn.Module")
     return model

@@ -126,6 +126,10 @@ class PassSpec:
         needs_training_data: the pass cannot run without ``ctx.train_data`` (for some configs;
             the pass checks).
         origin: the distribution that registered it (filled in by the registry).
+        after: passes this one must follow when both are in a recipe (ordering rules are data,
+            checked by :mod:`snncompress.recipes` before anything runs).
+        before: passes this one must precede when both are in a recipe.
+        max_per_recipe: how often the pass may appear in one recipe (None: no limit).
     """
 
     name: str
@@ -135,3 +139,6 @@ class PassSpec:
     version: str = "1"
     needs_data: bool = False
     origin: str = "snncompress"
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    max_per_recipe: int | None = None

@@ -1,0 +1,168 @@
+"""What every compressing command does, once: ``snncompress run`` and each single-pass command.
+
+Load the model and data, run the recipe (:func:`snncompress.pipeline.run_recipe`), save the
+output atomically, write the JSON, print a summary, then enforce the quality gates — after the
+output and the JSON are written, so a CI log can show them. A single-pass command is thin::
+
+    def quantize(model: c.ModelArg, output: OutputOpt, gates: GateOpt = None, ..., mode: str = "ptq", ...):
+        job = CompressJob(model=model, output=output, data=data, gates=gates or [], ...)
+        run_pass_command("quantize", {"mode": mode, "weight_quant": weight_quant, ...}, job)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from snncompress.cli import common as c
+
+OutputOpt = Annotated[Path, typer.Option(
+    "--output", "-o", help="Where to write the compressed model (.safetensors).")]
+GateOpt = Annotated[list[str] | None, typer.Option(
+    "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-memory-reduction, "
+                   "min-ops-reduction, min-energy-reduction (x). A failed gate exits 1.")]
+TrainDataOpt = Annotated[str | None, typer.Option(
+    "--train-data", help="Training data for passes that fine-tune (default: the train split of --data "
+                         "for digits, else --data itself).")]
+EnergyOpt = Annotated[str, typer.Option(
+    "--energy", help="Energy table for ops/energy figures: 45nm, 7nm or a YAML file.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+RunJsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the run report (steps, figures, gates) as JSON to this file ('-': stdout).")]
+
+
+@dataclass
+class CompressJob:
+    """The options every compressing command shares (its flags, as data)."""
+
+    model: str
+    output: Path
+    data: str | None = None
+    train_data: str | None = None
+    weights: Path | None = None
+    trust_pickle: bool = False
+    encoding: str = "direct"
+    time_steps: int = 8
+    batch_size: int = 128
+    limit: int | None = None
+    seed: int = 0
+    force: bool = False
+    json_file: Path | None = None
+    gates: list[str] = field(default_factory=list)
+    energy: str = "45nm"
+    quiet: bool = False
+
+
+def run_pass_command(name: str, config: Mapping[str, Any], job: CompressJob):
+    """A single-pass command: the pass as a one-step recipe (problems named by flag)."""
+    from snncompress.recipes import Recipe
+
+    return run_job(lambda: Recipe.single(name, dict(config)), job)
+
+
+def run_job(make_recipe, job: CompressJob):
+    """Validate everything, run, save, report; raise GateFailure last when a gate failed.
+
+    Args:
+        make_recipe: returns the :class:`~snncompress.recipes.Recipe` (called before the model loads,
+            so recipe errors come first).
+        job: the shared options.
+
+    Returns:
+        The :class:`~snncompress.pipeline.RunReport`.
+    """
+    from snncompress.fileformat.atomic import check_output_path
+    from snncompress.fileformat.compressed import save_compressed
+    from snncompress.gates import check_gates, enforce, gate_metrics, parse_gates
+    from snncompress.passes.base import PassContext
+    from snncompress.pipeline import RunOptions, run_recipe
+
+    gates = parse_gates(job.gates, has_data=job.data is not None)
+    check_output_path(job.output, job.force)
+    to_stdout = str(job.json_file) == "-"
+    if job.json_file is not None and not to_stdout:
+        check_output_path(job.json_file, job.force)
+    recipe = make_recipe()
+    log = (lambda _line: None) if job.quiet else note
+    net = c.load_model_cli(job.model, job.weights, job.trust_pickle)
+    data, train = _load_data(job)
+    if data is None:
+        log("no --data: accuracy is not measured")
+    ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=not job.quiet)
+    options = RunOptions(model_name=job.model, energy_table=job.energy, log=log, warn=note)
+    report = run_recipe(net, recipe, ctx, options)
+    report.output = str(save_compressed(net, job.output, force=job.force))
+    metrics = gate_metrics(report)
+    results = check_gates(gates, metrics)
+    report.gates = [r.to_dict() for r in results]
+    payload = {**report.to_dict(), "figures": metrics}
+    if to_stdout:
+        c.print_json(payload)
+    else:
+        if job.json_file is not None:
+            c.write_json(job.json_file, payload)
+        print_summary(report, metrics)
+    log(f"wrote {report.output}" + (f" and {job.json_file}" if job.json_file and not to_stdout else ""))
+    enforce(results)
+    return report
+
+
+def note(line: str) -> None:
+    """One line of progress on stderr, not wrapped, brackets kept (``[1/2] quantize``)."""
+    c.err_console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _load_data(job: CompressJob):
+    if job.data is None:
+        if job.train_data is not None:
+            from snncompress.errors import DataError
+
+            raise DataError("--train-data needs --data (the evaluation data) as well")
+        return None, None
+    data = c.load_data_cli(job.data, job.encoding, job.time_steps, job.batch_size, job.limit, job.seed)
+    if job.train_data is not None:
+        train = c.load_data_cli(job.train_data, job.encoding, job.time_steps, job.batch_size, job.limit,
+                                job.seed, split="train")
+    elif job.data in ("digits", "digits:test"):
+        train = c.load_data_cli("digits:train", job.encoding, job.time_steps, job.batch_size, job.limit,
+                                job.seed)
+    else:
+        train = data
+    return data, train
+
+
+def print_summary(report, metrics: Mapping[str, Any]) -> None:
+    """Steps, before/after figures and gates as tables on stdout."""
+    table = Table(title="passes")
+    for col in ("#", "pass", "origin", "version", "seconds"):
+        table.add_column(col, justify="right" if col in ("#", "seconds") else "left")
+    for i, (step, seconds) in enumerate(zip(report.steps, report.seconds, strict=False)):
+        table.add_row(str(i), step["pass"], step["origin"], step["version"], f"{seconds:.1f}")
+    c.console.print(table)
+    figures = Table(title="before -> after")
+    for col in ("figure", "before", "after"):
+        figures.add_column(col, justify="left" if col == "figure" else "right")
+    figures.add_row("accuracy (%)", _fmt(report.before.get("accuracy")), _fmt(report.after.get("accuracy")))
+    figures.add_row("stored KiB", _fmt(_kib(report.before.get("storage_bits"))),
+                    _fmt(_kib(report.after.get("storage_bits"))))
+    c.console.print(figures)
+    for key in ("memory_reduction", "ops_reduction", "energy_reduction"):
+        if metrics.get(key) is not None:
+            c.console.print(f"{key.replace('_', ' ')}: {metrics[key]:.2f}x")
+    for gate in report.gates:
+        mark = "[green]PASS[/green]" if gate["passed"] else "[red]FAIL[/red]"
+        c.console.print(f"{mark} {escape(gate['reason'])}", soft_wrap=True, highlight=False)
+
+
+def _kib(bits: Any) -> float | None:
+    return None if bits is None else bits / 8192
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:,.2f}"

@@ -1,0 +1,81 @@
+"""``snncompress report``: memory, operations and estimated energy, against the baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from snncompress.cli import common as c
+
+EPILOG = (
+    "Examples:\n\n"
+    "  snncompress report demo --data digits\n\n"
+    "  snncompress report out.safetensors --data digits --energy 7nm --json report.json "
+    "--markdown report/report.md\n\n"
+    "  snncompress report out.safetensors --baseline demo --data digits --energy my_chip.yaml\n\n"
+    "The JSON follows snncompress/hardware/report_schema.json (schema_version 1); docs/report.md "
+    "explains every figure."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report", epilog=EPILOG)(report)
+
+
+def report(
+    model: c.ModelArg,
+    data: c.OptionalDataOpt = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Compare against this model instead of the fp32 model recorded in MODEL's pass history.",
+        ),
+    ] = None,
+    energy: Annotated[
+        str, typer.Option("--energy", help="Energy table: 45nm, 7nm, or a YAML file with the same keys.")
+    ] = "45nm",
+    weights: c.WeightsOpt = None,
+    trust_pickle: c.TrustPickleOpt = False,
+    encoding: c.EncodingOpt = "direct",
+    time_steps: c.TimeStepsOpt = 8,
+    batch_size: c.BatchSizeOpt = 128,
+    limit: c.LimitOpt = None,
+    seed: c.SeedOpt = 0,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON (report_schema.json).")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown", help="Write a Markdown report; its PNG plots go beside it as <stem>_<plot>.png."
+        ),
+    ] = None,
+    force: c.ForceOpt = False,
+) -> None:
+    """Memory, operations and estimated energy per layer and in total, against the baseline.
+
+    With --data, synaptic operations are measured from recorded spike activity and accuracy is
+    reported; without it, every synaptic layer is costed at the dense upper bound (SpQuant Eq. 30)
+    and layer shapes come from one sample of the data set recorded in MODEL.
+    """
+    from snncompress.hardware import load_energy_table
+    from snncompress.hardware.render import render_rich
+    from snncompress.reporting import ReportInputs, check_outputs, make_report, output_paths, write_outputs
+
+    # everything a user can get wrong is checked before the model is run
+    table = load_energy_table(energy)
+    outputs = dict(json_path=json_file, html=html, markdown=markdown)
+    check_outputs(output_paths(**outputs, with_baseline=False), force)
+    net = c.load_model_cli(model, weights, trust_pickle)
+    bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
+    base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
+    result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
+    render_rich(result, c.console)
+    for path in write_outputs(result, **outputs, force=force):
+        c.err_console.print(f"wrote {path}", markup=False, highlight=False)

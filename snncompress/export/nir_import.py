@@ -1,0 +1,531 @@
+"""Turn a NIR graph that is a chain into an ``nn.Sequential`` of snncompress's built-in layers.
+
+snnTorch's own ``import_from_nir`` returns a nirtorch GraphExecutor and always resets to zero; we build
+a plain Sequential instead (neurons with ``init_hidden=True``, the last one with ``output=True``), so
+the model runs stepwise in ``SNNRunner`` and saves as a built-in architecture.
+
+Node mapping: Affine/Linear -> ``nn.Linear``; Conv1d/Conv2d -> conv; Flatten; AvgPool2d;
+SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Threshold(t), 0 <= t < 1,
+on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
+IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
+subgraph) -> ``RLeaky``. Parameters are converted as ``snncompress.export.discretize`` describes.
+
+Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
+``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations
+(``v -> v_reset`` when the neuron fires, in the same step) - reset to zero with ``reset_delay=False``,
+which is also what snnTorch's importer does - and print a note.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from snncompress.errors import ModelLoadError, UnsupportedLayerError
+from snncompress.export.discretize import (
+    DEFAULT_DT,
+    cuba_gain,
+    decay_from_tau,
+    is_unit_gain,
+    lif_gain,
+)
+from snncompress.export.nir_export import FORMAT_NAME, METADATA_KEY
+from snncompress.models.layers import build_module
+from snncompress.models.neurons import is_neuron
+
+RESETS = ("subtract", "zero", "none")
+DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
+NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
+             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF")
+
+
+@dataclass
+class _Context:
+    """What the conversion of one graph has learned so far."""
+
+    dt: float
+    dt_recorded: bool
+    reset_missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Recurrent:
+    """A LIF <-> weight cycle collapsed into one chain element."""
+
+    neuron: nir.NIRNode
+    weight: nir.NIRNode
+    metadata: dict[str, Any]
+
+
+def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph") -> tuple[nn.Sequential, list[str]]:
+    """Convert a chain-shaped NIR graph into an ``nn.Sequential``.
+
+    Args:
+        graph: the graph (as ``nir.read`` returns it).
+        source: how to name the graph in messages (its path).
+
+    Returns:
+        The model (eval mode) and the notes for the user (conventions assumed, gains folded).
+
+    Raises:
+        UnsupportedLayerError: a node has no snnTorch equivalent, or the graph branches (names the node).
+        ModelLoadError: the graph has no single input and output, or its metadata is malformed.
+    """
+    meta = _metadata(graph, source)
+    ctx = _Context(dt=float(meta.get("dt", DEFAULT_DT)), dt_recorded="dt" in meta)
+    order, nodes = _chain(graph, source)
+    modules: list[nn.Module] = []
+    i = 0
+    while i < len(order):
+        name = order[i]
+        node = nodes[name]
+        following = nodes[order[i + 1]] if i + 1 < len(order) else None
+        pair = isinstance(node, nir.SumPool2d) and isinstance(following, nir.Threshold)
+        if pair and _spiking_input(modules):
+            modules.append(_max_pool(name, node, following))
+            i += 2
+            continue
+        modules.append(_convert(name, node, ctx))
+        i += 1
+    if not modules:
+        raise ModelLoadError(f"{source}: the graph has no layers between its input and output")
+    _mark_output(modules)
+    model = nn.Sequential(*modules)
+    model.eval()
+    notes = list(ctx.notes)
+    if ctx.reset_missing:
+        missing = ", ".join(ctx.reset_missing)
+        dt_part = "" if ctx.dt_recorded else f", with dt = {DEFAULT_DT:g} (snnTorch's convention)"
+        notes.insert(0, f"{source} does not record the reset mechanism of {missing}; using reset to zero in "
+                        f"the same step (NIR's v_reset equations, as snnTorch's import_from_nir){dt_part}")
+    return model, notes
+
+
+def input_shape(graph: nir.NIRGraph) -> list[int] | None:
+    """The graph's input shape (one time step, no batch), when its Input node says."""
+    for node in graph.nodes.values():
+        if isinstance(node, nir.Input):
+            shape = node.input_type.get("input")
+            return None if shape is None else [int(s) for s in np.ravel(shape)]
+    return None
+
+
+# -- graph structure ---------------------------------------------------------------------------------
+
+def _metadata(node: Any, source: str) -> dict[str, Any]:
+    """The snncompress part of a node's metadata (empty when the file was not written by snncompress)."""
+    return _parse_metadata(getattr(node, "metadata", None) or {}, source)
+
+
+def _parse_metadata(metadata: dict[str, Any], source: str) -> dict[str, Any]:
+    raw = metadata.get(METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw)
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{source}: malformed snncompress metadata ({exc})") from exc
+    if isinstance(value, dict) and value.get("format") not in (None, FORMAT_NAME):
+        raise ModelLoadError(f"{source}: metadata of an unknown format '{value.get('format')}'")
+    return value if isinstance(value, dict) else {}
+
+
+def _type(node: Any) -> str:
+    return "recurrent LIF" if isinstance(node, _Recurrent) else type(node).__name__
+
+
+def _chain(graph: nir.NIRGraph, source: str) -> tuple[list[str], dict[str, Any]]:
+    """The node names from input to output (both excluded); recurrent cycles collapsed first."""
+    nodes: dict[str, Any] = dict(graph.nodes)
+    edges = list(dict.fromkeys((str(a), str(b)) for a, b in graph.edges))
+    for a, b in edges:
+        for end in (a, b):
+            if end not in nodes:
+                raise ModelLoadError(f"{source}: an edge names node '{end}', which the graph does not hold")
+    nodes, edges = _collapse_recurrence(nodes, edges)
+    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelLoadError(
+            f"{source}: the graph has {len(inputs)} Input and {len(outputs)} "
+            "Output nodes; snncompress imports chains with one of each"
+        )
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    pred: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    order: list[str] = []
+    current = inputs[0]
+    seen = {current}
+    while current != outputs[0]:
+        following = succ[current]
+        if len(following) != 1:
+            what = "no outgoing edge" if not following else f"{len(following)} outgoing edges"
+            raise UnsupportedLayerError(
+                f"NIR node '{current}' ({_type(nodes[current])}) has {what}; snncompress "
+                "imports chain graphs (input -> ... -> output) only"
+            )
+        current = following[0]
+        if len(pred[current]) != 1:
+            raise UnsupportedLayerError(
+                f"NIR node '{current}' ({_type(nodes[current])}) merges {len(pred[current])} inputs; "
+                "snncompress imports chain graphs (input -> ... -> output) only"
+            )
+        if current in seen:
+            raise UnsupportedLayerError(
+                f"NIR node '{current}' ({_type(nodes[current])}) closes a cycle that is "
+                "not a LIF <-> Affine recurrence; snncompress imports chain graphs only"
+            )
+        seen.add(current)
+        if current != outputs[0]:
+            order.append(current)
+    stray = [n for n in nodes if n not in seen]
+    if stray:
+        raise UnsupportedLayerError(
+            f"NIR node '{stray[0]}' ({_type(nodes[stray[0]])}) is not on the "
+            "input -> output chain; snncompress imports chain graphs only"
+        )
+    return order, nodes
+
+
+_NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
+_WEIGHTS = (nir.Affine, nir.Linear)
+
+
+def _collapse_recurrence(nodes: dict[str, Any], edges: list[tuple[str, str]]):
+    """Replace each ``neuron <-> weight`` 2-cycle (the weight touching nothing else) by one element."""
+    for a, b in list(edges):
+        if (b, a) not in edges or a not in nodes or b not in nodes:
+            continue
+        neuron, weight = nodes[a], nodes[b]
+        if not (isinstance(neuron, _NEURONS) and isinstance(weight, _WEIGHTS)):
+            continue
+        if sum(1 for e in edges if b in e) != 2:
+            continue
+        nodes[a] = _Recurrent(neuron=neuron, weight=weight, metadata=dict(neuron.metadata or {}))
+        del nodes[b]
+        edges = [e for e in edges if b not in e]
+    return nodes, edges
+
+
+# -- nodes -------------------------------------------------------------------------------------------
+
+def _convert(name: str, node: Any, ctx: _Context) -> nn.Module:
+    if isinstance(node, _Recurrent):
+        return _rleaky(name, node.neuron, node.weight, node.metadata, ctx)
+    if isinstance(node, nir.NIRGraph):
+        return _rleaky_subgraph(name, node, ctx)
+    if isinstance(node, _NEURONS):
+        return _neuron(name, node, dict(node.metadata or {}), ctx)
+    if isinstance(node, _WEIGHTS):
+        return _linear(name, node)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        return _conv(name, node)
+    if isinstance(node, nir.Flatten):
+        start, end = int(node.start_dim), int(node.end_dim)
+        # NIR dims exclude the batch: shift non-negative dims up by one
+        return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        return _pool(name, node, divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+    if isinstance(node, nir.Threshold):
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' (Threshold) is supported only right after a SumPool2d on spikes (max pooling)"
+        )
+    raise UnsupportedLayerError(
+        f"NIR node '{name}' ({_type(node)}) has no snnTorch equivalent in snncompress; supported nodes: "
+        + ", ".join(NIR_NODES)
+    )
+
+
+def _array(value: Any) -> np.ndarray:
+    return np.asarray(value)
+
+
+def _ints(value: Any, n: int) -> tuple[int, ...]:
+    flat = [int(v) for v in np.ravel(np.asarray(value))]
+    return tuple(flat * n) if len(flat) == 1 else tuple(flat)
+
+
+def _linear(name: str, node: Any) -> nn.Linear:
+    weight = _array(node.weight)
+    if weight.ndim != 2:
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' ({_type(node)}) has a {weight.ndim}-D weight; expected 2-D"
+        )
+    bias = isinstance(node, nir.Affine)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        if bias:
+            layer.bias.copy_(torch.as_tensor(_array(node.bias), dtype=torch.float32).reshape(-1))
+    return layer
+
+
+def _conv(name: str, node: Any) -> nn.Module:
+    weight = _array(node.weight)
+    two_d = isinstance(node, nir.Conv2d)
+    dims = 2 if two_d else 1
+    if weight.ndim != dims + 2:
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}) has a {weight.ndim}-D weight")
+    groups = int(np.ravel(node.groups)[0])
+    padding = node.padding if isinstance(node.padding, str) else _ints(node.padding, dims)
+    bias_values = _array(node.bias) if node.bias is not None else None
+    has_bias = bias_values is not None and (
+        _metadata(node, name).get("bias", True) or bool(np.any(bias_values != 0))
+    )
+    cls = nn.Conv2d if two_d else nn.Conv1d
+    try:
+        layer = cls(weight.shape[1] * groups, weight.shape[0], kernel_size=tuple(weight.shape[2:]),
+                    stride=_ints(node.stride, dims), padding=padding, dilation=_ints(node.dilation, dims),
+                    groups=groups, bias=has_bias)
+    except (ValueError, RuntimeError) as exc:
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): {exc}") from exc
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        if has_bias:
+            layer.bias.copy_(torch.as_tensor(bias_values, dtype=torch.float32).reshape(-1))
+    return layer
+
+
+def _pool(name: str, node: Any, divisor_override: int | None) -> nn.AvgPool2d:
+    kernel, stride, padding = _ints(node.kernel_size, 2), _ints(node.stride, 2), _ints(node.padding, 2)
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}) pads more than half its kernel")
+    return nn.AvgPool2d(_compact(kernel), _compact(stride), _compact(padding),
+                        divisor_override=divisor_override)
+
+
+def _compact(pair: tuple[int, ...]) -> int | tuple[int, ...]:
+    """``(2, 2) -> 2``, as pooling layers are usually written (the architecture spec reads the same)."""
+    return pair[0] if len(set(pair)) == 1 else pair
+
+
+def _spiking_input(modules: list[nn.Module]) -> bool:
+    for module in reversed(modules):
+        if isinstance(module, nn.MaxPool2d):
+            continue
+        return is_neuron(module)
+    return False
+
+
+def _max_pool(name: str, pool: nir.SumPool2d, threshold: nir.Threshold) -> nn.Module:
+    """``H(sum - t)`` over binary spikes is their max for any ``0 <= t < 1``."""
+    t = np.unique(_array(threshold.threshold))
+    if t.size != 1 or not 0 <= float(t[0]) < 1:
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' (SumPool2d) + Threshold {t.tolist()[:3]}: "
+            "only a threshold in [0, 1) on spikes is a max pooling"
+        )
+    kernel, stride, padding = _ints(pool.kernel_size, 2), _ints(pool.stride, 2), _ints(pool.padding, 2)
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        raise UnsupportedLayerError(f"NIR node '{name}' (SumPool2d) pads more than half its kernel")
+    return nn.MaxPool2d(_compact(kernel), _compact(stride), _compact(padding))
+
+
+def _mark_output(modules: list[nn.Module]) -> None:
+    """The last neuron returns its membrane too, when it is the last layer (else it would feed a tuple on)."""
+    for module in modules:
+        if is_neuron(module):
+            module.output = False
+    if is_neuron(modules[-1]):
+        modules[-1].output = True
+
+
+# -- neurons -----------------------------------------------------------------------------------------
+
+def _fit(values: np.ndarray, shape: list[int] | None) -> torch.Tensor:
+    """Per-neuron values as the parameter the module had: ``shape`` from metadata, else scalar if uniform."""
+    full = torch.as_tensor(np.asarray(values, dtype=np.float64).astype(np.float32))
+    if shape is not None:
+        reduced = _reduce(full, list(shape))
+        if reduced is not None and torch.equal(torch.broadcast_to(reduced, full.shape), full):
+            return reduced
+    flat = full.reshape(-1)
+    if flat.numel() and bool(torch.all(flat == flat[0])):
+        return flat[0].clone()
+    return full
+
+
+def _reduce(full: torch.Tensor, shape: list[int]) -> torch.Tensor | None:
+    if len(shape) > full.dim():
+        return None
+    padded = [1] * (full.dim() - len(shape)) + shape
+    t = full
+    for d, size in enumerate(padded):
+        if size == 1 and t.shape[d] != 1:
+            t = t.narrow(d, 0, 1)
+        elif size != t.shape[d]:
+            return None
+    return t.reshape(shape).clone()
+
+
+def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context) -> tuple[str, bool]:
+    mechanism = node_meta.get("reset_mechanism", ours.get("reset_mechanism"))
+    if mechanism is None:
+        ctx.reset_missing.append(f"'{name}'")
+        return DEFAULT_RESET, False
+    mechanism = mechanism.decode() if isinstance(mechanism, bytes) else str(mechanism)
+    if mechanism not in RESETS:
+        raise ModelLoadError(f"NIR node '{name}': unknown reset_mechanism '{mechanism}' in its metadata")
+    return mechanism, bool(ours.get("reset_delay", False))
+
+
+def _check_zero(name: str, node: Any, field_name: str) -> None:
+    value = getattr(node, field_name, None)
+    if value is not None and np.any(_array(value) != 0):
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' ({_type(node)}) has a nonzero {field_name}, "
+            "which snnTorch neurons cannot express"
+        )
+
+
+def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]:
+    """beta (and alpha), threshold from a LIF/IF/CubaLIF node, gains folded into the threshold."""
+    _check_zero(name, node, "v_reset")
+    threshold = _array(node.v_threshold).astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    if isinstance(node, nir.IF):
+        gain = _array(node.r).astype(np.float64)
+        out["beta"] = np.ones_like(threshold)
+    else:
+        _check_zero(name, node, "v_leak")
+        tau = _array(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
+        out["beta"] = _decay(name, node, tau, ctx.dt, "tau_mem" if isinstance(node, nir.CubaLIF) else "tau")
+        if isinstance(node, nir.CubaLIF):
+            out["alpha"] = _decay(name, node, _array(node.tau_syn), ctx.dt, "tau_syn")
+            gain = cuba_gain(node.tau_syn, node.w_in, node.tau_mem, node.r, ctx.dt)
+        else:
+            gain = lif_gain(tau, node.r, ctx.dt)
+    if not is_unit_gain(gain):
+        if not np.all(np.isfinite(gain)) or np.any(gain <= 0):
+            raise UnsupportedLayerError(
+                f"NIR node '{name}' ({_type(node)}) has a non-positive or infinite input gain"
+            )
+        threshold = threshold / gain
+        gains = np.unique(gain)[:3].tolist()
+        ctx.notes.append(f"NIR node '{name}': input gain {gains} folded into the threshold "
+                         "(spikes unchanged; the membrane reads in units of 1/gain)")
+    out["threshold"] = np.broadcast_to(threshold, np.broadcast_shapes(threshold.shape, out["beta"].shape))
+    return out
+
+
+def _decay(name: str, node: Any, tau: np.ndarray, dt: float, what: str) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        decay = decay_from_tau(tau, dt)
+    if np.any(~np.isfinite(decay)) or np.any(decay < 0) or np.any(decay > 1):
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' ({_type(node)}) has {what} outside [dt, inf] "
+            f"for dt = {dt:g}; its decay 1 - dt/tau must lie in [0, 1]"
+        )
+    return decay
+
+
+def _neuron_spec(kind: str, values: dict[str, np.ndarray], ours: dict[str, Any], mechanism: str,
+                 delay: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    tensors = {key: _fit(v, ours.get(f"{key}_shape")) for key, v in values.items()}
+    args: dict[str, Any] = {
+        "beta_shape": list(tensors["beta"].shape),
+        "threshold_shape": list(tensors["threshold"].shape),
+        "learn_beta": bool(ours.get("learn_beta", False)),
+        "learn_threshold": bool(ours.get("learn_threshold", False)),
+        "init_hidden": True,
+        "output": False,
+        "inhibition": False,
+        "reset_mechanism": mechanism,
+        "reset_delay": delay,
+        "spike_grad": str(ours.get("spike_grad", "atan")),
+    }
+    if "alpha" in tensors:
+        args.update(alpha_shape=list(tensors["alpha"].shape),
+                    learn_alpha=bool(ours.get("learn_alpha", False)))
+    return {"type": kind, "args": args}, tensors
+
+
+def _fill(module: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    with torch.no_grad():
+        for key, value in tensors.items():
+            getattr(module, key).copy_(value)
+    return module
+
+
+def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
+    ours = _metadata(node, name)
+    mechanism, delay = _reset(name, node_meta, ours, ctx)
+    values = _neuron_values(name, node, ctx)
+    kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky"
+    spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
+    return _fill(build_module(spec), tensors)
+
+
+def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module:
+    """snnTorch's recurrent subgraph: Input, one LIF/IF, one Affine/Linear feeding it back, Output."""
+    by_type: dict[str, list[Any]] = {"neuron": [], "weight": [], "io": []}
+    for sub_name, sub in graph.nodes.items():
+        if isinstance(sub, _NEURONS):
+            by_type["neuron"].append((sub_name, sub))
+        elif isinstance(sub, _WEIGHTS):
+            by_type["weight"].append((sub_name, sub))
+        elif isinstance(sub, (nir.Input, nir.Output)):
+            by_type["io"].append(sub)
+        else:
+            raise UnsupportedLayerError(
+                f"NIR node '{name}' (NIRGraph) holds '{sub_name}' ({_type(sub)}); snncompress imports a "
+                "subgraph only as a recurrent LIF (Input, LIF, Affine/Linear, Output)"
+            )
+    if len(by_type["neuron"]) != 1 or len(by_type["weight"]) != 1 or len(by_type["io"]) != 2:
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' (NIRGraph) is not a recurrent "
+            "LIF subgraph (Input, LIF, Affine/Linear, Output)"
+        )
+    (n_name, neuron), (w_name, weight) = by_type["neuron"][0], by_type["weight"][0]
+    edges = {(str(a), str(b)) for a, b in graph.edges}
+    if (n_name, w_name) not in edges or (w_name, n_name) not in edges:
+        raise UnsupportedLayerError(f"NIR node '{name}' (NIRGraph): its weight does not feed the neuron back")
+    meta = {**(neuron.metadata or {}), **(graph.metadata or {})}
+    return _rleaky(name, neuron, weight, meta, ctx)
+
+
+def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
+    if isinstance(neuron, nir.CubaLIF):
+        raise UnsupportedLayerError(
+            f"NIR node '{name}' is a recurrent CubaLIF (snnTorch "
+            "RSynaptic), which snncompress does not support"
+        )
+    ours = _parse_metadata(node_meta, name)
+    mechanism, delay = _reset(name, node_meta, ours, ctx)
+    values = _neuron_values(name, neuron, ctx)
+    w = _array(weight.weight)
+    n = int(np.ravel(neuron.v_threshold).size) if np.ndim(neuron.v_threshold) else w.shape[0]
+    if w.shape != (n, n):
+        raise UnsupportedLayerError(
+            f"NIR node '{name}': recurrent weight of shape {list(w.shape)} for {n} neurons"
+        )
+    bias = _array(weight.bias) if isinstance(weight, nir.Affine) else np.zeros(n)
+    diagonal = bool(np.array_equal(w, np.diag(np.diag(w)))) and not np.any(bias != 0)
+    all_to_all = bool(ours.get("all_to_all", not diagonal))
+    if not all_to_all and not diagonal:
+        raise ModelLoadError(f"NIR node '{name}': metadata says one-to-one recurrence, but the weight is not "
+                             "diagonal (or has a bias)")
+    spec, tensors = _neuron_spec("RLeaky", values, ours, mechanism, delay)
+    spec["type"] = "RLeaky"
+    spec["args"].update(all_to_all=all_to_all, linear_features=n if all_to_all else None,
+                        conv2d_channels=None, kernel_size=None,
+                        learn_recurrent=bool(ours.get("learn_recurrent", True)))
+    if not all_to_all:
+        v = _fit(np.diag(w), ours.get("V_shape"))
+        spec["args"]["V_shape"] = list(v.shape)
+        tensors["V"] = v
+    module = _fill(build_module(spec), tensors)
+    if all_to_all:
+        with torch.no_grad():
+            module.recurrent.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+            module.recurrent.bias.copy_(torch.as_tensor(bias, dtype=torch.float32).reshape(-1))
+    return module

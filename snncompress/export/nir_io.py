@@ -1,0 +1,66 @@
+"""NIR files: ``load_nir`` (read a ``.nir`` into a built-in Sequential) and ``export_nir`` (write one).
+
+``load_model`` calls :func:`load_nir` for ``.nir`` paths. The conversion itself lives in
+``nir_import`` (graph -> Sequential) and ``nir_export`` (Sequential -> graph).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nir
+from torch import nn
+
+from snncompress.errors import ModelLoadError
+from snncompress.export.nir_export import export_nir
+from snncompress.export.nir_import import graph_to_module, input_shape
+from snncompress.state import get_state
+
+__all__ = ["export_nir", "load_nir", "read_nir"]
+
+
+def read_nir(path: str | Path) -> nir.NIRGraph:
+    """Read a NIR graph file; graphs that fail NIR's type check are read again without it.
+
+    Raises:
+        ModelLoadError: not a NIR file (not HDF5, truncated, or not a NIR graph), naming the file.
+    """
+    path = Path(path)
+    try:
+        graph = nir.read(path)
+    except Exception:  # noqa: BLE001 - nir raises anything from h5py, asserts and ValueErrors
+        try:
+            graph = nir.read(path, type_check=False)  # e.g. older graphs with undefined shapes
+        except Exception as exc:  # noqa: BLE001
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"{path}: not a readable NIR graph (corrupted, truncated, or not NIR): {reason}"
+            ) from exc
+    if not isinstance(graph, nir.NIRGraph):
+        raise ModelLoadError(f"{path}: holds a single NIR {type(graph).__name__} node, not a graph")
+    return graph
+
+
+def load_nir(path: str | Path) -> nn.Module:
+    """Load a chain-shaped NIR graph as an ``nn.Sequential`` of built-in layers (see ``nir_import``).
+
+    Notes on assumed conventions (a file that does not record its reset mechanism, folded gains) are
+    printed on stderr, one line each.
+
+    Raises:
+        ModelLoadError: not a NIR file, or no single input/output.
+        UnsupportedLayerError: a node without an snnTorch equivalent, or a graph that is not a chain
+            (the message names the node and its type).
+    """
+    path = Path(path)
+    graph = read_nir(path)
+    model, notes = graph_to_module(graph, source=str(path))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    source = {"kind": "nir", "path": str(path)}
+    shape = input_shape(graph)
+    if shape is not None:
+        source["input_shape"] = shape
+    get_state(model).source = source
+    return model

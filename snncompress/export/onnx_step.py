@@ -1,0 +1,201 @@
+"""One time step of a stepwise model in plain torch ops, with every neuron state passed in and out.
+
+snnTorch neurons keep their state in module attributes and use surrogate-gradient autograd functions,
+neither of which an ONNX graph can hold. ``StepModel`` computes exactly what snnTorch computes, op for op
+in snnTorch's order (``snntorch/_neurons/leaky.py``, ``synaptic.py``, ``rleaky.py``), with the
+Heaviside forward ``H(x) = 1[x > 0]``:
+
+    reset = H(u[t-1] - Vth)                              (snnTorch's delayed reset)
+    Leaky     subtract: u[t] = beta*u[t-1] + I[t] - reset*Vth
+              zero:     u[t] = beta*((1 - reset)*u[t-1]) + I[t]
+    Synaptic  syn[t] = alpha*syn[t-1] + I[t];  u[t] = beta*u[t-1] + syn[t]  (- reset*Vth | - u[t]*reset)
+    RLeaky    u[t] = beta*u[t-1] + I[t] + rec(s[t-1])   (- reset*Vth | - reset*u[t])
+    s[t] = H(u[t] - Vth) * graded_spikes_factor
+    reset_delay=False: u[t] -= (s[t]/g - reset) * Vth   (subtract)  or  * u[t]  (zero)
+
+(beta and alpha clamped to [0, 1] as snnTorch does). A layer with a stored-membrane quantizer
+(``snncompress.models.membrane``) then stores ``Q(u_post[t]) = Vth * clamp(round(u_post/Vth), low, high)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snncompress.errors import UnsupportedLayerError
+from snncompress.export.layout import Leaf
+from snncompress.models.membrane import post_reset_membrane
+from snncompress.models.neurons import RESET_NAMES, is_neuron
+
+STATES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "RLeaky": ("spk", "mem")}
+
+
+def _heaviside(x: torch.Tensor) -> torch.Tensor:
+    return (x > 0).to(x.dtype)
+
+
+class NeuronStep(nn.Module):
+    """One neuron layer's step: ``forward(I, *state) -> (spikes, *next_state)``.
+
+    Args:
+        name: the layer's qualified name.
+        neuron: the snnTorch neuron (its parameters are shared, not copied).
+        membrane: the layer's stored-membrane quantizer settings (``levels_low``, ``levels_high``), or None.
+    """
+
+    def __init__(self, name: str, neuron: nn.Module, membrane: dict[str, Any] | None):
+        super().__init__()
+        kind = type(neuron).__name__
+        if kind not in STATES:
+            raise UnsupportedLayerError(f"neuron layer '{name}' ({kind}) has no ONNX step; supported: Leaky, "
+                                        "Synaptic, RLeaky")
+        if neuron.inhibition or neuron.state_quant:
+            feature = "inhibition" if neuron.inhibition else "state_quant"
+            raise UnsupportedLayerError(
+                f"neuron layer '{name}' ({kind}) uses {feature}, which the ONNX step cannot express"
+            )
+        self.layer = name
+        self.kind = kind
+        self.neuron = neuron
+        self.mechanism = RESET_NAMES[int(neuron.reset_mechanism_val)]
+        self.reset_delay = bool(getattr(neuron, "reset_delay", True))
+        self.levels: tuple[int, int] | None = None
+        if membrane is not None:
+            try:
+                self.levels = (int(membrane["levels_low"]), int(membrane["levels_high"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UnsupportedLayerError(
+                    f"neuron layer '{name}': membrane quantizer settings lack levels_low/levels_high ({exc})"
+                ) from exc
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return STATES[self.kind]
+
+    def forward(self, current: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.neuron
+        thr = n.threshold
+        beta = n.beta.clamp(0, 1)
+        mem_prev = state[-1]
+        reset = _heaviside(mem_prev - thr)
+        if self.kind == "Leaky":
+            mem = self._leaky(current, reset, mem_prev, beta)
+            extra: tuple[torch.Tensor, ...] = ()
+        elif self.kind == "Synaptic":
+            syn = n.alpha.clamp(0, 1) * state[0] + current
+            mem = beta * mem_prev + syn
+            mem = self._reset_after(mem, reset)
+            extra = (syn,)
+        else:
+            mem = beta * mem_prev + current + self._recurrent(state[0])
+            mem = self._reset_after(mem, reset)
+        spk = _heaviside(mem - thr) * n.graded_spikes_factor
+        if not self.reset_delay:
+            do_reset = spk / n.graded_spikes_factor - reset
+            if self.mechanism == "subtract":
+                mem = mem - do_reset * thr
+            elif self.mechanism == "zero":
+                mem = mem - do_reset * mem
+        if self.levels is not None:
+            mem = self._quantize(post_reset_membrane(n, spk, mem), thr)
+        if self.kind == "RLeaky":
+            extra = (spk,)
+        return (spk, *extra, mem)
+
+    def _leaky(self, current: torch.Tensor, reset: torch.Tensor, mem_prev: torch.Tensor,
+               beta: torch.Tensor) -> torch.Tensor:
+        if self.mechanism == "subtract":
+            return beta * mem_prev + current - reset * self.neuron.threshold
+        if self.mechanism == "zero":
+            return beta * ((1 - reset) * mem_prev) + current
+        return beta * mem_prev + current
+
+    def _reset_after(self, mem: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+        """Synaptic's and RLeaky's reset, applied to the freshly integrated membrane."""
+        if self.mechanism == "subtract":
+            return mem - reset * self.neuron.threshold
+        if self.mechanism == "zero":
+            return mem - mem * reset if self.kind == "Synaptic" else mem - reset * mem
+        return mem
+
+    def _recurrent(self, spk_prev: torch.Tensor) -> torch.Tensor:
+        n = self.neuron
+        if n.all_to_all:
+            return n.recurrent(spk_prev)
+        return spk_prev * n.V
+
+    def _quantize(self, u: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+        low, high = self.levels
+        return thr * torch.clamp(torch.round(u / thr), low, high)
+
+
+class SumPool2d(nn.Module):
+    """``AvgPool2d(divisor_override=d)`` as a depthwise all-ones convolution (window sum), then ``/ d``.
+
+    The TorchScript ONNX exporter drops ``divisor_override`` and writes a plain average; a sum of
+    spikes is exact in any order, so the convolution reproduces the pooling exactly on spikes.
+    """
+
+    def __init__(self, name: str, pool: nn.AvgPool2d, channels: int):
+        super().__init__()
+        if pool.ceil_mode:
+            raise UnsupportedLayerError(
+                f"layer '{name}' (AvgPool2d) combines divisor_override with ceil_mode"
+            )
+        kernel = _pair(pool.kernel_size)
+        self.stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        self.padding = _pair(pool.padding)
+        self.divisor = pool.divisor_override
+        self.channels = channels
+        self.register_buffer("ones", torch.ones(channels, 1, *kernel), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = F.conv2d(x, self.ones, stride=self.stride, padding=self.padding, groups=self.channels)
+        return total if self.divisor == 1 else total / self.divisor
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def _step_layer(leaf: Leaf) -> nn.Module:
+    """The module to call for a non-neuron layer (itself, unless ONNX cannot export it faithfully)."""
+    module = leaf.module
+    if isinstance(module, nn.AvgPool2d) and module.divisor_override is not None:
+        return SumPool2d(leaf.name, module, int(leaf.in_shape[0]))
+    return module
+
+
+class StepModel(nn.Module):
+    """A stepwise Sequential as ``forward(x, *states) -> (output, *next_states)``; states in layer order."""
+
+    def __init__(self, leaves: list[Leaf], membrane: dict[str, dict[str, Any]]):
+        super().__init__()
+        self.steps = nn.ModuleList()
+        self.state_layout: list[dict[str, Any]] = []
+        for leaf in leaves:
+            if is_neuron(leaf.module):
+                step = NeuronStep(leaf.name, leaf.module, membrane.get(leaf.name))
+                self.steps.append(step)
+                for state in step.state_names:
+                    self.state_layout.append({"layer": leaf.name, "neuron": step.kind, "state": state,
+                                              "shape": list(leaf.in_shape)})
+            else:
+                self.steps.append(_step_layer(leaf))
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out_states: list[torch.Tensor] = []
+        k = 0
+        for step in self.steps:
+            if isinstance(step, NeuronStep):
+                n = len(step.state_names)
+                result = step(x, *states[k:k + n])
+                k += n
+                x = result[0]
+                out_states.extend(result[1:])
+            else:
+                x = step(x)
+        return (x, *out_states)

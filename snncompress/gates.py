@@ -1,0 +1,169 @@
+"""Quality gates for CI: ``--gate max-accuracy-drop=1.0 --gate min-memory-reduction=8``.
+
+A gate compares one figure of a finished run with a threshold. :func:`gate_metrics` is the one
+place those figures come from: accuracy from the run's before/after measurement, memory / ops /
+energy reductions from the hardware cost model when it ran, else memory from the simple stored-bits
+count (:func:`snncompress.figures.storage_bits`). A failed gate raises :class:`GateFailure`
+(exit 1); a gate that is unknown or badly written raises :class:`ConfigError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from snncompress.errors import ConfigError, GateFailure
+from snncompress.recipes.messages import did_you_mean
+
+
+@dataclass(frozen=True)
+class GateKind:
+    """A gate name: the figure it reads and which side of the threshold passes."""
+
+    metric: str
+    bound: Literal["max", "min"]
+    what: str
+    needs_data: bool = True
+
+
+GATES: dict[str, GateKind] = {
+    "max-accuracy-drop": GateKind("accuracy_drop", "max", "accuracy drop in percentage points"),
+    "min-memory-reduction": GateKind("memory_reduction", "min", "memory reduction (baseline / now)",
+                                     needs_data=False),
+    "min-ops-reduction": GateKind("ops_reduction", "min", "synaptic-op reduction (baseline / now)"),
+    "min-energy-reduction": GateKind("energy_reduction", "min", "energy reduction (baseline / now)"),
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    threshold: float
+
+    @property
+    def kind(self) -> GateKind:
+        return GATES[self.name]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: Gate
+    value: float | None
+    passed: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": self.gate.name, "threshold": self.gate.threshold, "value": self.value,
+                "passed": self.passed, "reason": self.reason}
+
+
+def parse_gate(text: str) -> Gate:
+    """``NAME=NUMBER`` as a :class:`Gate`.
+
+    Raises:
+        ConfigError: unknown name (with a did-you-mean) or a value that is not a non-negative number.
+    """
+    name, sep, raw = str(text).partition("=")
+    name = name.strip()
+    if name not in GATES:
+        hint = did_you_mean(name, GATES) or f"; gates: {', '.join(GATES)}"
+        raise ConfigError(f"--gate {text}: unknown gate '{name}'{hint}")
+    if not sep or not raw.strip():
+        raise ConfigError(f"--gate {text}: expected {name}=NUMBER, e.g. {name}=1.0")
+    try:
+        threshold = float(raw)
+    except ValueError:
+        raise ConfigError(f"--gate {text}: '{raw}' is not a number") from None
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ConfigError(f"--gate {text}: the threshold must be a finite number >= 0")
+    return Gate(name, threshold)
+
+
+def parse_gates(texts: Iterable[str], *, has_data: bool = True) -> list[Gate]:
+    """Parse every ``--gate``; each name at most once; gates that need data need ``--data``."""
+    gates: list[Gate] = []
+    for text in texts:
+        gate = parse_gate(text)
+        if any(g.name == gate.name for g in gates):
+            raise ConfigError(f"--gate {text}: gate '{gate.name}' is given twice")
+        if gate.kind.needs_data and not has_data:
+            raise ConfigError(f"--gate {text}: needs measured figures; pass --data")
+        gates.append(gate)
+    return gates
+
+
+def gate_metrics(report: Any) -> dict[str, Any]:
+    """The figures gates compare, from a :class:`snncompress.pipeline.RunReport` (the one source).
+
+    Returns:
+        ``accuracy_drop`` (points), ``memory_reduction``, ``ops_reduction``, ``energy_reduction``
+        (baseline / now; None when not measured), plus the reference figures and ``memory_source``.
+    """
+    before, after, baseline = report.before, report.after, report.baseline
+    reference, ref_name = _accuracy_reference(before, baseline)
+    now = after.get("accuracy")
+    drop = None if reference is None or now is None else reference - now
+    hardware = report.hardware or {}
+    memory, source = hardware.get("memory_reduction"), "snncompress.hardware"
+    if memory is None:
+        base_bits = baseline.get("storage_bits") or before.get("storage_bits")
+        now_bits = after.get("storage_bits")
+        memory = base_bits / now_bits if base_bits and now_bits else None
+        source = "stored bits (snncompress.figures.storage_bits)"
+    return {
+        "accuracy_reference": reference,
+        "accuracy_reference_is": ref_name,
+        "accuracy": now,
+        "accuracy_drop": drop,
+        "memory_reduction": memory,
+        "memory_source": source,
+        "ops_reduction": hardware.get("ops_reduction"),
+        "energy_reduction": hardware.get("energy_reduction"),
+        "hardware_error": hardware.get("error"),
+    }
+
+
+def _accuracy_reference(before: Mapping[str, Any], baseline: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The fp32 baseline's accuracy when it was measured on the same data, else this run's start."""
+    base = baseline.get("accuracy")
+    if base is not None and baseline.get("samples") in (None, before.get("samples")):
+        return base, "the fp32 baseline"
+    return before.get("accuracy"), "the input model"
+
+
+def check_gates(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> list[GateResult]:
+    """Compare each gate's figure with its threshold."""
+    results = []
+    for gate in gates:
+        value = metrics.get(gate.kind.metric)
+        if value is None:
+            why = f" ({metrics['hardware_error']})" if metrics.get("hardware_error") else ""
+            results.append(GateResult(gate, None, False, f"{gate} failed: the {gate.kind.what} was not "
+                                                         f"measured{why}"))
+            continue
+        passed = value <= gate.threshold if gate.kind.bound == "max" else value >= gate.threshold
+        results.append(GateResult(gate, value, passed, _reason(gate, value, passed, metrics)))
+    return results
+
+
+def _reason(gate: Gate, value: float, passed: bool, metrics: Mapping[str, Any]) -> str:
+    verdict = "passed" if passed else "failed"
+    if gate.name == "max-accuracy-drop":
+        detail = (f"accuracy {metrics['accuracy_reference']:.2f}% -> {metrics['accuracy']:.2f}% "
+                  f"(drop {value:.2f} points against {metrics['accuracy_reference_is']}, "
+                  f"limit {gate.threshold:g})")
+    else:
+        detail = f"{gate.kind.what} {value:.2f}x (need >= {gate.threshold:g}x)"
+    return f"{gate} {verdict}: {detail}"
+
+
+def enforce(results: Iterable[GateResult]) -> None:
+    """Raise GateFailure, one line naming every failed gate, when any gate failed."""
+    failed = [r.reason for r in results if not r.passed]
+    if failed:
+        raise GateFailure("; ".join(f"quality gate {reason}" for reason in failed))

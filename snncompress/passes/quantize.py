@@ -1,0 +1,222 @@
+"""The quantize pass: integer-only membrane, low-bit weights, fixed-point neuron parameters; PTQ or QAT.
+
+* Membrane (SpQuant §4.2.1): the stored, post-reset membrane on integer levels in units of the
+  layer's threshold, no dequantization scale; ternary {-1, 0, +1} by default. QAT back-propagates
+  through the staircase with Stacked Gradient Surrogation.
+* Weights (SpQuant §4.2.2, tinySNN §2.3): power-of-two, additive power-of-two, per-channel
+  integer, ternary or fixed point Q(m.n) with a rounding scheme.
+* Neuron parameters (tinySNN qWN): threshold and beta in fixed point.
+* PTQ quantizes the trained model as it is. QAT fine-tunes with fake quantization (Adam, CE on
+  spike counts or TET), keeps the best epoch, then converts. Either way the model ends holding
+  exactly the values its stored codes decode to.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+from torch.nn.utils import parametrize
+
+from snncompress.errors import ConfigError
+from snncompress.evaluate import evaluate
+from snncompress.models.layers import SYNAPTIC_TYPES
+from snncompress.models.membrane import install_membrane_quantizer
+from snncompress.models.neurons import neuron_layers
+from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec, check_targets
+from snncompress.quant.membrane import parse_membrane_quant
+from snncompress.quant.schemes import parse_weight_scheme
+from snncompress.state import get_state
+from snncompress.training import TrainConfig, train
+
+
+class QuantizeConfig(PassConfig):
+    """Config of the quantize pass; keys mirror ``snncompress quantize`` flags."""
+
+    mode: Literal["ptq", "qat"] = "ptq"
+    membrane_quant: str = Field("ternary", description="ternary, int<k> or fp32.")
+    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane levels.")
+    smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
+    weight_quant: str = Field("pot4", description="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")
+    rounding: Literal["nearest", "truncate", "stochastic"] = "nearest"
+    neuron_quant: str | None = Field(None, description="fixed<m>.<n> for threshold and beta, or none.")
+    epochs: int = Field(10, ge=1, le=1000, description="QAT epochs.")
+    lr: float = Field(1e-3, gt=0, le=1.0, description="QAT learning rate (Adam).")
+    loss: Literal["ce", "tet"] = "ce"
+
+    @field_validator("weight_quant")
+    @classmethod
+    def _weight(cls, v: str) -> str:
+        _check(lambda: parse_weight_scheme(v))
+        return v
+
+    @field_validator("membrane_quant")
+    @classmethod
+    def _membrane(cls, v: str) -> str:
+        _check(lambda: parse_membrane_quant(v))
+        return v
+
+    @field_validator("neuron_quant")
+    @classmethod
+    def _neuron(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("fp32", "none"):
+            if not v.startswith("fixed"):
+                raise ValueError(f"neuron_quant must be fixed<m>.<n> (e.g. fixed2.6), got '{v}'")
+            _check(lambda: parse_weight_scheme(v))
+        return None if v in ("fp32", "none") else v
+
+    @model_validator(mode="after")
+    def _clip_fits(self) -> QuantizeConfig:
+        _check(lambda: membrane_quantizer(self.membrane_quant, self.clip, self.smoothness))
+        return self
+
+
+def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None):
+    """The membrane quantizer for a spec; k-bit levels top out at Vth (level 1), the SpQuant
+    authors' layout, so the stored membrane never reaches past the threshold."""
+    top = 1 if spec.strip().lower().startswith("int") else None
+    kwargs = {"smoothness": smoothness} if smoothness is not None else {}
+    return parse_membrane_quant(spec, clip=clip, top=top, **kwargs)
+
+
+def _check(fn) -> None:
+    try:
+        fn()
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def synaptic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Linear and conv layers outside neurons (RLeaky's recurrent weights are its own)."""
+    neuron_names = [n for n, _ in neuron_layers(model)]
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, SYNAPTIC_TYPES) and not any(n.startswith(p + ".") for p in neuron_names)]
+
+
+class _FakeQuant(nn.Module):
+    """Parametrization: the weight as its scheme quantizes it, straight-through gradient."""
+
+    def __init__(self, scheme):
+        super().__init__()
+        self.scheme = scheme
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.scheme.fake_quant(w)
+
+
+def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
+    """Quantize ``model`` in place; see the module docstring."""
+    syn = [(n, m) for n, m in synaptic_layers(model) if config.applies_to(n)]
+    neurons = [(n, m) for n, m in neuron_layers(model) if config.applies_to(n)]
+    check_targets(model, config, [n for n, _ in synaptic_layers(model)] + [n for n, _ in neuron_layers(model)])
+    if not neurons and config.membrane_quant != "fp32":
+        raise ConfigError("the model has no neuron layers to quantize (check targets)")
+    if config.mode == "qat" and ctx.train_data is None:
+        raise ConfigError("QAT needs training data: pass --train-data (or use --data digits)")
+    if ctx.data is None:
+        raise ConfigError("the quantize pass needs data to measure accuracy: pass --data")
+    before = ctx.measured.get("accuracy")
+    if before is None:
+        before = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="fp32 accuracy").accuracy
+    weight_bits_before = _weight_bits(model, syn)
+    _install_membrane(model, neurons, config)
+    metrics: dict = {"accuracy_before": before, "mode": config.mode}
+    if config.mode == "qat":
+        metrics.update(_qat(model, syn, config, ctx))
+    _convert_weights(model, syn, config, ctx.seed)
+    _convert_neuron_params(model, neurons, config, ctx.seed)
+    after = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="quantized accuracy").accuracy
+    ctx.measured["accuracy"] = after
+    metrics.update(
+        accuracy_after=after,
+        accuracy_drop=before - after,
+        weight_bits_before=weight_bits_before,
+        weight_bits_after=_weight_bits(model, syn),
+        layers_quantized=[n for n, _ in syn],
+        neuron_layers_quantized=[n for n, _ in neurons] if config.membrane_quant != "fp32" else [],
+    )
+    return PassResult(metrics=metrics, notes=[
+        f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f} points)",
+        f"weights {metrics['weight_bits_before'] / 8 / 1024:.1f} KiB -> {metrics['weight_bits_after'] / 8 / 1024:.1f} KiB",
+    ])
+
+
+def _install_membrane(model, neurons, config: QuantizeConfig) -> None:
+    for name, _ in neurons:
+        layer_cfg = config.for_layer(name)
+        quantizer = membrane_quantizer(layer_cfg.membrane_quant, layer_cfg.clip, layer_cfg.smoothness)
+        if quantizer is not None:
+            install_membrane_quantizer(model, name, quantizer)
+
+
+def _scheme(config: QuantizeConfig, layer: str):
+    layer_cfg = config.for_layer(layer)
+    return parse_weight_scheme(layer_cfg.weight_quant, rounding=layer_cfg.rounding)
+
+
+def _qat(model, syn, config: QuantizeConfig, ctx: PassContext) -> dict:
+    for name, module in syn:
+        scheme = _scheme(config, name)
+        if not scheme.is_identity:
+            parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
+    try:
+        result = train(model, ctx.train_data, ctx.data,
+                       TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed),
+                       show_progress=ctx.show_progress, description="QAT")
+    finally:
+        for _, module in syn:
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    return {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
+            "epochs": result.epochs}
+
+
+def _convert_weights(model, syn, config: QuantizeConfig, seed: int) -> None:
+    state = get_state(model)
+    gen = torch.Generator().manual_seed(seed)
+    for name, module in syn:
+        scheme = _scheme(config, name)
+        if scheme.is_identity:
+            continue
+        with torch.no_grad():
+            enc = scheme.encode(module.weight.detach(), generator=gen)
+            module.weight.copy_(scheme.decode(enc).reshape(module.weight.shape))
+        state.tensors[f"{name}.weight"] = enc
+
+
+def _convert_neuron_params(model, neurons, config: QuantizeConfig, seed: int) -> None:
+    state = get_state(model)
+    gen = torch.Generator().manual_seed(seed)
+    for name, module in neurons:
+        fmt = config.for_layer(name).neuron_quant
+        if fmt is None:
+            continue
+        scheme = parse_weight_scheme(fmt, rounding=config.for_layer(name).rounding)
+        for pname in ("threshold", "beta"):
+            tensor = getattr(module, pname)
+            with torch.no_grad():
+                enc = scheme.encode(tensor.detach().reshape(-1) if tensor.dim() == 0 else tensor.detach(),
+                                    generator=gen)
+                tensor.copy_(scheme.decode(enc).reshape(tensor.shape))
+            state.tensors[f"{name}.{pname}"] = enc
+
+
+def _weight_bits(model, syn) -> int:
+    state = get_state(model)
+    total = 0
+    for name, module in syn:
+        enc = state.tensors.get(f"{name}.weight")
+        total += module.weight.numel() * (enc.bits if enc is not None else 32)
+    return total
+
+
+QUANTIZE_PASS = PassSpec(
+    name="quantize",
+    config_class=QuantizeConfig,
+    apply=apply,
+    summary="Integer-only membrane (ternary / k-bit) and PoT / APoT / int / ternary / fixed-point weights; PTQ or QAT.",
+    version="1",
+    needs_data=True,
+)

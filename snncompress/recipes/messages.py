@@ -1,0 +1,99 @@
+"""Validation problems as ``place: message`` lines (``passes[2].sparsity: must be < 1``)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from snncompress.errors import ConfigError
+
+# pydantic adds the union member it tried to a location ("function-after[...]", "literal['a']")
+_TAG = re.compile(r"[\[\](),\-\s']")
+
+
+class RecipeError(ConfigError):
+    """An invalid recipe or pass config; ``problems`` holds one ``place: message`` line each."""
+
+    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        what = f"invalid recipe {source}" if source else "invalid recipe"
+        count = len(self.problems)
+        header = f"{what} ({count} problem{'s' if count != 1 else ''}):"
+        super().__init__("\n  ".join([header, *self.problems]))
+
+
+def did_you_mean(value: Any, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def place(prefix: str, loc: Sequence[str | int]) -> str:
+    """``prefix`` plus ``loc`` as ``.key`` / ``[index]`` parts, union tags dropped."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _TAG.search(part):
+            out += f".{part}" if out else part
+    return out
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return ""
+    return f" (got {value!r})"
+
+
+def describe(error: dict[str, Any], fields: Iterable[str]) -> str:
+    """One pydantic error as a short message that says what to write instead."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        hint = did_you_mean(error["loc"][-1], fields)
+        return f"unknown key{hint}" if hint else f"unknown key; keys: {', '.join(sorted(fields))}"
+    bounds = {"less_than": ("<", "lt"), "less_than_equal": ("<=", "le"),
+              "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {ctx.get(key)}{_got(value)}"
+    if kind in ("literal_error", "enum"):
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"must be one of {', '.join(options)}{_got(value)}{did_you_mean(value, options)}"
+    if kind in ("value_error", "assertion_error"):
+        message = str(ctx.get("error") or error["msg"])
+        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    simple = {"int_parsing": "must be an integer", "int_type": "must be an integer",
+              "int_from_float": "must be a whole number", "float_parsing": "must be a number",
+              "float_type": "must be a number", "bool_parsing": "must be true or false",
+              "bool_type": "must be true or false", "string_type": "must be a string",
+              "list_type": "must be a list", "dict_type": "must be a mapping",
+              "model_type": "must be a mapping", "too_short": "must not be empty"}
+    if kind in simple:
+        return simple[kind] + _got(value)
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:] + _got(value)
+
+
+def validation_problems(exc: ValidationError, prefix: str, fields: Iterable[str],
+                        keep: Callable[[tuple[str | int, ...]], bool] | None = None) -> list[str]:
+    """``place: message`` lines for ``exc``, for the errors whose location ``keep`` accepts.
+
+    Several errors at one place (a union's members) are joined with ``or``.
+    """
+    fields = list(fields)
+    by_place: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        if keep is not None and not keep(loc):
+            continue
+        message = describe(error, fields)
+        messages = by_place.setdefault(place(prefix, loc), [])
+        if message not in messages:
+            messages.append(message)
+    return [f"{where}: {' or '.join(messages)}" for where, messages in by_place.items()]

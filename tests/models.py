@@ -1,0 +1,285 @@
+"""Tiny snnTorch models for the tests, in one place (torchao ``testing/model_architectures.py``).
+
+Every factory is importable as ``tests.models:NAME`` (the ``conftest.py`` puts the repository root on
+``sys.path`` and on ``PYTHONPATH``), builds the same weights every time (its own seeded generator; the
+global RNG is left alone) and is scaled so that every neuron layer fires on ``example_inputs()``.
+
+``TINY_MODELS`` describes each supported model: how to build it and an ``example_inputs()`` batch.
+``UNSUPPORTED`` lists models that hold a layer snncompress must refuse, with the name it must give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import snntorch as snn
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+T = 3  # time steps the tests present static inputs for
+BATCH = 4
+CLASSES = 4
+
+
+def _init(model: nn.Module, seed: int, gain: float = 1.0) -> nn.Module:
+    """Re-draw every weight/bias from a seeded generator so the factory is deterministic and fires."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() > 1:
+                fan_in = p[0].numel()
+                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 0.85) * gain * 1.5 / fan_in**0.5)
+            elif name.endswith("bias"):
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.2)
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=gen) * 0.2)
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=gen))
+                module.bias.copy_(0.1 * torch.rand(n, generator=gen))
+                module.num_batches_tracked.fill_(7)
+    model.eval()
+    return model
+
+
+def _lif(**kw) -> snn.Leaky:
+    return snn.Leaky(beta=kw.pop("beta", 0.5), init_hidden=True, **kw)
+
+
+# -- stepwise Sequentials (init_hidden=True, the runner drives time) ---------------------------------
+
+def leaky_mlp() -> nn.Sequential:
+    """Linear(8->12) - Leaky - Linear(12->4) - Leaky(output): the plainest stepwise model."""
+    model = nn.Sequential(nn.Linear(8, 12), _lif(), nn.Linear(12, CLASSES), _lif(output=True))
+    return _init(model, seed=1, gain=2.0)
+
+
+def synaptic_mlp() -> nn.Sequential:
+    """Linear - Synaptic - Linear - Synaptic(output), returning (spk, syn, mem)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.Synaptic(alpha=0.6, beta=0.5, init_hidden=True),
+        nn.Linear(12, CLASSES), snn.Synaptic(alpha=0.5, beta=0.6, init_hidden=True, output=True),
+    ), seed=2, gain=1.5)
+
+
+def rleaky_mlp() -> nn.Sequential:
+    """Linear - RLeaky (all-to-all recurrent Linear 12->12) - Linear - RLeaky (one-to-one V) (output)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.RLeaky(beta=0.5, linear_features=12, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.RLeaky(beta=0.5, V=0.3, all_to_all=False, init_hidden=True, output=True),
+    ), seed=3, gain=1.8)
+
+
+def subtract_reset_mlp() -> nn.Sequential:
+    """Per-neuron learnable beta and threshold, reset by subtraction."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12),
+        _lif(beta=torch.linspace(0.3, 0.9, 12), threshold=torch.full((12,), 0.8), learn_beta=True,
+             learn_threshold=True, reset_mechanism="subtract"),
+        nn.Linear(12, CLASSES), _lif(output=True, reset_mechanism="subtract"),
+    ), seed=4)
+
+
+def zero_reset_mlp() -> nn.Sequential:
+    """Reset to zero, a lower threshold, a fast-sigmoid surrogate."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12),
+        _lif(beta=0.75, threshold=0.6, reset_mechanism="zero", spike_grad=snn.surrogate.fast_sigmoid()),
+        nn.Linear(12, CLASSES), _lif(output=True, reset_mechanism="zero"),
+    ), seed=5)
+
+
+def conv2d_net() -> nn.Sequential:
+    """[B,1,8,8]: Conv2d-BatchNorm2d-Leaky-MaxPool-Dropout-Conv2d-Leaky-AvgPool-Flatten-Linear-Leaky."""
+    return _init(nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), _lif(), nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Conv2d(4, 4, 3, padding=1), _lif(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16, CLASSES), _lif(output=True),
+    ), seed=6, gain=1.5)
+
+
+def conv1d_net() -> nn.Sequential:
+    """[B,2,12]: Conv1d(k3)-BatchNorm1d-Leaky-MaxPool1d-Flatten-Linear-Leaky (a nested Sequential head)."""
+    return _init(nn.Sequential(
+        nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4), _lif(), nn.MaxPool1d(2), nn.Flatten(),
+        nn.Sequential(nn.Linear(20, CLASSES), _lif(output=True)),
+    ), seed=7, gain=1.5)
+
+
+# -- a user module with explicit states and its own time loop (snnTorch tutorial 5 style) -------------
+
+class TutorialNet(nn.Module):
+    """fc1 - lif1 - fc2 - lif2 with explicit membranes; ``forward(x)`` loops ``num_steps`` over a static
+    ``[B, 8]`` input and returns ``torch.stack(spk_rec), torch.stack(mem_rec)``, each ``[T, B, 4]``."""
+
+    def __init__(self, num_steps: int = T):
+        super().__init__()
+        self.num_steps = num_steps
+        self.fc1 = nn.Linear(8, 12)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.fc2 = nn.Linear(12, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_net() -> TutorialNet:
+    return _init(TutorialNet(), seed=8, gain=2.5)
+
+
+class TutorialSequenceNet(nn.Module):
+    """Explicit-state Synaptic network over event frames: ``forward(x)`` takes ``[T, B, 8]`` and loops
+    over ``x.shape[0]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 12)
+        self.syn1 = snn.Synaptic(alpha=0.5, beta=0.5)
+        self.fc2 = nn.Linear(12, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        syn1, mem1 = self.syn1.init_synaptic()
+        mem2 = self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for t in range(x.shape[0]):
+            spk1, syn1, mem1 = self.syn1(self.fc1(x[t]), syn1, mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_sequence_net() -> TutorialSequenceNet:
+    return _init(TutorialSequenceNet(), seed=9, gain=2.0)
+
+
+# -- models snncompress must refuse -------------------------------------------------------------------
+
+def lstm_net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, 12), _lif(), nn.LSTM(12, CLASSES))
+
+
+def alpha_net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, CLASSES), snn.Alpha(alpha=0.6, beta=0.5, init_hidden=True, output=True))
+
+
+def no_neuron_net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, CLASSES))
+
+
+def not_a_module() -> str:
+    return "a string"
+
+
+def failing_factory() -> nn.Module:
+    raise ValueError("checkpoint layout changed\nsecond line")
+
+
+def atan_surrogate(x: torch.Tensor) -> torch.Tensor:
+    """snnTorch's arctan surrogate (alpha 2) as a module-level function: ``surrogate.atan()`` is a closure,
+    which ``torch.save(model)`` cannot pickle."""
+    return snn.surrogate.ATan.apply(x, 2.0)
+
+
+def picklable(model: nn.Module) -> nn.Module:
+    """The same model (same forward values) with a surrogate ``torch.save`` can pickle."""
+    for module in model.modules():
+        if isinstance(module, snn.SpikingNeuron):
+            module.spike_grad = atan_surrogate
+    return model
+
+
+# -- the catalogue ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny model and the inputs it runs on.
+
+    Attributes:
+        name: the factory's name (``tests.models:<name>``).
+        build: the factory.
+        input_shape: one sample, without the batch dim (with time first for sequences).
+        style: ``stepwise`` or ``sequence``.
+        neuron_types: the neuron classes it holds, in order.
+        is_sequence: the input carries time (``[B, T, ...]``).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    style: str
+    neuron_types: tuple[str, ...]
+    is_sequence: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"tests.models:{self.name}"
+
+    def example_inputs(self, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
+        """A batch in [0, 1] (spikes for a sequence model), ``[B, *input_shape]``."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand((batch, *self.input_shape), generator=gen)
+        return (x < 0.5).float() if self.is_sequence else x
+
+
+TINY_MODELS: dict[str, TinyModel] = {m.name: m for m in (
+    TinyModel("leaky_mlp", leaky_mlp, (8,), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("synaptic_mlp", synaptic_mlp, (8,), "stepwise", ("Synaptic", "Synaptic")),
+    TinyModel("rleaky_mlp", rleaky_mlp, (8,), "stepwise", ("RLeaky", "RLeaky")),
+    TinyModel("subtract_reset_mlp", subtract_reset_mlp, (8,), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("zero_reset_mlp", zero_reset_mlp, (8,), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("conv2d_net", conv2d_net, (1, 8, 8), "stepwise", ("Leaky", "Leaky", "Leaky")),
+    TinyModel("conv1d_net", conv1d_net, (2, 12), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("tutorial_net", tutorial_net, (8,), "sequence", ("Leaky", "Leaky")),
+    TinyModel("tutorial_sequence_net", tutorial_sequence_net, (T, 8), "sequence", ("Synaptic", "Leaky"),
+              is_sequence=True),
+)}
+SEQUENTIAL_MODELS = [name for name, m in TINY_MODELS.items() if m.style == "stepwise"]
+
+# factory -> the layer name and type the error must mention
+UNSUPPORTED: dict[str, tuple[str, str]] = {
+    "lstm_net": ("2", "LSTM"),
+    "alpha_net": ("1", "Alpha"),
+}
+
+
+def example_inputs(name: str, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
+    return TINY_MODELS[name].example_inputs(batch, seed)
+
+
+# -- data sources for ``--data package.module:function`` ----------------------------------------------
+
+def _static_tensors(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(11)
+    return torch.rand(n, 8, generator=gen), torch.arange(n) % CLASSES
+
+
+def static_dataset() -> TensorDataset:
+    """10 static ``[8]`` samples, labels 0..3."""
+    return TensorDataset(*_static_tensors())
+
+
+def static_loader() -> DataLoader:
+    return DataLoader(static_dataset(), batch_size=3)
+
+
+def not_a_dataset() -> list[int]:
+    return [1, 2, 3]
+
+
+def failing_dataset() -> TensorDataset:
+    raise FileNotFoundError("raw/ folder missing")

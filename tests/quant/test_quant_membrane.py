@@ -1,0 +1,173 @@
+"""Integer-only membrane quantizer (SpQuant §4.2.1) and its SGS gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from snncompress.errors import ConfigError
+from snncompress.quant import MembraneQuantizer, parse_membrane_quant
+from snncompress.quant.sgs import sgs_surrogate_exact, sgs_table
+
+
+def t(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# --- levels -----------------------------------------------------------------------------------
+
+
+def test_ternary_levels_and_bits():
+    q = MembraneQuantizer.ternary()
+    assert (q.levels_low, q.levels_high, q.bits, q.num_levels) == (-1, 1, 2, 3)
+    assert q.information_bits == pytest.approx(1.585, abs=1e-3)
+    u = t([-5.0, -0.6, -0.5, -0.4, 0.4, 0.5, 0.6, 1.4, 3.0])
+    # round half to even: -0.5 -> 0, 0.5 -> 0
+    assert q.quantize(u).tolist() == [-1, -1, 0, 0, 0, 0, 1, 1, 1]
+    assert q.codes(u).dtype == torch.int8
+
+
+def test_k_bit_levels_and_clip():
+    q4 = MembraneQuantizer.from_bits(4)
+    assert (q4.levels_low, q4.levels_high, q4.bits) == (-8, 7, 4)
+    assert q4.quantize(t([-20.0, -7.6, 3.3, 9.0])).tolist() == [-8, -8, 3, 7]
+    clipped = MembraneQuantizer.from_bits(4, clip=-3.0)
+    assert (clipped.levels_low, clipped.levels_high, clipped.describe()) == (-3, 7, "int4[-3..7]")
+    assert clipped.quantize(t([-20.0, -2.6])).tolist() == [-3, -3]
+    spquant = MembraneQuantizer.from_bits(2, top=1)
+    assert (spquant.levels_low, spquant.levels_high) == (-2, 1)
+    assert MembraneQuantizer.from_bits(4, top=1).levels_low == -14
+
+
+@pytest.mark.parametrize("clip", [-9, 0, 1, -2.5, math.nan, "x"])
+def test_clip_outside_levels_is_refused(clip):
+    with pytest.raises(ConfigError):
+        MembraneQuantizer.from_bits(4, clip=clip)
+
+
+def test_bad_bits_and_levels():
+    for bits in (1, 17, 2.0):
+        with pytest.raises(ConfigError):
+            MembraneQuantizer.from_bits(bits)
+    with pytest.raises(ValueError):
+        MembraneQuantizer(levels_low=0, levels_high=0)
+
+
+def test_threshold_scales_the_grid():
+    q = MembraneQuantizer.from_bits(3)
+    u = t([0.9, -1.3, 7.0, -30.0])
+    assert q.quantize(u, 0.5).tolist() == [1.0, -1.5, 1.5, -2.0]  # levels -4..3 in units of 0.5
+    per_neuron = t([0.5, 1.0, 2.0, 0.25])
+    assert q.quantize(u, per_neuron).tolist() == [1.0, -1.0, 6.0, -1.0]
+    assert q.codes(u, per_neuron).tolist() == [2, -1, 3, -4]
+    assert torch.equal(q.dequantize(q.codes(u, 0.5), 0.5), q.quantize(u, 0.5))
+    assert q.quantize(u, torch.tensor(0.5)).tolist() == [1.0, -1.5, 1.5, -2.0]
+    with pytest.raises(ConfigError, match="positive"):
+        q.quantize(u, 0.0)
+
+
+def test_round_trip_and_parse():
+    q = MembraneQuantizer.from_bits(4, clip=-2, smoothness=0.3)
+    assert MembraneQuantizer.from_dict(q.to_dict()) == q
+    with pytest.raises(ConfigError, match="levels_high"):
+        MembraneQuantizer.from_dict({"levels_low": -1})
+    assert parse_membrane_quant("ternary") == MembraneQuantizer.ternary()
+    assert parse_membrane_quant("int4", clip=-1) == MembraneQuantizer(levels_low=-1, levels_high=7)
+    assert parse_membrane_quant("fp32") is None
+    for text, match in [("int1", "2 to 16 bits"), ("tern", "did you mean 'ternary'"), ("int4x", "did you mean")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_membrane_quant(text)
+    with pytest.raises(ConfigError, match="ternary"):
+        parse_membrane_quant("ternary", clip=-2)
+    with pytest.raises(ConfigError, match="clip"):
+        parse_membrane_quant("fp32", clip=-1)
+
+
+# --- SGS gradient -----------------------------------------------------------------------------
+
+
+def _probe_points(low: int, high: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.cat(
+        [
+            torch.linspace(low - 25, high + 25, 10_001),
+            torch.randn(5_000, generator=gen) * (high - low + 4),
+            (torch.rand(5_000, generator=gen) - 0.5) * 4 + low,  # around the clip ends
+            (torch.rand(5_000, generator=gen) - 0.5) * 4 + high,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [
+        MembraneQuantizer.ternary(),
+        MembraneQuantizer.from_bits(2),
+        MembraneQuantizer.from_bits(4),
+        MembraneQuantizer.from_bits(4, clip=-3, smoothness=0.2),
+        MembraneQuantizer.from_bits(8),  # folded table
+        MembraneQuantizer.from_bits(4, smoothness=0.05),  # folded table
+        MembraneQuantizer.from_bits(3, smoothness=2.0),
+    ],
+    ids=lambda q: f"{q.describe()}-T{q.smoothness}",
+)
+def test_sgs_gradient_matches_the_full_sum(quantizer):
+    low, high = quantizer.levels_low, quantizer.levels_high
+    u = _probe_points(low, high).requires_grad_()
+    upstream = torch.rand(u.shape, generator=torch.Generator().manual_seed(1)) + 0.5
+    quantizer.quantize(u).backward(upstream)
+    exact = sgs_surrogate_exact(u, low, high, quantizer.smoothness)
+    error = (u.grad.double() - upstream.double() * exact).abs() / upstream.double()
+    bound = quantizer.max_surrogate_error
+    assert float(error.max()) <= bound
+    # the bound means something: far below the surrogate's own size (0.79 for ternary at T = 0.5)
+    assert bound < 2e-3 * float(exact.max())
+
+
+def test_sgs_default_values_at_known_points():
+    # ternary, T = 0.5: G(0) = 2 * 2 * sigmoid'(1) = 4 * 0.196612 = 0.786448; G(0.5) = 2 * (0.25 + sigmoid'(2))
+    q = MembraneQuantizer.ternary()
+    g = q.surrogate_gradient(t([0.0, 0.5, -0.5, 30.0]))
+    expected = [0.786448, 2 * (0.25 + 0.104994), 2 * (0.25 + 0.104994), 0.0]
+    assert g.tolist() == pytest.approx(expected, abs=2e-4)
+
+
+def test_sgs_gradient_with_threshold():
+    q = MembraneQuantizer.from_bits(4)
+    u = (torch.randn(5000, generator=torch.Generator().manual_seed(2)) * 6).requires_grad_()
+    q.quantize(u, 2.0).backward(torch.ones_like(u))
+    exact = sgs_surrogate_exact(u / 2.0, -8, 7, 0.5)
+    assert float((u.grad.double() - exact).abs().max()) <= q.max_surrogate_error * 1.01
+
+
+def test_gradient_wrt_a_learnable_threshold():
+    q = MembraneQuantizer.ternary()
+    u = t([0.3, 0.8, -1.7, 2.5]).requires_grad_()
+    thr = torch.tensor(1.25, requires_grad=True)
+    out = q.quantize(u, thr)
+    assert out.tolist() == [0.0, 1.25, -1.25, 1.25]
+    out.sum().backward()
+    t_ = u.detach() / 1.25
+    exact = sgs_surrogate_exact(t_, -1, 1, 0.5)
+    levels = torch.round(t_).clamp(-1, 1)
+    expected_thr = float((levels - t_ * exact).sum())
+    assert thr.grad.item() == pytest.approx(expected_thr, abs=1e-3)
+    assert torch.allclose(u.grad.double(), exact, atol=2e-4)
+
+
+def test_nan_membrane_gives_nan_gradient_not_an_error():
+    u = t([0.2, math.nan, -0.4]).requires_grad_()
+    MembraneQuantizer.ternary().quantize(u).sum().backward()
+    assert math.isnan(u.grad[1].item()) and not math.isnan(u.grad[0].item())
+
+
+def test_table_size_does_not_grow_with_levels():
+    sizes = {bits: sgs_table(*_range(bits), 0.5).table.numel() for bits in (6, 8, 12, 16)}
+    assert len(set(sizes.values())) == 1
+    assert max(sizes.values()) <= 1 << 17
+
+
+def _range(bits: int) -> tuple[int, int]:
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1

@@ -1,0 +1,70 @@
+"""Quality gates: parsing (exit 2 on bad input), evaluation, one-line failure (exit 1)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from snncompress.errors import ConfigError, GateFailure
+from snncompress.gates import check_gates, enforce, gate_metrics, parse_gate, parse_gates
+
+
+def test_parse_gate():
+    gate = parse_gate("max-accuracy-drop=1.5")
+    assert (gate.name, gate.threshold, str(gate)) == ("max-accuracy-drop", 1.5, "max-accuracy-drop=1.5")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("max-acuracy-drop=1", "unknown gate 'max-acuracy-drop'; did you mean 'max-accuracy-drop'?"),
+    ("speed=3", "unknown gate 'speed'; gates: max-accuracy-drop, min-memory-reduction"),
+    ("min-memory-reduction", "expected min-memory-reduction=NUMBER"),
+    ("min-memory-reduction=lots", "'lots' is not a number"),
+    ("min-memory-reduction=-2", "must be a finite number >= 0"),
+])
+def test_bad_gates_are_usage_errors(text, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_gate(text)
+    assert info.value.exit_code == 2
+
+
+def test_gates_given_twice_or_without_data():
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_gates(["min-memory-reduction=2", "min-memory-reduction=3"])
+    with pytest.raises(ConfigError, match="max-accuracy-drop=1: needs measured figures; pass --data"):
+        parse_gates(["max-accuracy-drop=1"], has_data=False)
+    assert parse_gates(["min-memory-reduction=2"], has_data=False)[0].threshold == 2
+
+
+def report(hardware=None, **after):
+    return SimpleNamespace(before={"accuracy": 90.0, "samples": 10, "storage_bits": 800},
+                           after={"accuracy": 88.5, "samples": 10, "storage_bits": 100, **after},
+                           baseline={"accuracy": 90.0, "samples": 10, "storage_bits": 800}, hardware=hardware)
+
+
+def test_metrics_fall_back_to_stored_bits():
+    metrics = gate_metrics(report())
+    assert metrics["accuracy_drop"] == pytest.approx(1.5)
+    assert metrics["memory_reduction"] == 8.0 and metrics["memory_source"].startswith("stored bits")
+    assert metrics["ops_reduction"] is None
+    hw = gate_metrics(report({"memory_reduction": 5.0, "ops_reduction": 2.0, "energy_reduction": 3.0}))
+    assert (hw["memory_reduction"], hw["ops_reduction"]) == (5.0, 2.0)
+    assert hw["memory_source"] == "snncompress.hardware"
+
+
+def test_check_and_enforce():
+    metrics = gate_metrics(report())
+    results = check_gates(parse_gates(["max-accuracy-drop=2", "min-memory-reduction=8"]), metrics)
+    assert all(r.passed for r in results)
+    enforce(results)
+    gates = parse_gates(["max-accuracy-drop=1", "min-memory-reduction=9", "min-ops-reduction=2"])
+    results = check_gates(gates, metrics)
+    assert [r.passed for r in results] == [False, False, False]
+    with pytest.raises(GateFailure) as info:
+        enforce(results)
+    message = str(info.value)
+    assert info.value.exit_code == 1 and "\n" not in message
+    assert message.startswith("quality gate max-accuracy-drop=1 failed: accuracy 90.00% -> 88.50% (drop 1.50")
+    assert "min-memory-reduction=9 failed: memory reduction (baseline / now) 8.00x (need >= 9x)" in message
+    assert "min-ops-reduction=2 failed: the synaptic-op reduction (baseline / now) was not measured" \
+        in message
