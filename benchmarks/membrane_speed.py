@@ -15,10 +15,12 @@ Time: all methods run in turn within each round (so they see the same machine lo
 the median time per method and, for the ratios, the median over rounds of the per-round ratio.
 
 Memory: each method runs once more in a fresh Python process; we report how much that process's
-peak resident set (``ru_maxrss``) grew during one forward + backward, after the input and the
-upstream gradient were allocated and the method had been warmed up on a tiny tensor. It counts
+peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` just before) grew during one
+forward + backward, after the input and the upstream gradient were allocated and the method had
+been warmed up on a tiny tensor. It counts
 everything the call touched: the output, the input's gradient, saved tensors, temporaries and
-allocator slack (page granularity). ``tracemalloc`` cannot see PyTorch's allocations, so it is
+allocator slack (page granularity); median of three processes, as the allocator's reuse of
+freed pages varies from run to run. ``tracemalloc`` cannot see PyTorch's allocations, so it is
 not used.
 
 Usage: ``python benchmarks/membrane_speed.py [--n 1000000] [--repeats 15] [--threads 1]``
@@ -74,7 +76,8 @@ def _methods() -> dict[str, tuple[int, Callable[[], Callable[[torch.Tensor], tor
 
 def _inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(n, generator=gen) * 2.0, torch.rand(n, generator=gen)
+    # filled in place: no freed temporaries whose pages a later allocation could reuse
+    return torch.empty(n).normal_(0.0, 2.0, generator=gen), torch.empty(n).uniform_(generator=gen)
 
 
 def _forward_backward(fn, u: torch.Tensor, upstream: torch.Tensor) -> float:
@@ -84,13 +87,24 @@ def _forward_backward(fn, u: torch.Tensor, upstream: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def _peak_extra_bytes(name: str, n: int, threads: int | None) -> int:
-    """Peak-RSS growth of one forward + backward of ``name``, measured in a fresh process."""
+def _peak_extra_bytes(name: str, n: int, threads: int | None, probes: int = 3) -> int:
+    """Peak-RSS growth of one forward + backward of ``name``: median over fresh processes."""
     cmd = [sys.executable, __file__, "--_memory-probe", name, "--n", str(n)]
     if threads:
         cmd += ["--threads", str(threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return int(done.stdout.strip().splitlines()[-1])
+    results = []
+    for _ in range(probes):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(int(done.stdout.strip().splitlines()[-1]))
+    return int(statistics.median(results))
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _memory_probe(name: str, n: int) -> None:
@@ -98,10 +112,14 @@ def _memory_probe(name: str, n: int) -> None:
     u, upstream = _inputs(n)
     small = torch.randn(1000)
     _forward_backward(fn, small, torch.ones_like(small))  # lazy imports, tables
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:  # Linux >= 4.0: reset the peak RSS to the current RSS
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        before = _status_kib("VmRSS")
+    except OSError:  # no reset: fall back to the lifetime peak (may hide growth below an earlier peak)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _forward_backward(fn, u, upstream)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) * 1024)  # ru_maxrss is in KiB on Linux
+    print((_status_kib("VmHWM") - before) * 1024)
 
 
 def run(n: int = 1_000_000, repeats: int = 15, threads: int | None = None, memory: bool = True) -> list[dict]:
@@ -157,7 +175,15 @@ def _print(rows: list[dict]) -> None:
         title=f"Membrane quantization, forward + backward, n = {rows[0]['n']:,} float32, "
         f"{rows[0]['threads']} thread(s)"
     )
-    for column in ("method", "levels", "median ms", "min ms", "peak extra MiB", "speedup (target)", "x bare STE"):
+    for column in (
+        "method",
+        "levels",
+        "median ms",
+        "min ms",
+        "peak extra MiB",
+        "speedup (target)",
+        "x bare STE",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         mem = "-" if row["peak_extra_bytes"] is None else f"{row['peak_extra_bytes'] / 2**20:.1f}"
@@ -168,9 +194,15 @@ def _print(rows: list[dict]) -> None:
             ok = row["vs_bare_ste"] <= row["ste_limit"]
             ste = f"[{'green' if ok else 'red'}]{row['vs_bare_ste']:.2f}x (<= {row['ste_limit']:.0f}x)"
         table.add_row(
-            row["method"], str(row["levels"]), f"{row['median_ms']:.2f}", f"{row['min_ms']:.2f}", mem, speed, ste
+            row["method"],
+            str(row["levels"]),
+            f"{row['median_ms']:.2f}",
+            f"{row['min_ms']:.2f}",
+            mem,
+            speed,
+            ste,
         )
-    Console().print(table)
+    Console(width=max(Console().width, 130)).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

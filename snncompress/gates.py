@@ -131,7 +131,8 @@ def gate_metrics(report: Any) -> dict[str, Any]:
 def _accuracy_reference(before: Mapping[str, Any], baseline: Mapping[str, Any]) -> tuple[float | None, str]:
     """The fp32 baseline's accuracy when it was measured on the same data, else this run's start."""
     base = baseline.get("accuracy")
-    if base is not None and baseline.get("samples") in (None, before.get("samples")):
+    same_data = all(baseline.get(k) in (None, before.get(k)) for k in ("data", "samples"))
+    if base is not None and same_data and not baseline.get("note"):
         return base, "the fp32 baseline"
     return before.get("accuracy"), "the input model"
 

@@ -123,7 +123,7 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
     if options.measure:
         before = measure_model(model, ctx.data, show_progress=ctx.show_progress,
                                description="accuracy before")
-        report.before = before.to_dict()
+        report.before = {**before.to_dict(), "data": getattr(ctx.data, "name", None)}
         _record_baseline(model, ctx, before, options)
         if before.accuracy is not None:
             ctx.measured["accuracy"] = before.accuracy
@@ -152,7 +152,7 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
             log(f"    {note}")
     if options.measure:
         after = measure_model(model, ctx.data, show_progress=ctx.show_progress, description="accuracy after")
-        report.after = after.to_dict()
+        report.after = {**after.to_dict(), "data": getattr(ctx.data, "name", None)}
         if after.accuracy is not None:
             ctx.measured["accuracy"] = after.accuracy
             log(f"after: accuracy {after.accuracy:.2f}%, {after.storage_bits / 8192:.1f} KiB stored")
@@ -240,6 +240,8 @@ def _record_baseline(model: nn.Module, ctx: PassContext, before: Any, options: R
             options.warn or _warn)
         if error:
             state.baseline.clear()
+    if state.history:
+        state.baseline["note"] = "measured on an already compressed input: no fp32 baseline was recorded"
     state.baseline.update(
         model=options.model_name,
         accuracy=before.accuracy,
@@ -256,11 +258,9 @@ def _apply(spec: Any, model: nn.Module, config: PassConfig, ctx: PassContext, in
     try:
         result = spec.apply(model, config, ctx)
     except SnnCompressError as exc:
-        try:
-            renamed = type(exc)(f"{where}: {exc}")
-        except TypeError:
-            raise exc from None
-        raise renamed from exc
+        if any("__init__" in vars(k) for k in type(exc).__mro__ if issubclass(k, SnnCompressError)):
+            raise  # an error type with its own fields: keep it as it is
+        raise type(exc)(f"{where}: {exc}") from exc
     except Exception as exc:
         raise DomainError(f"{where} from {spec.origin} failed: {type(exc).__name__}: {exc}") from exc
     if result is None:

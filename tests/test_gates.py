@@ -68,3 +68,14 @@ def test_check_and_enforce():
     assert "min-memory-reduction=9 failed: memory reduction (baseline / now) 8.00x (need >= 9x)" in message
     assert "min-ops-reduction=2 failed: the synaptic-op reduction (baseline / now) was not measured" \
         in message
+
+
+def test_accuracy_reference_is_the_baseline_only_on_the_same_data():
+    run = report()
+    run.baseline = {**run.baseline, "accuracy": 95.0, "data": "digits:test"}
+    run.before = {**run.before, "data": "digits:test"}
+    assert gate_metrics(run)["accuracy_drop"] == pytest.approx(6.5)
+    run.before = {**run.before, "data": "other.safetensors"}
+    metrics = gate_metrics(run)
+    assert metrics["accuracy_drop"] == pytest.approx(1.5)
+    assert metrics["accuracy_reference_is"] == "the input model"

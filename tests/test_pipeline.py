@@ -143,3 +143,20 @@ def test_quantize_runs_as_a_recipe_step(data):
     assert [s["pass"] for s in report.steps] == ["scale", "quantize"]
     assert get_state(model).tensors["0.weight"].bits == 8
     assert report.after["storage_bits"] < report.before["storage_bits"]
+
+
+def test_hardware_failure_is_loud_but_not_fatal(data, monkeypatch, capsys):
+    import snncompress.pipeline as pipeline
+    from snncompress.gates import gate_metrics
+
+    def broken(*args, **kwargs):
+        raise ValueError("no table")
+
+    monkeypatch.setattr(pipeline, "hardware_figures", broken)
+    monkeypatch.setattr(pipeline, "hardware_available", lambda: True)
+    report = run_recipe(leaky_mlp(), TWO_STEPS, PassContext(data=data))
+    assert report.hardware == {"error": "hardware figures unavailable: ValueError: no table"}
+    assert "warning: hardware figures unavailable: ValueError: no table" in capsys.readouterr().err
+    metrics = gate_metrics(report)
+    assert metrics["memory_source"].startswith("stored bits") and metrics["memory_reduction"] > 1
+    assert metrics["hardware_error"].endswith("no table")

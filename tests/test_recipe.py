@@ -192,6 +192,7 @@ def test_single_pass_problems_are_named_by_flag(registry):
         Recipe.single("scale", {"factor": 0, "colour": "red"}, registry=registry)
     assert info.value.problems == ["--factor: must be > 0.0 (got 0)",
                                    "colour: unknown key; keys: factor, overrides, targets"]
+    assert str(info.value).startswith("invalid options for 'scale' (2 problems):\n  --factor")
     with pytest.raises(ConfigError, match="unknown pass 'scal'; did you mean 'scale'"):
         Recipe.single("scal", {}, registry=registry)
 

@@ -11,7 +11,7 @@ output and the JSON are written, so a CI log can show them. A single-pass comman
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +28,8 @@ GateOpt = Annotated[list[str] | None, typer.Option(
     "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-memory-reduction, "
                    "min-ops-reduction, min-energy-reduction (x). A failed gate exits 1.")]
 TrainDataOpt = Annotated[str | None, typer.Option(
-    "--train-data", help="Training data for passes that fine-tune (default: the train split of --data "
-                         "for digits, else --data itself).")]
+    "--train-data", help="Training data for passes that fine-tune (default: the train split for "
+                         "--data digits; other data sets need it given).")]
 EnergyOpt = Annotated[str, typer.Option(
     "--energy", help="Energy table for ops/energy figures: 45nm, 7nm or a YAML file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
@@ -66,7 +66,7 @@ def run_pass_command(name: str, config: Mapping[str, Any], job: CompressJob):
     return run_job(lambda: Recipe.single(name, dict(config)), job)
 
 
-def run_job(make_recipe, job: CompressJob):
+def run_job(make_recipe: Callable[[], Any], job: CompressJob):
     """Validate everything, run, save, report; raise GateFailure last when a gate failed.
 
     Args:
@@ -133,7 +133,7 @@ def _load_data(job: CompressJob):
         train = c.load_data_cli("digits:train", job.encoding, job.time_steps, job.batch_size, job.limit,
                                 job.seed)
     else:
-        train = data
+        train = None  # never train on the evaluation data silently; QAT asks for --train-data
     return data, train
 
 

@@ -45,9 +45,7 @@ def passes(
         table.add_column(col, overflow="fold")
     for spec in specs:
         table.add_row(spec.name, spec.origin, spec.version, "yes" if spec.needs_data else "no", spec.summary)
-    c.console.print(table)
-    for failure in registry.failures:
-        c.err_console.print(f"[red]not loaded:[/red] {failure.message()}")
+    c.console.print(table)  # plugins that failed to load were reported on stderr as they loaded
 
 
 def describe(spec: Any) -> dict[str, Any]:

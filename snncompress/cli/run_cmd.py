@@ -22,12 +22,12 @@ from snncompress.cli.compress import (
 EPILOG = """Example (CI):
 
   snncompress run demo --recipe examples/spquant.yaml --data digits -o out.safetensors
-  --gate max-accuracy-drop=1.0 --gate min-memory-reduction=8 --json run.json
+  --gate max-accuracy-drop=2 --gate min-memory-reduction=6 --json run.json
 
 Check a recipe without running it:  snncompress run demo --recipe r.yaml --check
 
-Exit codes: 0 success, 1 a pass failed or a gate failed (the output and JSON are still written),
-2 bad usage, a bad recipe (every problem listed) or bad input."""
+Exit codes: 0 success; 1 a pass failed, or a quality gate failed (the output and the JSON are
+written first); 2 bad usage, a bad recipe (every problem listed) or bad input."""
 
 RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Recipe file (.yaml, .yml or .toml).")]
 SetOpt = Annotated[list[str] | None, typer.Option(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 from snncompress.hardware.report_model import HardwareReport
+from snncompress.hardware.tables_view import energy_unit, memory_unit
 
 _DPI = 100
 _SIZE = (7.0, 3.6)
@@ -32,6 +33,7 @@ def _png(fig) -> bytes:  # noqa: ANN001
 
 def _stacked(title: str, ylabel: str, names: list[str], series: dict[str, list[float]]) -> bytes:
     import matplotlib.style
+    from matplotlib.ticker import FuncFormatter
 
     with matplotlib.style.context("default"):
         fig = _figure()
@@ -47,6 +49,7 @@ def _stacked(title: str, ylabel: str, names: list[str], series: dict[str, list[f
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel, fontsize=9)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.6g}"))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
@@ -54,10 +57,22 @@ def _stacked(title: str, ylabel: str, names: list[str], series: dict[str, list[f
 
 
 def memory_png(r: HardwareReport) -> bytes:
-    """Per-layer memory (bits), stacked by category."""
-    cats = ("weights", "index", "bias", "scales", "neuron_params", "membrane", "spikes", "masks", "gates")
-    series = {c: [float(getattr(layer.memory, c)) for layer in r.layers] for c in cats}
-    return _stacked("Memory per layer", "bits", [layer.name for layer in r.layers], series)
+    """Per-layer memory, stacked by category, in the memory table's unit."""
+    unit = memory_unit(r.totals.memory.total_bits)
+    cats = {
+        "weights": ("weights",),
+        "index": ("index",),
+        "bias, scales": ("bias", "scales"),
+        "neuron params": ("neuron_params",),
+        "masks, gates": ("masks", "gates"),
+        "membrane": ("membrane",),
+        "spikes": ("spikes",),
+    }
+    series = {
+        label: [sum(getattr(layer.memory, f) for f in fs) / unit.per_unit for layer in r.layers]
+        for label, fs in cats.items()
+    }
+    return _stacked("Memory per layer", unit.label, [layer.name for layer in r.layers], series)
 
 
 def ops_png(r: HardwareReport) -> bytes:
@@ -67,27 +82,30 @@ def ops_png(r: HardwareReport) -> bytes:
 
 
 def energy_png(r: HardwareReport) -> bytes:
-    """Per-layer energy (pJ), stacked by category."""
-    cats = (
-        "compute_add",
-        "compute_mult",
-        "memory_weights",
-        "memory_index",
-        "memory_membrane",
-        "memory_spikes",
-        "memory_other",
-    )
-    series = {c: [getattr(layer.energy, c) for layer in r.layers] for c in cats}
+    """Per-layer energy, stacked by category, in the energy table's unit."""
+    unit = energy_unit(r.totals.energy.total_pj)
+    cats = {
+        "compute: add, shift": "compute_add",
+        "compute: mult": "compute_mult",
+        "memory: weights": "memory_weights",
+        "memory: index": "memory_index",
+        "memory: membrane": "memory_membrane",
+        "memory: spikes": "memory_spikes",
+        "memory: other": "memory_other",
+    }
+    series = {
+        label: [getattr(layer.energy, c) / unit.per_unit for layer in r.layers] for label, c in cats.items()
+    }
     return _stacked(
         f"Energy per layer ({r.energy_table.name})",
-        "pJ per sample",
+        f"{unit.label} per sample",
         [layer.name for layer in r.layers],
         series,
     )
 
 
 def baseline_png(r: HardwareReport) -> bytes | None:
-    """Model against baseline, each figure relative to the baseline (baseline = 1)."""
+    """Model against baseline, relative to the baseline (= 1), each bar labelled with its reduction."""
     b = r.baseline
     if b is None:
         return None
@@ -105,7 +123,8 @@ def baseline_png(r: HardwareReport) -> bytes | None:
         ax.bar([i - 0.2 for i in x], [1.0] * len(x), width=0.4, label=f"baseline {b.name}")
         ax.bar([i + 0.2 for i in x], rel, width=0.4, label=r.model)
         for i, v in zip(x, rel, strict=True):
-            ax.annotate(f"{v:.3g}", (i + 0.2, v), ha="center", va="bottom", fontsize=8)
+            label = f"{1 / v:.3g}x smaller" if 0 < v < 1 else ("same" if v == 1 else f"{v:.3g}x larger")
+            ax.annotate(label, (i + 0.2, v), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x, labels, fontsize=9)
         ax.set_ylabel("relative to baseline", fontsize=9)
         ax.set_ylim(0, max(1.0, *rel) * 1.25)

@@ -70,7 +70,9 @@ class ApotScheme(WeightScheme):
 
     def _encode(self, w, generator):
         exponent = pot_scale_exponent(w)
-        w_c = (w / scale_from_exponent(torch.tensor(exponent))).clamp_(-APOT_MAX_MAGNITUDE, APOT_MAX_MAGNITUDE)
+        w_c = (w / scale_from_exponent(torch.tensor(exponent))).clamp_(
+            -APOT_MAX_MAGNITUDE, APOT_MAX_MAGNITUDE
+        )
         mags = torch.tensor(_magnitudes(self.bits), dtype=torch.float64)
         midpoints = (mags[1:] + mags[:-1]) / 2  # exact in float64
         # right=True: a magnitude equal to a midpoint goes to the larger level (ties away from zero)
@@ -82,7 +84,9 @@ class ApotScheme(WeightScheme):
     def _decode(self, codes, params):
         levels = apot_levels(self.bits)
         if codes.numel() and int(codes.max()) >= len(levels):
-            raise FileFormatError(f"{self.describe()}: code {int(codes.max())} beyond the {len(levels)}-level table")
+            raise FileFormatError(
+                f"{self.describe()}: code {int(codes.max())} beyond the {len(levels)}-level table"
+            )
         return levels[codes] * scale_from_exponent(params["exponent"])
 
     def _ste_mask(self, w: torch.Tensor, enc: EncodedTensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the precomputed quantized values; backward: ``grad * mask`` (or ``grad``)."""
 
     @staticmethod
-    def forward(ctx, w, quantized, mask):  # noqa: D401 - autograd signature
+    def forward(ctx, w, quantized, mask):
         ctx.save_for_backward(mask if mask is not None else torch.empty(0))
         ctx.has_mask = mask is not None
         return quantized

@@ -42,7 +42,9 @@ class EncodedTensor:
         if self.codes.numel():
             low, high = int(self.codes.min()), int(self.codes.max())
             if low < 0 or high >= 1 << self.bits:
-                raise FileFormatError(f"codes span [{low}, {high}], outside [0, {1 << self.bits}) for {self.bits} bits")
+                raise FileFormatError(
+                    f"codes span [{low}, {high}], outside [0, {1 << self.bits}) for {self.bits} bits"
+                )
 
     @property
     def shape(self) -> torch.Size:

@@ -61,7 +61,7 @@ class MembraneQuantizer(BaseModel):
     @classmethod
     def ternary(cls, smoothness: float = DEFAULT_SMOOTHNESS) -> MembraneQuantizer:
         """Levels {-1, 0, +1} (SpQuant's choice)."""
-        return cls(levels_low=-1, levels_high=1, smoothness=smoothness)
+        return cls.from_dict({"levels_low": -1, "levels_high": 1, "smoothness": smoothness})
 
     @classmethod
     def from_bits(
@@ -96,7 +96,7 @@ class MembraneQuantizer(BaseModel):
         low = high - (1 << bits) + 1
         if clip is not None:
             low = _check_clip(clip, low, f"int{bits}")
-        return cls(levels_low=low, levels_high=high, smoothness=smoothness)
+        return cls.from_dict({"levels_low": low, "levels_high": high, "smoothness": smoothness})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MembraneQuantizer:
@@ -239,7 +239,9 @@ def parse_membrane_quant(
     spec = text.strip().lower()
     if spec == "fp32":
         if clip is not None:
-            raise ConfigError("a membrane clip needs quantized levels: use ternary or int<k> with clip, or drop clip")
+            raise ConfigError(
+                "a membrane clip needs quantized levels: use ternary or int<k> with clip, or drop clip"
+            )
         return None
     if spec == "ternary":
         if top not in (None, 1):
@@ -257,4 +259,6 @@ def parse_membrane_quant(
         return MembraneQuantizer.from_bits(bits, clip=clip, smoothness=smoothness, top=top)
     known = ["ternary", "fp32"] + [f"int{k}" for k in range(2, MAX_MEMBRANE_BITS + 1)]
     hint = did_you_mean(spec, known)
-    raise ConfigError(f"unknown membrane quantization {text!r}: valid forms are ternary, int2..int16, fp32{hint}")
+    raise ConfigError(
+        f"unknown membrane quantization {text!r}: valid forms are ternary, int2..int16, fp32{hint}"
+    )

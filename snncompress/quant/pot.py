@@ -70,7 +70,9 @@ class PotScheme(WeightScheme):
         alpha = scale_from_exponent(torch.tensor(exponent))
         w_c = (w / alpha).clamp_(-1.0, 1.0)
         magnitude = w_c.abs()
-        mantissa, frexp_exp = torch.frexp(magnitude)  # magnitude = mantissa * 2**frexp_exp, mantissa in [0.5, 1)
+        mantissa, frexp_exp = torch.frexp(
+            magnitude
+        )  # magnitude = mantissa * 2**frexp_exp, mantissa in [0.5, 1)
         frexp_exp = frexp_exp.to(torch.int64)
         big = self.num_exponents
         if self.log_rounding:

@@ -25,7 +25,9 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def round_to_grid(x: torch.Tensor, rounding: Rounding, generator: torch.Generator | None = None) -> torch.Tensor:
+def round_to_grid(
+    x: torch.Tensor, rounding: Rounding, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Round ``x`` to integers (still a float tensor) with the given scheme.
 
     Args:

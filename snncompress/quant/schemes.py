@@ -59,7 +59,9 @@ class Fp32Scheme(WeightScheme):
         return "fp32"
 
     def encode(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> EncodedTensor:
-        raise ConfigError("fp32 weights are stored as they are; there are no codes to encode (check is_identity)")
+        raise ConfigError(
+            "fp32 weights are stored as they are; there are no codes to encode (check is_identity)"
+        )
 
     def decode(self, enc: EncodedTensor) -> torch.Tensor:
         raise ConfigError("fp32 weights have no codes to decode (check is_identity)")
@@ -87,16 +89,21 @@ def scheme_from_dict(data: dict[str, Any]) -> WeightScheme:
 
 _BIT_RANGES = {"pot": (2, 8), "apot": (3, 8), "int": (2, 16)}
 VALID_FORMS = "pot2..pot8, apot3..apot8, int2..int16, ternary, fixed<m>.<n> (e.g. fixed3.5), fp32"
-_KNOWN = (
-    [f"{k}{b}" for k, (lo, hi) in _BIT_RANGES.items() for b in range(lo, hi + 1)]
-    + ["ternary", "fp32", "fixed3.5", "fixed0.7", "fixed1.6"]
-)
+_KNOWN = [f"{k}{b}" for k, (lo, hi) in _BIT_RANGES.items() for b in range(lo, hi + 1)] + [
+    "ternary",
+    "fp32",
+    "fixed3.5",
+    "fixed0.7",
+    "fixed1.6",
+]
 _WITH_BITS = re.compile(r"^(pot|apot|int)(-?\d+)$")
 _FIXED = re.compile(r"^fixed(-?\d+)(?:\.(-?\d+))?$")
 
 
 def _unknown(text: str) -> ConfigError:
-    return ConfigError(f"unknown weight scheme {text!r}: valid forms are {VALID_FORMS}{did_you_mean(text, _KNOWN)}")
+    return ConfigError(
+        f"unknown weight scheme {text!r}: valid forms are {VALID_FORMS}{did_you_mean(text, _KNOWN)}"
+    )
 
 
 def parse_weight_scheme(text: str, rounding: str = "nearest") -> WeightScheme:
@@ -122,8 +129,7 @@ def parse_weight_scheme(text: str, rounding: str = "nearest") -> WeightScheme:
         low, high = _BIT_RANGES[kind]
         if not low <= bits <= high:
             raise ConfigError(
-                f"{spec}: {kind} weights take {low} to {high} bits, not {bits}; "
-                f"valid forms are {VALID_FORMS}"
+                f"{spec}: {kind} weights take {low} to {high} bits, not {bits}; valid forms are {VALID_FORMS}"
             )
         scheme: WeightScheme = {
             "pot": lambda: PotScheme(bits=bits),

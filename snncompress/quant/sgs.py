@@ -4,31 +4,34 @@ The quantizer ``Q(t) = clip(round(t), low, high)`` is a staircase with one unit 
 level boundary ``b_k = k + 0.5``, ``k = low .. high-1``. SGS replaces each step by a sigmoid of
 temperature ``T`` (the smoothness), so the backward pass uses
 
-    G(t) = dQ*/dt = sum_k (1/T) * sigmoid'((t - b_k) / T),    sigmoid'(z) = sigmoid(z) * (1 - sigmoid(z))
+    G(t) = dQ*/dt = sum_k (1/T) * sigmoid'((t - b_k) / T),   sigmoid'(z) = sigmoid(z) * (1 - sigmoid(z))
 
 (the SpQuant authors' code: one sigmoid derivative per step, their multiplier 2.0 being 1/T).
 
-Evaluating the sum term by term costs one pass over the data per level; snnTorch's
-``state_quant`` builds a ``[N, levels]`` tensor. Instead, G is tabulated once per
-``(low, high, T)`` in float64 and looked up with the nearest table entry:
+Summing term by term costs a pass over the data per level, and snnTorch's ``state_quant`` even
+builds an ``[N, levels]`` tensor. Here G is tabulated once per ``(low, high, T)`` in float64 and
+read back with the nearest table entry (``res`` entries per unit of t):
 
-* direct table: ``t`` in ``[low - R, high + R]``, ``res`` entries per unit, ``R`` the tail radius
-  past which every boundary is farther than ``R`` and ``G <= eps``; outside it the edge value is used.
-* folded table (many levels): G is symmetric about the centre of the range and, farther than
-  ``R`` from both ends, periodic with period 1 up to ``eps``; the table covers the first ``2R + 1``
-  units from the low end and ``t`` is mapped there (``a = H - |t - centre|``, then
-  ``a -= floor(max(a - R, 0))``). Its size no longer depends on the number of levels.
+* direct table: t in ``[low - R, high + R]``, ``R`` the tail radius past which every remaining
+  boundary adds less than ``eps``; beyond the table the edge value is used.
+* folded table (many levels): G is symmetric about the centre of ``[low, high]`` and, farther than
+  ``R`` from both ends, periodic with period 1 up to ``eps``. The table covers ``a`` in
+  ``[-R, R + 1]`` (``a`` = distance above the low end) and t is mapped there:
+  ``a = (high - low)/2 - |t - centre|``, then ``a -= floor(max(a - R, 0))``.
 
-Both table sizes are independent of N and bounded (``2**17`` entries for the direct one), so the
-backward pass allocates a fixed 12 bytes per element (index, gather, product), whatever the
-number of levels. Error, worst case over ``t`` (see :attr:`SgsTable.max_error`):
+Table sizes do not depend on N or on the number of levels (at most ``2**17`` entries). The
+backward pass runs in cache-sized chunks through one reused scratch buffer (float index, turned
+into int32 in place), so a forward + backward pass allocates only its output and the input's
+gradient, whatever the number of levels.
 
-    |G_table(t) - G(t)| <= (1/2 + n * 2**-23) * h * max|G'| + 6 * eps + 2**-22 * max G + 2**-23 * t_max * max|G'|
+Error bound, worst case over t (:attr:`SgsTable.max_error`)::
 
-with ``h = 1/res`` (nearest entry, float32 index arithmetic), ``eps = 1e-8`` (every tail of the sum
-past ``R`` obeys ``sigmoid'(z) <= e**-|z|``, a geometric series), float32 storage, and the float32
-resolution of ``t`` itself on the folded path. At the default ``T = 0.5`` that is about 1.3e-4
-against ``max G`` of about 0.79 (ternary) or 1.0 (wider).
+    |G_table - G| <= (1/2 + n 2**-23) h max|G'| + 6 eps + 2**-22 max G + 2**-23 t_max max|G'|
+
+nearest entry (``h = 1/res``, float32 index arithmetic); the tails (``sigmoid'(z) <= e**-|z|``,
+a geometric series; ``eps = 1e-8``); float32 storage; and, on the folded path, the float32
+resolution of t itself (``t_max`` the largest ``|t|`` inside the table). At the default T = 0.5 the
+bound is about 1.4e-4, against ``max G`` = 0.79 (ternary) to 1.0 (wider ranges).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import torch
 RES_PER_T = 1024  # table entries per unit of t/T: h = T / 1024 (rounded to an even count per unit)
 TAIL_EPS = 1e-8
 MAX_DIRECT_ENTRIES = 1 << 17
+CHUNK = 1 << 17  # elements per chunk: scratch (512 KiB) and table stay in a 2 MiB L2
 
 
 def sgs_surrogate_exact(t: torch.Tensor, low: int, high: int, smoothness: float) -> torch.Tensor:
@@ -57,26 +61,6 @@ def sgs_surrogate_exact(t: torch.Tensor, low: int, high: int, smoothness: float)
     return out / smoothness
 
 
-def _sum_of_shifted_kernels(n: int, steps: list[int], res: int, smoothness: float) -> tuple[torch.Tensor, ...]:
-    """``G`` and ``G'`` at the ``n`` table entries, boundaries at entry positions ``steps``.
-
-    Every boundary contributes the same kernel ``(1/T) sigmoid'(x/T)`` sampled every ``1/res``,
-    shifted by a whole number of entries; the kernel is computed once in float64 and its shifted
-    slices are added, exact up to float64 rounding.
-    """
-    reach = max([n] + [abs(p) + n for p in steps])
-    x = torch.arange(-reach, reach + 1, dtype=torch.float64) / (res * smoothness)
-    s = torch.sigmoid(x)
-    kernel = s * (1 - s) / smoothness
-    slope_kernel = kernel * (1 - 2 * s) / smoothness
-    values = torch.zeros(n, dtype=torch.float64)
-    slopes = torch.zeros(n, dtype=torch.float64)
-    for p in steps:  # entry i sees the boundary at distance (i - p) entries
-        values += kernel[reach - p : reach - p + n]
-        slopes += slope_kernel[reach - p : reach - p + n]
-    return values, slopes
-
-
 @dataclass(frozen=True)
 class SgsTable:
     """Tabulated SGS surrogate for one ``(low, high, smoothness)``; build it with :func:`sgs_table`."""
@@ -90,33 +74,69 @@ class SgsTable:
     folded: bool
     max_error: float
 
-    def lookup(self, u: torch.Tensor, inv_threshold: float = 1.0) -> torch.Tensor:
-        """``G(u * inv_threshold)``, same dtype and shape as ``u``; NaN where ``u`` is NaN.
+    def lookup(
+        self, u: torch.Tensor, inv_threshold: float = 1.0, multiply_by: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``G(u * inv_threshold)`` (times ``multiply_by`` if given), a new tensor shaped like ``u``.
 
-        Two fresh buffers of ``u``'s size (the float index, reused for the result, and the int32
-        index); fresh memory costs page faults on CPU, so the arithmetic runs in place.
+        NaN where ``u`` is NaN. ``multiply_by`` must have ``u``'s shape.
         """
-        res, n = self.entries_per_unit, self.table.numel()
+        flat_u = u.reshape(-1)
+        out = torch.empty(flat_u.shape, dtype=u.dtype, device=u.device)
+        if not flat_u.numel():
+            return out.view(u.shape)
+        table = self.table.to(device=u.device, dtype=u.dtype)
+        scratch = torch.empty(min(CHUNK, flat_u.numel()), dtype=u.dtype, device=u.device)
+        parts_m = [None] * math.ceil(flat_u.numel() / CHUNK)
+        if multiply_by is not None:
+            parts_m = multiply_by.reshape(-1).split(CHUNK)
+        for part_u, part_out, part_m in zip(flat_u.split(CHUNK), out.split(CHUNK), parts_m, strict=True):
+            self._gather(table, part_u, inv_threshold, scratch[: part_u.numel()], part_out)
+            if part_m is not None:
+                part_out.mul_(part_m)  # while the chunk is still in cache
+        return out.view(u.shape)
+
+    def _gather(self, table, u, inv_threshold, scratch, out) -> None:
+        """``out = table[index(u)]`` through ``scratch`` (float index, then int32 in place)."""
+        res, n = self.entries_per_unit, table.numel()
         if self.folded:
-            x = torch.mul(u, inv_threshold) if inv_threshold != 1.0 else u.clone()
-            x.sub_((self.low + self.high) / 2).abs_().neg_().add_((self.high - self.low) / 2)  # a = H - |t - c|
-            over = (x - self.tail_radius).clamp_(min=0)
-            x.sub_(over.sub_(over.frac()))  # a -= floor(max(a - R, 0)): periodic fold into [R, R + 1)
-            x.mul_(res).add_(self.tail_radius * res + 0.5)
+            a = torch.mul(u, inv_threshold, out=scratch)
+            a.sub_((self.low + self.high) / 2).abs_().neg_().add_((self.high - self.low) / 2)
+            over = (a - self.tail_radius).clamp_(min=0)
+            a.sub_(over.sub_(over.frac()))  # a -= floor(max(a - R, 0)): periodic fold into [R, R + 1)
+            x = a.mul_(res).add_(self.tail_radius * res + 0.5)
         else:
-            x = torch.mul(u, res * inv_threshold).add_((self.tail_radius - self.low) * res + 0.5)
+            x = torch.mul(u, res * inv_threshold, out=scratch).add_((self.tail_radius - self.low) * res + 0.5)
         if x.device.type != "cpu":
-            torch.nan_to_num_(x, nan=0.0)  # an out-of-range index is a device assert there
-        x.clamp_(0, n - 1)
-        table = self.table.to(device=x.device, dtype=x.dtype)
-        flat = x.reshape(-1)
+            torch.nan_to_num_(x, nan=0.0)  # a garbage index is a device-side assert there
+        index = x.clamp_(0, n - 1).view(torch.int32)
+        index.copy_(x)  # float -> int32 in place (truncation = nearest entry: +0.5 above)
         try:
-            index = flat.to(torch.int32)
-            return torch.index_select(table, 0, index, out=flat).view(u.shape)
+            torch.index_select(table, 0, index, out=out)
         except IndexError:  # NaN in u gave a garbage index: NaN gradient there, as other ops give
-            nan = torch.isnan(flat)
-            index = flat.masked_fill(nan, 0).to(torch.int32)
-            return torch.index_select(table, 0, index, out=flat).masked_fill_(nan, math.nan).view(u.shape)
+            nan = torch.isnan(u)
+            index.masked_fill_(nan, 0)
+            torch.index_select(table, 0, index, out=out).masked_fill_(nan, math.nan)
+
+
+def _sum_of_shifted_kernels(
+    n: int, steps: list[int], res: int, smoothness: float
+) -> tuple[torch.Tensor, ...]:
+    """``G`` and ``G'`` at ``n`` table entries with boundaries at entry positions ``steps``.
+
+    Each boundary adds the same kernel ``(1/T) sigmoid'(x/T)`` sampled every ``1/res``, shifted by
+    a whole number of entries: the kernel is computed once (float64) and shifted slices are added.
+    """
+    reach = max([n] + [abs(p) + n for p in steps])
+    s = torch.sigmoid(torch.arange(-reach, reach + 1, dtype=torch.float64) / (res * smoothness))
+    kernel = s * (1 - s) / smoothness
+    slope_kernel = kernel * (1 - 2 * s) / smoothness
+    values = torch.zeros(n, dtype=torch.float64)
+    slopes = torch.zeros(n, dtype=torch.float64)
+    for p in steps:  # entry i is (i - p) entries from the boundary
+        values += kernel[reach - p : reach - p + n]
+        slopes += slope_kernel[reach - p : reach - p + n]
+    return values, slopes
 
 
 def _tail_radius(smoothness: float) -> int:
@@ -133,15 +153,15 @@ def sgs_table(low: int, high: int, smoothness: float) -> SgsTable:
     direct_entries = (span + 2 * radius) * res + 1
     folded = direct_entries > MAX_DIRECT_ENTRIES and span > 2 * radius + 2
     if folded:
-        # a in [-R, R + 1] from the low end; boundaries at a = j + 0.5, farther ones add < eps
+        # a in [-R, R + 1] above the low end; boundaries at a = j + 0.5; farther ones add < eps
         n = (2 * radius + 1) * res + 1
         steps = [(j + radius) * res + res // 2 for j in range(min(span, 3 * radius + 3))]
     else:
         # t in [low - R, high + R]; boundary k + 0.5 sits at entry (k + 0.5 - low + R) * res
         n = direct_entries
         steps = [(k - low + radius) * res + res // 2 for k in range(low, high)]
-    values, slope = _sum_of_shifted_kernels(n, steps, res, smoothness)
-    max_slope = 1.01 * float(slope.abs().max())  # grid max; h << T so the true max is within 1%
+    values, slopes = _sum_of_shifted_kernels(n, steps, res, smoothness)
+    max_slope = 1.01 * float(slopes.abs().max())  # max on the grid; h << T keeps the true max within 1%
     t_max = max(abs(low), abs(high)) + radius if folded else 0.0
     max_error = (
         (0.5 + n * 2.0**-23) / res * max_slope
@@ -150,39 +170,42 @@ def sgs_table(low: int, high: int, smoothness: float) -> SgsTable:
         + 2.0**-23 * t_max * max_slope
     )
     return SgsTable(
-        low=low, high=high, smoothness=smoothness, table=values.to(torch.float32),
-        entries_per_unit=res, tail_radius=radius, folded=folded, max_error=max_error,
+        low=low,
+        high=high,
+        smoothness=smoothness,
+        table=values.to(torch.float32),
+        entries_per_unit=res,
+        tail_radius=radius,
+        folded=folded,
+        max_error=max_error,
     )
 
 
 class SgsQuantize(torch.autograd.Function):
     """``thr * clip(round(u / thr), low, high)`` forward, SGS backward.
 
-    Saves only ``u`` (and a tensor threshold) for backward. ``threshold`` is either a Python float
-    (``scalar``) or a tensor broadcastable to ``u``; for a tensor that requires grad,
-    ``d out / d thr = Q(t) - t * G(t)`` with ``t = u / thr``, summed to the threshold's shape.
+    Saves only ``u`` (and a tensor threshold) for backward. ``threshold`` is a Python float
+    (``scalar``, the fast path) or a tensor broadcastable to ``u``; for a tensor that requires
+    grad, ``d out / d thr = Q(t) - t * G(t)`` with ``t = u / thr``, summed to the threshold's shape.
     """
 
     @staticmethod
     def forward(ctx, u, threshold, scalar, table):
         ctx.table, ctx.scalar = table, scalar
         if threshold is None:
-            if scalar == 1.0:
-                q = torch.round(u).clamp_(table.low, table.high)
-            else:
-                q = torch.div(u, scalar).round_().clamp_(table.low, table.high).mul_(scalar)
             ctx.save_for_backward(u)
-        else:
-            q = torch.div(u, threshold).round_().clamp_(table.low, table.high).mul_(threshold)
-            ctx.save_for_backward(u, threshold)
-        return q
+            if scalar == 1.0:  # round(clip(u)) == clip(round(u)) for integer ends
+                return torch.clamp(u, table.low, table.high).round_()
+            return torch.div(u, scalar).round_().clamp_(table.low, table.high).mul_(scalar)
+        ctx.save_for_backward(u, threshold)
+        return torch.div(u, threshold).round_().clamp_(table.low, table.high).mul_(threshold)
 
     @staticmethod
     def backward(ctx, grad):
         table = ctx.table
         if ctx.scalar is not None:
             (u,) = ctx.saved_tensors
-            return table.lookup(u, 1.0 / ctx.scalar).mul_(grad), None, None, None
+            return table.lookup(u, 1.0 / ctx.scalar, multiply_by=grad), None, None, None
         u, threshold = ctx.saved_tensors
         t = u / threshold
         surrogate = table.lookup(t)

@@ -27,8 +27,12 @@ class TernaryScheme(WeightScheme):
     """Ternary weights with a per-tensor magnitude ``alpha``."""
 
     kind: Literal["ternary"] = "ternary"
-    rule: Literal["max", "twn"] = Field("max", description="delta from max|w| (SpQuant code) or mean|w| (TWN)")
-    delta_factor: float | None = Field(None, gt=0, description="factor of the rule; None: 0.05 (max), 0.7 (twn)")
+    rule: Literal["max", "twn"] = Field(
+        "max", description="delta from max|w| (SpQuant code) or mean|w| (TWN)"
+    )
+    delta_factor: float | None = Field(
+        None, gt=0, description="factor of the rule; None: 0.05 (max), 0.7 (twn)"
+    )
 
     @property
     def code_bits(self) -> int:

@@ -109,7 +109,10 @@ class FixedPointScheme(WeightScheme):
 
     def _encode(self, w, generator):
         k = fixed_point_integers(
-            w, self.integer_bits, self.fractional_bits, self.rounding,
+            w,
+            self.integer_bits,
+            self.fractional_bits,
+            self.rounding,
             _generator(generator, self.seed, self.rounding),
         )
         return k.to(torch.int64) + (1 << (self.integer_bits + self.fractional_bits)), {}

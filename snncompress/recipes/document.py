@@ -129,7 +129,7 @@ class Recipe:
         _, validated, problems = validate_step(values, "", registry, name=name)
         if problems:
             raise RecipeError([_as_flag(p, spec.config_class.model_fields) for p in problems],
-                              f"for '{name}'")
+                              title=f"invalid options for '{name}'")
         return cls(steps=(RecipeStep(name, validated),))
 
     @classmethod

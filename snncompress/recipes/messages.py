@@ -18,10 +18,11 @@ _TAG = re.compile(r"[\[\](),\-\s']")
 class RecipeError(ConfigError):
     """An invalid recipe or pass config; ``problems`` holds one ``place: message`` line each."""
 
-    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
+    def __init__(self, problems: Sequence[str], source: str | None = None, *,
+                 title: str | None = None) -> None:
         self.problems = list(problems)
         self.source = source
-        what = f"invalid recipe {source}" if source else "invalid recipe"
+        what = title or (f"invalid recipe {source}" if source else "invalid recipe")
         count = len(self.problems)
         header = f"{what} ({count} problem{'s' if count != 1 else ''}):"
         super().__init__("\n  ".join([header, *self.problems]))

@@ -76,7 +76,11 @@ def test_round_trip_and_parse():
     assert parse_membrane_quant("ternary") == MembraneQuantizer.ternary()
     assert parse_membrane_quant("int4", clip=-1) == MembraneQuantizer(levels_low=-1, levels_high=7)
     assert parse_membrane_quant("fp32") is None
-    for text, match in [("int1", "2 to 16 bits"), ("tern", "did you mean 'ternary'"), ("int4x", "did you mean")]:
+    for text, match in [
+        ("int1", "2 to 16 bits"),
+        ("tern", "did you mean 'ternary'"),
+        ("int4x", "did you mean"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             parse_membrane_quant(text)
     with pytest.raises(ConfigError, match="ternary"):
@@ -127,7 +131,8 @@ def test_sgs_gradient_matches_the_full_sum(quantizer):
 
 
 def test_sgs_default_values_at_known_points():
-    # ternary, T = 0.5: G(0) = 2 * 2 * sigmoid'(1) = 4 * 0.196612 = 0.786448; G(0.5) = 2 * (0.25 + sigmoid'(2))
+    # ternary, T = 0.5: G(0) = 2 * 2 * sigmoid'(1) = 4 * 0.196612 = 0.786448
+    #                  G(0.5) = 2 * (sigmoid'(0) + sigmoid'(2)) = 2 * (0.25 + 0.104994)
     q = MembraneQuantizer.ternary()
     g = q.surrogate_gradient(t([0.0, 0.5, -0.5, 30.0]))
     expected = [0.786448, 2 * (0.25 + 0.104994), 2 * (0.25 + 0.104994), 0.0]

@@ -79,7 +79,9 @@ def test_pot_values_are_alpha_times_the_grid(bits, w):
 def test_apot_values_are_table_levels(bits, w):
     enc = ApotScheme(bits=bits).encode(w)
     alpha = 2.0 ** int(enc.params["exponent"])
-    assert set((ApotScheme(bits=bits).decode(enc) / alpha).flatten().tolist()) <= set(apot_levels(bits).tolist())
+    assert set((ApotScheme(bits=bits).decode(enc) / alpha).flatten().tolist()) <= set(
+        apot_levels(bits).tolist()
+    )
 
 
 @settings(max_examples=60, deadline=None)

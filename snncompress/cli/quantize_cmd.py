@@ -1,0 +1,85 @@
+"""``snncompress quantize``: the quantize pass run as a one-step recipe."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from snncompress.cli import common as c
+from snncompress.cli.compress import (
+    CompressJob,
+    EnergyOpt,
+    GateOpt,
+    OutputOpt,
+    QuietOpt,
+    RunJsonOpt,
+    TrainDataOpt,
+    run_pass_command,
+)
+
+EPILOG = """Examples:
+
+  snncompress quantize demo --data digits -o ptq.safetensors --weight-quant pot4 --membrane-quant int4
+
+  snncompress quantize demo --data digits -o qat.safetensors --mode qat --epochs 10
+  --weight-quant pot4 --membrane-quant ternary --json qat.json
+
+  snncompress quantize mypkg.nets:build --weights net.pt --data train.npz --train-data train.npz
+  -o q.safetensors --mode qat --weight-quant fixed2.6 --rounding stochastic --neuron-quant fixed4.4
+
+Per-layer settings (e.g. first and last layer at 8 bits) go in a recipe: snncompress run --recipe."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize", epilog=EPILOG)(quantize)
+
+
+def quantize(
+    model: c.ModelArg,
+    output: OutputOpt,
+    data: c.DataOpt = "digits",
+    membrane_quant: Annotated[str, typer.Option(
+        "--membrane-quant", help="Stored membrane: ternary, int<k> (k-bit integer levels) or fp32.")] = "ternary",
+    clip: Annotated[float | None, typer.Option(
+        "--clip", help="Negative clipping boundary c of the membrane, in units of Vth (e.g. -3).")] = None,
+    membrane_grid: Annotated[int | None, typer.Option(
+        "--membrane-grid", help="Integer levels per threshold for int<k> membranes (default: the "
+                                "quantizer's); ternary is 1.")] = None,
+    weight_quant: Annotated[str, typer.Option(
+        "--weight-quant", help="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")] = "pot4",
+    rounding: Annotated[str, typer.Option(
+        "--rounding", help="nearest, truncate or stochastic (int and fixed point).")] = "nearest",
+    neuron_quant: Annotated[str | None, typer.Option(
+        "--neuron-quant", help="Fixed point fixed<m>.<n> for threshold and beta.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="ptq (quantize as trained) or qat (fine-tune).")] = "ptq",
+    epochs: Annotated[int, typer.Option("--epochs", help="QAT epochs.")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="QAT learning rate (Adam).")] = 1e-3,
+    loss: Annotated[str, typer.Option("--loss", help="QAT loss: ce (spike counts) or tet.")] = "ce",
+    train_data: TrainDataOpt = None,
+    gates: GateOpt = None,
+    json_file: RunJsonOpt = None,
+    weights: c.WeightsOpt = None,
+    trust_pickle: c.TrustPickleOpt = False,
+    encoding: c.EncodingOpt = "direct",
+    time_steps: c.TimeStepsOpt = 8,
+    batch_size: c.BatchSizeOpt = 128,
+    limit: c.LimitOpt = None,
+    seed: c.SeedOpt = 0,
+    energy: EnergyOpt = "45nm",
+    force: c.ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Quantize to an integer-only membrane and low-bit weights, post-training (ptq) or with
+    quantization-aware training (qat), and write the packed file."""
+    config = {
+        "mode": mode, "membrane_quant": membrane_quant, "clip": clip, "weight_quant": weight_quant,
+        "rounding": rounding, "neuron_quant": neuron_quant, "epochs": epochs, "lr": lr, "loss": loss,
+    }
+    if membrane_grid is not None:
+        config["membrane_grid"] = membrane_grid
+    job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
+                      trust_pickle=trust_pickle, encoding=encoding, time_steps=time_steps, batch_size=batch_size,
+                      limit=limit, seed=seed, force=force, json_file=json_file, gates=gates or [], energy=energy,
+                      quiet=quiet)
+    run_pass_command("quantize", config, job)
