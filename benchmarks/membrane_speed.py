@@ -9,7 +9,9 @@ Methods (same number of levels where the methods allow it):
   the floor any quantizer pays.
 
 Targets: ours ternary >= 10x faster than state_quant 2-bit, ours int4 >= 30x faster than
-state_quant 4-bit, and both within 3x of the bare STE.
+state_quant 4-bit, and both within 3x of the bare STE. The "ceiling" column is state_quant's time
+over the bare STE's: the speedup a surrogate gradient costing nothing beyond round/clamp would
+get, so a target above the ceiling cannot be met on that machine.
 
 Time: all methods run in turn within each round (so they see the same machine load); we report
 the median time per method and, for the ratios, the median over rounds of the per-round ratio.
@@ -127,7 +129,9 @@ def run(n: int = 1_000_000, repeats: int = 15, threads: int | None = None, memor
 
     Keys: ``method``, ``levels``, ``median_ms``, ``min_ms``, ``peak_extra_bytes`` (None without
     ``memory``), ``threads``, ``n``; rows of ours add ``reference``, ``speedup``,
-    ``target_speedup``, ``vs_bare_ste`` and ``ste_limit`` (paired per-round ratios, medians).
+    ``target_speedup``, ``vs_bare_ste``, ``ste_limit`` and ``ceiling`` (the reference's time over
+    the bare STE's: what a surrogate costing nothing beyond round/clamp would reach). Ratios are
+    medians over rounds of the per-round ratio.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -161,6 +165,7 @@ def run(n: int = 1_000_000, repeats: int = 15, threads: int | None = None, memor
                     "speedup": paired(reference, ours),
                     "target_speedup": target,
                     "vs_bare_ste": paired(ours, BARE),
+                    "ceiling": paired(reference, BARE),  # the speedup a zero-cost surrogate would get
                     "ste_limit": STE_LIMIT,
                 }
         rows.append(row)
@@ -182,17 +187,19 @@ def _print(rows: list[dict]) -> None:
         "min ms",
         "peak extra MiB",
         "speedup (target)",
+        "ceiling",
         "x bare STE",
     ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         mem = "-" if row["peak_extra_bytes"] is None else f"{row['peak_extra_bytes'] / 2**20:.1f}"
-        speed = ste = ""
+        speed = ste = ceiling = ""
         if "speedup" in row:
             ok = row["speedup"] >= row["target_speedup"]
             speed = f"[{'green' if ok else 'red'}]{row['speedup']:.1f}x (>= {row['target_speedup']:.0f}x)"
             ok = row["vs_bare_ste"] <= row["ste_limit"]
             ste = f"[{'green' if ok else 'red'}]{row['vs_bare_ste']:.2f}x (<= {row['ste_limit']:.0f}x)"
+            ceiling = f"{row['ceiling']:.1f}x"
         table.add_row(
             row["method"],
             str(row["levels"]),
@@ -200,6 +207,7 @@ def _print(rows: list[dict]) -> None:
             f"{row['min_ms']:.2f}",
             mem,
             speed,
+            ceiling,
             ste,
         )
     Console(width=max(Console().width, 130)).print(table)

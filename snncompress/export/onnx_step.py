@@ -14,7 +14,8 @@ Heaviside forward ``H(x) = 1[x > 0]``:
     reset_delay=False: u[t] -= (s[t]/g - reset) * Vth   (subtract)  or  * u[t]  (zero)
 
 (beta and alpha clamped to [0, 1] as snnTorch does). A layer with a stored-membrane quantizer
-(``snncompress.models.membrane``) then stores ``Q(u_post[t]) = Vth * clamp(round(u_post/Vth), low, high)``.
+(``snncompress.models.membrane``) stores ``Q(v[t]) = unit * clamp(round(v/unit), low, high)``, ``unit = Vth/grid``,
+``v`` the membrane after reset and before leak, and has no delayed reset of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 
 from snncompress.errors import UnsupportedLayerError
 from snncompress.export.layout import Leaf
-from snncompress.models.membrane import post_reset_membrane
+from snncompress.models.membrane import stored_membrane
 from snncompress.models.neurons import RESET_NAMES, is_neuron
 
 STATES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "RLeaky": ("spk", "mem")}
@@ -66,6 +67,7 @@ class NeuronStep(nn.Module):
         if membrane is not None:
             try:
                 self.levels = (int(membrane["levels_low"]), int(membrane["levels_high"]))
+                self.grid = int(membrane.get("grid", 1))
             except (KeyError, TypeError, ValueError) as exc:
                 raise UnsupportedLayerError(
                     f"neuron layer '{name}': membrane quantizer settings lack levels_low/levels_high ({exc})"
@@ -80,7 +82,8 @@ class NeuronStep(nn.Module):
         thr = n.threshold
         beta = n.beta.clamp(0, 1)
         mem_prev = state[-1]
-        reset = _heaviside(mem_prev - thr)
+        # a quantized neuron's reset is already in its stored membrane (models/membrane.py)
+        reset = torch.zeros_like(mem_prev) if self.levels is not None else _heaviside(mem_prev - thr)
         if self.kind == "Leaky":
             mem = self._leaky(current, reset, mem_prev, beta)
             extra: tuple[torch.Tensor, ...] = ()
@@ -100,7 +103,7 @@ class NeuronStep(nn.Module):
             elif self.mechanism == "zero":
                 mem = mem - do_reset * mem
         if self.levels is not None:
-            mem = self._quantize(post_reset_membrane(n, spk, mem), thr)
+            mem = self._quantize(stored_membrane(n, spk, mem), thr)
         if self.kind == "RLeaky":
             extra = (spk,)
         return (spk, *extra, mem)
@@ -129,7 +132,8 @@ class NeuronStep(nn.Module):
 
     def _quantize(self, u: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
         low, high = self.levels
-        return thr * torch.clamp(torch.round(u / thr), low, high)
+        unit = thr / self.grid if self.grid != 1 else thr
+        return unit * torch.clamp(torch.round(u / unit), low, high)
 
 
 class SumPool2d(nn.Module):

@@ -1,15 +1,27 @@
 """Quantize the stored membrane of snnTorch neurons (SpQuant §4.2.1).
 
-snnTorch applies the reset at the start of the next step from the membrane it kept. We rewrite the
-kept membrane with the quantized post-reset value
+snnTorch's neurons carry ``beta * mem`` into the next step and subtract the reset there:
 
-    u_post[t]   = u[t] - s[t] * Vth        (subtract)   or   u[t] * (1 - s[t])   (zero)
-    u_stored[t] = Q(u_post[t])
+    subtract:  u[t+1] = beta * u[t] - s[t] * Vth + I[t+1]      (the reset is not leaked)
+    zero:      u[t+1] = beta * u[t] * (1 - s[t]) + I[t+1]
 
-so the next step computes ``u[t+1] = beta * u_stored[t] + I[t+1]``: snnTorch's own reset then sees
-``u_stored <= Vth`` and adds nothing, which is why the quantizer's top level may not exceed the
-threshold. This acts on the stored membrane only; the spike of step t is computed from the
-unquantized ``u[t]`` (snnTorch's own ``state_quant`` quantizes before firing instead).
+We store, on integer levels with no dequantization scale, the membrane after this step's reset
+and before the leak, ``v[t]`` with ``beta * v[t]`` equal to what snnTorch carries:
+
+    subtract:  v[t] = u[t] - s[t] * Vth / beta         zero:  v[t] = u[t] * (1 - s[t])
+    u_stored[t] = Q(v[t]),      u[t+1] = beta * u_stored[t] + I[t+1]   (the leak: a shift for beta = 2^-k)
+
+and switch snnTorch's own delayed reset off for that neuron (the reset is already in ``v``). For
+reset-to-zero this is SpQuant's ``Q(u - s*Vth)`` with the leak on read; for subtract the reset
+amount is ``Vth / beta``, so a fine grid reproduces the trained snnTorch model exactly while the
+leak still shrinks the rounding error on read. The spike of step t is computed from the
+unquantized ``u[t]``; snnTorch's own ``state_quant`` quantizes *before* firing instead, so a clamp at
+the top stops neurons from firing.
+
+The integer grid has ``grid`` levels per threshold: ``Q(v) = unit * clip(round(v / unit), low, high)``
+with ``unit = Vth / grid``. ``grid = 1`` is SpQuant's grid in units of Vth (ternary: {-Vth, 0, +Vth});
+a finer grid is the same integer-only membrane for a layer whose weights and threshold are scaled
+by ``grid / Vth`` (threshold = ``grid`` integer levels), which leaves every spike unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from snncompress.state import get_state, has_state
 
 
 def post_reset_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Tensor) -> torch.Tensor:
-    """The membrane after this step's reset, from the spikes and the pre-reset membrane ``u[t]``."""
+    """The membrane after this step's reset (no leak), from the spikes and the pre-reset ``u[t]``."""
     mechanism = int(module.reset_mechanism_val)
     if not getattr(module, "reset_delay", True) or mechanism == 2:
         return membrane  # reset already applied inside the step, or no reset at all
@@ -34,10 +46,36 @@ def post_reset_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch
     return membrane * (1 - s)
 
 
-def _make_hook(quantizer: Any):
+def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Tensor) -> torch.Tensor:
+    """``v[t]``: the membrane after this step's reset, before the leak (see the module docstring)."""
+    mechanism = int(module.reset_mechanism_val)
+    if not getattr(module, "reset_delay", True) or mechanism == 2:
+        return membrane  # reset already applied inside the step, or no reset at all
+    s = spikes / module.graded_spikes_factor
+    if mechanism == 1:
+        return membrane * (1 - s)
+    beta = module.beta.clamp(0, 1)
+    # beta = 0 carries nothing, whatever is stored
+    reset = torch.where(beta > 0, module.threshold / torch.where(beta > 0, beta, 1.0), 0.0)
+    return membrane - s * reset
+
+
+def quantize_stored(module: nn.Module, quantizer: Any, grid: int, spikes: torch.Tensor,
+                    membrane: torch.Tensor) -> torch.Tensor:
+    """``Q(v[t])``: the stored integer-level membrane of one step."""
+    unit = module.threshold / grid if grid != 1 else module.threshold
+    return quantizer.quantize(stored_membrane(module, spikes, membrane), unit)
+
+
+def no_delayed_reset(mem: torch.Tensor) -> torch.Tensor:
+    """Stands in for snnTorch's ``mem_reset`` on a quantized neuron: the hook already reset it."""
+    return torch.zeros_like(mem)
+
+
+def _make_hook(quantizer: Any, grid: int):
     def hook(module: nn.Module, _inputs, output):
         spikes = output[0] if isinstance(output, tuple) else output
-        stored = quantizer.quantize(post_reset_membrane(module, spikes, module.mem), module.threshold)
+        stored = quantize_stored(module, quantizer, grid, spikes, module.mem)
         module.mem = stored
         if isinstance(output, tuple):
             return (*output[:-1], stored)
@@ -46,29 +84,30 @@ def _make_hook(quantizer: Any):
     return hook
 
 
-def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any) -> None:
+def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, grid: int = 1) -> None:
     """Quantize the stored membrane of neuron ``layer`` with ``quantizer`` from now on.
 
     Args:
         model: the model holding the neuron.
         layer: the neuron's qualified module name.
-        quantizer: a ``snncompress.quant.membrane.MembraneQuantizer``.
+        quantizer: a ``snncompress.quant.membrane.MembraneQuantizer`` (levels in units of Vth / grid).
+        grid: integer levels per threshold (1: SpQuant's grid in units of Vth).
 
     Raises:
-        ConfigError: the quantizer's top level lies above the threshold (snnTorch would reset twice).
+        ConfigError: ``grid`` is not a positive integer.
     """
-    if quantizer.levels_high > 1:
-        raise ConfigError(
-            f"membrane levels for '{layer}' reach {quantizer.levels_high} x Vth; the stored membrane must "
-            "stay <= Vth (top level 1)"
-        )
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ConfigError(f"membrane grid for '{layer}' must be a positive integer, got {grid!r}")
     module = model.get_submodule(layer)
     state = get_state(model)
     old = state.hooks.pop(layer, None)
     if old is not None:
         old.remove()
-    state.hooks[layer] = module.register_forward_hook(_make_hook(quantizer))
-    state.neurons.setdefault(layer, {})["membrane"] = quantizer.to_dict()
+    state.hooks[layer] = module.register_forward_hook(_make_hook(quantizer, grid))
+    module.mem_reset = no_delayed_reset  # instance attribute shadows snnTorch's method
+    settings = state.neurons.setdefault(layer, {})
+    settings["membrane"] = quantizer.to_dict()
+    settings["membrane_grid"] = grid
 
 
 def remove_membrane_quantizer(model: nn.Module, layer: str) -> None:
@@ -76,7 +115,10 @@ def remove_membrane_quantizer(model: nn.Module, layer: str) -> None:
     handle = state.hooks.pop(layer, None)
     if handle is not None:
         handle.remove()
+    module = model.get_submodule(layer)
+    module.__dict__.pop("mem_reset", None)
     state.neurons.get(layer, {}).pop("membrane", None)
+    state.neurons.get(layer, {}).pop("membrane_grid", None)
 
 
 def reinstall_membrane_hooks(model: nn.Module) -> None:
@@ -96,11 +138,13 @@ def reinstall_membrane_hooks(model: nn.Module) -> None:
     state.hooks = {}
     for layer, settings in list(state.neurons.items()):
         if "membrane" in settings:
-            install_membrane_quantizer(model, layer, MembraneQuantizer.from_dict(settings["membrane"]))
+            install_membrane_quantizer(model, layer, MembraneQuantizer.from_dict(settings["membrane"]),
+                                       int(settings.get("membrane_grid", 1)))
 
 
 def membrane_quantizers(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Membrane quantizer settings per neuron layer (empty when the membrane is fp32)."""
+    """Membrane quantizer settings per neuron layer, with its ``grid`` (empty when the membrane is fp32)."""
     if not has_state(model):
         return {}
-    return {k: v["membrane"] for k, v in get_state(model).neurons.items() if "membrane" in v}
+    return {k: {**v["membrane"], "grid": int(v.get("membrane_grid", 1))}
+            for k, v in get_state(model).neurons.items() if "membrane" in v}

@@ -37,7 +37,10 @@ class QuantizeConfig(PassConfig):
 
     mode: Literal["ptq", "qat"] = "ptq"
     membrane_quant: str = Field("ternary", description="ternary, int<k> or fp32.")
-    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane levels.")
+    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane, in units of Vth.")
+    membrane_grid: int | None = Field(
+        None, ge=1, le=1 << 14,
+        description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
     weight_quant: str = Field("pot4", description="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")
     rounding: Literal["nearest", "truncate", "stochastic"] = "nearest"
@@ -69,16 +72,39 @@ class QuantizeConfig(PassConfig):
 
     @model_validator(mode="after")
     def _clip_fits(self) -> QuantizeConfig:
-        _check(lambda: membrane_quantizer(self.membrane_quant, self.clip, self.smoothness))
+        _check(lambda: membrane_quantizer(self.membrane_quant, self.clip, self.smoothness, self.membrane_grid))
         return self
 
 
-def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None):
-    """The membrane quantizer for a spec; k-bit levels top out at Vth (level 1), the SpQuant
-    authors' layout, so the stored membrane never reaches past the threshold."""
-    top = 1 if spec.strip().lower().startswith("int") else None
+def default_grid(spec: str) -> int:
+    """Levels per threshold: 1 for ternary (SpQuant), ``2^(k-2)`` for int<k> (int4: Vth/4 steps over
+    [-2, 1.75] Vth; int8: Vth/64 steps over [-2, 2) Vth) -- our choice, configurable."""
+    spec = spec.strip().lower()
+    if spec.startswith("int") and spec[3:].isdigit():
+        return max(1, 1 << max(0, int(spec[3:]) - 2))
+    return 1
+
+
+def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None, grid: int | None = None):
+    """The membrane quantizer for a spec (None for fp32) and its grid (levels per threshold).
+
+    Raises:
+        ConfigError: a bad spec, a grid given for ternary / fp32, or a clip (in units of Vth) that is
+            not a level of the grid inside the representable range.
+    """
+    spec_l = spec.strip().lower()
+    if grid is not None and grid != 1 and not spec_l.startswith("int"):
+        raise ConfigError(f"membrane_grid applies to int<k> membranes; {spec} has one level per threshold")
+    grid = grid or default_grid(spec_l)
+    level_clip = None
+    if clip is not None:
+        level_clip = clip * grid
+        if level_clip != int(level_clip):
+            raise ConfigError(f"clip {clip} x Vth is not on the membrane grid (steps of Vth/{grid})")
+        level_clip = int(level_clip)
     kwargs = {"smoothness": smoothness} if smoothness is not None else {}
-    return parse_membrane_quant(spec, clip=clip, top=top, **kwargs)
+    quantizer = parse_membrane_quant(spec, clip=level_clip, **kwargs)
+    return quantizer, grid
 
 
 def _check(fn) -> None:
@@ -146,9 +172,10 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
 def _install_membrane(model, neurons, config: QuantizeConfig) -> None:
     for name, _ in neurons:
         layer_cfg = config.for_layer(name)
-        quantizer = membrane_quantizer(layer_cfg.membrane_quant, layer_cfg.clip, layer_cfg.smoothness)
+        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_cfg.clip, layer_cfg.smoothness,
+                                             layer_cfg.membrane_grid)
         if quantizer is not None:
-            install_membrane_quantizer(model, name, quantizer)
+            install_membrane_quantizer(model, name, quantizer, grid)
 
 
 def _scheme(config: QuantizeConfig, layer: str):

@@ -32,7 +32,6 @@ from pydantic import Field
 
 from snncompress.errors import FileFormatError
 from snncompress.quant.base import WeightScheme
-from snncompress.quant.encoded import EncodedTensor
 from snncompress.quant.pot import pot_scale_exponent, scale_from_exponent
 
 APOT_MAX_MAGNITUDE = 1.5
@@ -89,5 +88,5 @@ class ApotScheme(WeightScheme):
             )
         return levels[codes] * scale_from_exponent(params["exponent"])
 
-    def _ste_mask(self, w: torch.Tensor, enc: EncodedTensor) -> torch.Tensor:
-        return w.abs() <= APOT_MAX_MAGNITUDE * scale_from_exponent(enc.params["exponent"])
+    def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return w.abs() <= APOT_MAX_MAGNITUDE * scale_from_exponent(params["exponent"])

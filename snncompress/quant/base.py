@@ -66,7 +66,7 @@ class WeightScheme(BaseModel):
         """Float32 values of ``codes`` (int64)."""
         raise NotImplementedError
 
-    def _ste_mask(self, w: torch.Tensor, enc: EncodedTensor) -> torch.Tensor | None:
+    def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Where the STE passes the gradient (inside the clip range); ``None`` means everywhere."""
         return None
 
@@ -85,12 +85,7 @@ class WeightScheme(BaseModel):
         Raises:
             InputError: ``w`` is not a floating tensor or holds NaN or infinity.
         """
-        if not isinstance(w, torch.Tensor) or not w.is_floating_point():
-            raise InputError(f"{self.describe()}: expected a floating-point tensor, got {type(w).__name__}")
-        w32 = w.detach().to(torch.float32)
-        if w32.numel() and not bool(torch.isfinite(w32).all()):
-            raise InputError(f"{self.describe()}: the tensor holds NaN or infinity; fix the weights first")
-        codes, params = self._encode(w32, generator)
+        codes, params = self._encode(self._checked(w), generator)
         bits = self.code_bits
         return EncodedTensor(
             codes=codes.to(torch.uint8 if bits <= 8 else torch.int32),
@@ -105,7 +100,7 @@ class WeightScheme(BaseModel):
         Raises:
             ConfigError: ``enc`` was encoded with another scheme.
         """
-        if enc.scheme != self.to_dict():
+        if enc.scheme != self.to_dict() and WeightScheme.from_dict(enc.scheme) != self:
             raise ConfigError(f"cannot decode codes of scheme {enc.scheme} with {self.to_dict()}")
         return self._decode(enc.codes.to(torch.int64), enc.params)
 
@@ -119,10 +114,19 @@ class WeightScheme(BaseModel):
         The forward value is bit-identical to :meth:`quantize`. The gradient is the identity where
         ``w`` lies inside the scheme's clip range and zero where the scheme saturated it.
         """
-        enc = self.encode(w, generator=generator)
-        quantized = self.decode(enc).to(w.dtype)
-        mask = self._ste_mask(w.detach().to(torch.float32), enc)
-        return _StraightThrough.apply(w, quantized, mask)
+        w32 = self._checked(w)
+        codes, params = self._encode(w32, generator)  # what encode + decode compute, minus the bookkeeping
+        quantized = self._decode(codes, params).to(w.dtype)
+        return _StraightThrough.apply(w, quantized, self._ste_mask(w32, params))
+
+    def _checked(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` detached as float32, after checking it is a finite floating tensor."""
+        if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+            raise InputError(f"{self.describe()}: expected a floating-point tensor, got {type(w).__name__}")
+        w32 = w.detach().to(torch.float32)
+        if w32.numel() and not bool(torch.isfinite(w32).all()):
+            raise InputError(f"{self.describe()}: the tensor holds NaN or infinity; fix the weights first")
+        return w32
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description; ``WeightScheme.from_dict(to_dict())`` rebuilds an equal scheme."""

@@ -28,7 +28,6 @@ import torch
 from pydantic import Field
 
 from snncompress.quant.base import WeightScheme
-from snncompress.quant.encoded import EncodedTensor
 
 _LOG_ROUND_MANTISSA = 2.0**-0.5  # frexp mantissa at which round(log2 m) moves up an exponent
 
@@ -94,5 +93,5 @@ class PotScheme(WeightScheme):
         magnitude = torch.where(index == 0, 0.0, magnitude) * scale_from_exponent(params["exponent"])
         return torch.where(negative, -magnitude, magnitude)
 
-    def _ste_mask(self, w: torch.Tensor, enc: EncodedTensor) -> torch.Tensor:
-        return w.abs() <= scale_from_exponent(enc.params["exponent"])
+    def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return w.abs() <= scale_from_exponent(params["exponent"])

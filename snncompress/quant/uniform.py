@@ -23,7 +23,6 @@ import torch
 from pydantic import Field, model_validator
 
 from snncompress.quant.base import WeightScheme
-from snncompress.quant.encoded import EncodedTensor
 from snncompress.quant.fixed_point import MAX_FIXED_BITS, fixed_point_integers
 from snncompress.quant.rounding import Rounding, round_to_grid, seeded_generator
 
@@ -63,6 +62,8 @@ class IntScheme(WeightScheme):
 
     def _scale(self, w: torch.Tensor) -> torch.Tensor:
         if self.per_channel and w.dim() >= 2:
+            if not w.numel():
+                return torch.ones((w.shape[0],) + (1,) * (w.dim() - 1))
             max_abs = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
         else:
             max_abs = w.abs().max() if w.numel() else torch.zeros(())
@@ -121,6 +122,6 @@ class FixedPointScheme(WeightScheme):
         k = codes - (1 << (self.integer_bits + self.fractional_bits))
         return torch.ldexp(k.to(torch.float32), torch.tensor(-self.fractional_bits, dtype=torch.int32))
 
-    def _ste_mask(self, w: torch.Tensor, enc: EncodedTensor) -> torch.Tensor:
+    def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         low, high = self.value_range
         return (w >= low) & (w <= high)

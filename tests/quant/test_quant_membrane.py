@@ -176,3 +176,71 @@ def test_table_size_does_not_grow_with_levels():
 
 def _range(bits: int) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def test_codes_match_quantize_bit_for_bit():
+    q = MembraneQuantizer.from_bits(4, clip=-3)
+    u = torch.randn(10_000, generator=torch.Generator().manual_seed(3)) * 5
+    u[:6] = t([-3.5, -2.5, 0.5, 1.5, 6.5, 7.5])  # ties: half to even in both paths
+    for thr in (1.0, 0.5):
+        codes = q.codes(u, thr)
+        assert codes[:6].tolist() == ([-3, -2, 0, 2, 6, 7] if thr == 1.0 else [-3, -3, 1, 3, 7, 7])
+        assert torch.equal(q.dequantize(codes, thr), q.quantize(u, thr))
+
+
+def _largest_allocation(fn, n: int) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    u = torch.randn(n).requires_grad_()
+    fn(u).backward(torch.ones(n))  # warm-up: builds the SGS table outside the measurement
+    u = torch.randn(n).requires_grad_()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(u).backward(torch.ones(n))
+    return max(e.self_cpu_memory_usage for e in prof.events())
+
+
+def test_no_allocation_grows_with_the_number_of_levels():
+    n = 50_000
+    for quantizer in (
+        MembraneQuantizer.ternary(),
+        MembraneQuantizer.from_bits(4),
+        MembraneQuantizer.from_bits(12),
+    ):
+        assert _largest_allocation(quantizer.quantize, n) <= 4 * n  # one float32 tensor, never [levels, N]
+    from snntorch.functional.quant import state_quant
+
+    assert _largest_allocation(state_quant(num_bits=4), n) >= 16 * 4 * n  # the check can fail
+
+
+@pytest.mark.parametrize("bits", [2, 8])  # direct and folded tables
+def test_chunked_backward_equals_one_pass(bits, monkeypatch):
+    import snncompress.quant.sgs as sgs
+
+    quantizer = MembraneQuantizer.from_bits(bits)
+    u = torch.randn(10_001, generator=torch.Generator().manual_seed(4)) * 2 ** (bits - 1)
+    upstream = torch.rand(u.shape)
+    one_pass = quantizer.surrogate_table.lookup(u, 1.0, upstream)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sgs, "CHUNK", 1000)
+    try:
+        torch.set_num_threads(1)
+        chunked = quantizer.surrogate_table.lookup(u, 1.0, upstream)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(chunked, one_pass)
+
+
+def test_float64_and_half_membranes():
+    q = MembraneQuantizer.from_bits(4)
+    u = (
+        torch.randn(3000, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 5
+    ).requires_grad_()
+    out = q.quantize(u)
+    assert out.dtype == torch.float64
+    out.backward(torch.ones_like(u))
+    exact = sgs_surrogate_exact(u, -8, 7, 0.5)
+    assert float((u.grad - exact).abs().max()) <= q.max_surrogate_error
+    half = u.detach().to(torch.bfloat16).requires_grad_()
+    q.quantize(half).sum().backward()
+    assert half.grad.dtype == torch.bfloat16
+    assert float((half.grad.double() - sgs_surrogate_exact(half, -8, 7, 0.5)).abs().max()) < 1e-2

@@ -294,3 +294,12 @@ def test_non_finite_weights_are_refused():
         PotScheme().encode(t([1.0, math.nan]))
     with pytest.raises(InputError, match="floating"):
         IntScheme().encode(torch.tensor([1, 2]))
+
+
+def test_decode_accepts_a_stored_scheme_without_default_fields():
+    w = torch.randn(4, 3)
+    enc = IntScheme(bits=4).encode(w)
+    stored = EncodedTensor(
+        codes=enc.codes, bits=enc.bits, params=enc.params, scheme={"kind": "int", "bits": 4}
+    )
+    assert torch.equal(WeightScheme.from_dict(stored.scheme).decode(stored), IntScheme(bits=4).quantize(w))
