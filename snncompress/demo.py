@@ -57,5 +57,6 @@ def run_demo(output: Path, *, force: bool = False, retrain: bool = False, epochs
     before, after = run.before.get("accuracy"), run.after.get("accuracy")
     console.print(f"demo: digits CSNN, T={DEMO_TIME_STEPS}, recipe '{recipe.description}'")
     console.print(f"accuracy {before:.2f}% (fp32) -> {after:.2f}% (compressed); wrote {output}")
-    return {"fp32_accuracy": before, "accuracy": after, "recipe": recipe.to_dict(), "run": run.to_dict(), "report": report.model_dump(mode="json"),
+    return {"fp32_accuracy": before, "accuracy": after, "recipe": recipe.to_dict(), "run": run.to_dict(),
+            "report": report.model_dump(mode="json"),
             "output": str(output)}

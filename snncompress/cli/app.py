@@ -38,14 +38,19 @@ def _root(
 
 
 def _register() -> None:
-    from snncompress.cli import demo_cmd, evaluate_cmd, inspect_cmd
+    from snncompress.cli import (
+        demo_cmd,
+        evaluate_cmd,
+        export_cmd,
+        inspect_cmd,
+        passes_cmd,
+        quantize_cmd,
+        report_cmd,
+        run_cmd,
+    )
 
-    for module in (inspect_cmd, evaluate_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
         module.register(app)
-    # commands contributed by other modules (passes, run, report) register themselves here too
-    from snncompress.cli import extra_commands
-
-    extra_commands.register_all(app)
 
 
 _register()

@@ -23,7 +23,8 @@ def demo(
     force: c.ForceOpt = False,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train the demo model now instead of using the "
                                                              "shipped weights (about a minute on 2 cores).")] = False,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs of the default recipe (default 5).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="QAT epochs of the default recipe (default 5).")] = None,
     seed: c.SeedOpt = 0,
     json_file: c.JsonFileOpt = None,
 ) -> None:

@@ -131,13 +131,19 @@ def probe_shapes(model: nn.Module, sample: torch.Tensor) -> list[Leaf]:
 
 
 def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """The per-step input shape when the model's source records it (a NIR file) or its first layer fixes it
-    (``Linear``), else None."""
+    """The per-step input shape when the model's source records it (a NIR file), its recorded baseline
+    data set gives it (a compressed file), or its first layer fixes it (``Linear``), else None."""
     from snncompress.state import get_state, has_state
 
     recorded = get_state(model).source.get("input_shape") if has_state(model) else None
     if recorded:
         return tuple(int(s) for s in recorded)
+    data_name = get_state(model).baseline.get("data") if has_state(model) else None
+    if data_name:
+        from snncompress.data import DataOptions, load_data
+
+        sample = load_data(data_name, DataOptions(limit=1)).sample_input()
+        return tuple(sample.shape)
     leaves = leaf_layers(model) if isinstance(model, nn.Sequential) else []
     if leaves and isinstance(leaves[0][1], nn.Linear):
         return (leaves[0][1].in_features,)

@@ -82,7 +82,8 @@ def export_onnx(model: nn.Module, path: str | Path, sample: torch.Tensor, time_s
     states = _state_table(step, inputs, outputs)
     if membrane_quantizers(model):
         notes.append(
-            "stored-membrane quantization is in the graph: Q(u) = Vth * clamp(round(u / Vth), low, high)"
+            "stored-membrane quantization is in the graph: Q(v) = unit * clamp(round(v / unit), low, high), "
+            "unit = Vth / grid, v the post-reset, pre-leak membrane"
         )
     return ExportResult(path=path, format="onnx", notes=notes,
                         details={"inputs": inputs, "outputs": outputs, "states": states,

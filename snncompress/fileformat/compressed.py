@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from snncompress import __version__
 from snncompress.errors import DomainError, FileFormatError, ModelLoadError
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.fileformat.packing import pack_codes, pack_mask, unpack_codes, unpack_mask
+from snncompress.fileformat.safetensors_writer import save_deterministic
 from snncompress.models.neurons import neuron_layers, neuron_params
 from snncompress.state import get_state
 
@@ -121,7 +121,7 @@ def save_compressed(model: nn.Module, path: str | Path, *, force: bool = False) 
         "baseline": json.dumps(state.baseline),
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_deterministic(tensors, tmp, metadata)
     return path
 
 

@@ -35,17 +35,6 @@ from snncompress.errors import ConfigError
 from snncompress.state import get_state, has_state
 
 
-def post_reset_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Tensor) -> torch.Tensor:
-    """The membrane after this step's reset (no leak), from the spikes and the pre-reset ``u[t]``."""
-    mechanism = int(module.reset_mechanism_val)
-    if not getattr(module, "reset_delay", True) or mechanism == 2:
-        return membrane  # reset already applied inside the step, or no reset at all
-    s = spikes / module.graded_spikes_factor
-    if mechanism == 0:
-        return membrane - s * module.threshold
-    return membrane * (1 - s)
-
-
 def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Tensor) -> torch.Tensor:
     """``v[t]``: the membrane after this step's reset, before the leak (see the module docstring)."""
     mechanism = int(module.reset_mechanism_val)

@@ -165,7 +165,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     )
     return PassResult(metrics=metrics, notes=[
         f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f} points)",
-        f"weights {metrics['weight_bits_before'] / 8 / 1024:.1f} KiB -> {metrics['weight_bits_after'] / 8 / 1024:.1f} KiB",
+        f"weights {metrics['weight_bits_before'] / 8192:.1f} KiB -> {metrics['weight_bits_after'] / 8192:.1f} KiB",
     ])
 
 

@@ -128,6 +128,85 @@ class WeightScheme(BaseModel):
             raise InputError(f"{self.describe()}: the tensor holds NaN or infinity; fix the weights first")
         return w32
 
+    # --- the grid, for calibrated rounding (AdaRound) ------------------------------------------
+    def grid_params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The decode parameters :meth:`encode` picks for ``w`` (PoT / APoT exponent, int scales,
+        ternary alpha; none for fixed point): they fix the grid that calibrated rounding chooses on.
+
+        Raises:
+            InputError: ``w`` is not a finite floating tensor.
+        """
+        return self._grid_params(self._checked(w))
+
+    def grid_neighbours(
+        self, w: torch.Tensor, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The grid values next to each element of ``w`` on the grid of ``params``.
+
+        ``lower`` is the largest level <= w and ``upper`` the smallest level >= w (both equal to w
+        when it is a level; both the edge level when w is beyond the range). The scheme's own rounding
+        always picks one of the two; adaptive rounding (Nagel et al. 2020) chooses between them.
+
+        Returns:
+            ``(lower, upper)``, float32, the shape of ``w``; exact grid values
+            (``decode(encode_values(lower, params)) == lower``).
+
+        Raises:
+            InputError: ``w`` is not a finite floating tensor.
+        """
+        lower, upper = self._neighbours(self._checked(w), params)
+        return lower + 0.0, upper + 0.0  # + 0.0: no -0.0 in the results
+
+    def encode_values(self, values: torch.Tensor, params: dict[str, torch.Tensor]) -> EncodedTensor:
+        """Encode values that lie exactly on the grid of ``params`` (e.g. from :meth:`grid_neighbours`).
+
+        ``decode(encode_values(v, params))`` equals ``v``, and ``encode_values(decode(enc), enc.params)``
+        gives ``enc``'s codes back (the codes :meth:`encode` emits for each level).
+
+        Raises:
+            InputError: ``values`` is not a finite floating tensor, or some value is not a level.
+        """
+        values32 = self._checked(values)
+        codes = self._codes_of(values32, params)
+        if not torch.equal(self._decode(codes, params), values32):
+            off = int((self._decode(codes, params) != values32).sum())
+            raise InputError(f"{self.describe()}: {off} value(s) are not levels of the grid; "
+                             "round them with grid_neighbours first")
+        return self._encoded(codes, params)
+
+    def _encoded(self, codes: torch.Tensor, params: dict[str, torch.Tensor]) -> EncodedTensor:
+        bits = self.code_bits
+        return EncodedTensor(codes=codes.to(torch.uint8 if bits <= 8 else torch.int32), bits=bits,
+                             params=params, scheme=self.to_dict())
+
+    def _grid_params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._encode(w, None)[1]
+
+    def _level_codes(self) -> torch.Tensor:
+        """For table-based grids: one code per level, the code :meth:`encode` emits listed first."""
+        raise NotImplementedError(f"{self.describe()} does not expose its grid")
+
+    def _level_table(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted distinct level values and their codes (the first listed code of each value)."""
+        codes = self._level_codes()
+        values = self._decode(codes, params) + 0.0
+        order = torch.sort(values, stable=True).indices
+        values, codes = values[order], codes[order]
+        first = torch.ones_like(values, dtype=torch.bool)
+        first[1:] = values[1:] != values[:-1]
+        return values[first], codes[first]
+
+    def _neighbours(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        levels, _ = self._level_table(params)
+        last = len(levels) - 1
+        below = (torch.searchsorted(levels, w, right=True) - 1).clamp(0, last)
+        above = torch.searchsorted(levels, w, right=False).clamp(0, last)
+        return levels[below], levels[above]
+
+    def _codes_of(self, values: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        levels, codes = self._level_table(params)
+        return codes[torch.searchsorted(levels, values).clamp(0, len(levels) - 1)]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description; ``WeightScheme.from_dict(to_dict())`` rebuilds an equal scheme."""
         return self.model_dump(mode="json")

@@ -261,7 +261,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("snncompress.fileformat.compressed.save_file", half_written)
+    monkeypatch.setattr("snncompress.fileformat.compressed.save_deterministic", half_written)
     with pytest.raises(OSError, match="disk full"):
         save_compressed(leaky_mlp(), tmp_path / "out.safetensors")
     assert _files(tmp_path) == []
