@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from snncompress import __version__
@@ -84,11 +83,24 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-# Recent Typer releases (0.29 here) raise their own vendored click exceptions, which do not derive
-# from click's: catch both, or a usage error would surface as a traceback.
-_CLICK_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
-_EXITS = (click.exceptions.Exit, typer.Exit)
-_ABORTS = (click.exceptions.Abort, typer.Abort)
+def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """Usage-error, exit and abort exception types. Typer >= 0.29 vendors click and raises its own
+    classes (and no longer installs click); older Typer raises click's: catch whichever exist."""
+    errors: list[type] = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        errors.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    return tuple(errors), tuple(exits), tuple(aborts)
+
+
+_CLICK_ERRORS, _EXITS, _ABORTS = _cli_exception_types()
 
 
 if __name__ == "__main__":

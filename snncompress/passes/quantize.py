@@ -6,7 +6,8 @@
 * Weights (SpQuant §4.2.2, tinySNN §2.3): power-of-two, additive power-of-two, per-channel
   integer, ternary or fixed point Q(m.n) with a rounding scheme.
 * Neuron parameters (tinySNN qWN): threshold and beta in fixed point.
-* PTQ quantizes the trained model as it is. QAT fine-tunes with fake quantization (Adam, CE on
+* PTQ quantizes the trained model as it is, choosing each weight's rounding (up or down) on
+  calibration data by default (AdaRound, :mod:`snncompress.passes.calibration`). QAT fine-tunes with fake quantization (Adam, CE on
   spike counts or TET), keeps the best epoch, then converts. Either way the model ends holding
   exactly the values its stored codes decode to.
 """
@@ -25,6 +26,7 @@ from snncompress.evaluate import evaluate
 from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.neurons import neuron_layers
+from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec, check_targets
 from snncompress.quant.membrane import parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
@@ -48,6 +50,14 @@ class QuantizeConfig(PassConfig):
     epochs: int = Field(10, ge=1, le=1000, description="QAT epochs.")
     lr: float = Field(1e-3, gt=0, le=1.0, description="QAT learning rate (Adam).")
     loss: Literal["ce", "tet"] = "ce"
+    calibration: Literal["none", "adaround"] = Field(
+        "adaround", description="PTQ: choose each weight's rounding (up or down) to keep each layer's output on "
+                                "calibration data (AdaRound); none: the scheme's own rounding. QAT ignores it.")
+    calibration_samples: int = Field(
+        256, ge=1, le=1_000_000,
+        description="Calibration samples, drawn from the training data (the evaluation data when there is none).")
+    calibration_iters: int = Field(DEFAULT_ITERS, ge=1, le=100_000,
+                                   description="Adam steps per layer of the rounding calibration.")
 
     @field_validator("weight_quant")
     @classmethod
@@ -149,9 +159,14 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     weight_bits_before = _weight_bits(model, syn)
     _install_membrane(model, neurons, config)
     metrics: dict = {"accuracy_before": before, "mode": config.mode}
+    notes: list[str] = []
     if config.mode == "qat":
         metrics.update(_qat(model, syn, config, ctx))
-    _convert_weights(model, syn, config, ctx.seed)
+        if "calibration" in config.model_fields_set and config.calibration != "none":
+            notes.append(f"calibration '{config.calibration}' is for PTQ; QAT learns the weights (ignored)")
+        _convert_weights(model, syn, config, ctx.seed)
+    else:
+        metrics["calibration"] = _calibrate(model, syn, config, ctx, notes)
     _convert_neuron_params(model, neurons, config, ctx.seed)
     after = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="quantized accuracy").accuracy
     ctx.measured["accuracy"] = after
@@ -166,6 +181,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     return PassResult(metrics=metrics, notes=[
         f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f} points)",
         f"weights {metrics['weight_bits_before'] / 8192:.1f} KiB -> {metrics['weight_bits_after'] / 8192:.1f} KiB",
+        *notes,
     ])
 
 
@@ -211,6 +227,50 @@ def _convert_weights(model, syn, config: QuantizeConfig, seed: int) -> None:
             enc = scheme.encode(module.weight.detach(), generator=gen)
             module.weight.copy_(scheme.decode(enc).reshape(module.weight.shape))
         state.tensors[f"{name}.weight"] = enc
+
+
+def _calibrate(model, syn, config: QuantizeConfig, ctx: PassContext, notes: list[str]) -> dict:
+    """PTQ weights: adaptive rounding for the layers that ask for it, the scheme's rounding for the rest.
+
+    The other layers are quantized first (in the same order and with the same draws as without
+    calibration), so that each calibrated layer sees the inputs of the quantized model.
+    """
+    chosen, other_rounding = [], []
+    for name, module in syn:
+        layer_cfg = config.for_layer(name)
+        scheme = _scheme(config, name)
+        if layer_cfg.calibration != "adaround" or not supports_adaround(scheme):
+            continue
+        if layer_cfg.rounding != "nearest":
+            other_rounding.append(name)  # the user asked for this rounding: keep it
+            continue
+        chosen.append((name, module, scheme))
+    if other_rounding:
+        notes.append(f"adaround skipped for {', '.join(other_rounding)}: "
+                     f"{config.for_layer(other_rounding[0]).rounding} rounding was asked for")
+    chosen_names = {n for n, _, _ in chosen}
+    _convert_weights(model, [(n, m) for n, m in syn if n not in chosen_names], config, ctx.seed)
+    if not chosen:
+        return {"method": "none"}
+    data, source = (ctx.train_data, "train") if ctx.train_data is not None else (ctx.data, "evaluation")
+    if source == "evaluation":
+        notes.append("adaround calibrated on the evaluation data (no training data given), so the accuracy "
+                     "after is measured on data the rounding was fitted to; pass --train-data")
+    settings = AdaRoundSettings(samples=config.calibration_samples, iters=config.calibration_iters, seed=ctx.seed)
+    state = get_state(model)
+    result = adaround(model, chosen, data, settings, masks=state.masks, show_progress=ctx.show_progress)
+    for name, enc in result.encoded.items():
+        state.tensors[f"{name}.weight"] = enc
+    if result.unreached:
+        _convert_weights(model, [(n, m) for n, m, _ in chosen if n in result.unreached], config, ctx.seed)
+        notes.append(f"adaround: {', '.join(result.unreached)} not reached by the data (default rounding)")
+    layers = result.layers
+    used = sum(r.used == "adaround" for r in layers)
+    before = sum(r.error_before for r in layers) / max(len(layers), 1)
+    after = sum(r.error_after for r in layers) / max(len(layers), 1)
+    notes.append(f"adaround: {used}/{len(layers)} layers re-rounded on {result.samples} {source} samples in "
+                 f"{result.seconds:.1f} s; mean relative output error {before:.4f} -> {after:.4f}")
+    return {"method": "adaround", "data": source, "iters": config.calibration_iters, **result.to_dict()}
 
 
 def _convert_neuron_params(model, neurons, config: QuantizeConfig, seed: int) -> None:

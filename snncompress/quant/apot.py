@@ -90,3 +90,9 @@ class ApotScheme(WeightScheme):
 
     def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return w.abs() <= APOT_MAX_MAGNITUDE * scale_from_exponent(params["exponent"])
+
+    def _grid_params(self, w):
+        return {"exponent": torch.tensor(pot_scale_exponent(w), dtype=torch.int32)}
+
+    def _level_codes(self) -> torch.Tensor:
+        return torch.arange(len(apot_levels(self.bits)))

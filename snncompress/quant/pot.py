@@ -95,3 +95,11 @@ class PotScheme(WeightScheme):
 
     def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return w.abs() <= scale_from_exponent(params["exponent"])
+
+    def _grid_params(self, w):
+        return {"exponent": torch.tensor(pot_scale_exponent(w), dtype=torch.int32)}
+
+    def _level_codes(self) -> torch.Tensor:
+        # zero first: code 0, never the "minus zero" code that encode does not emit
+        index = torch.arange(1, self.num_exponents + 1)
+        return torch.cat([torch.zeros(1, dtype=torch.int64), index, (1 << (self.bits - 1)) | index])

@@ -63,3 +63,6 @@ class TernaryScheme(WeightScheme):
 
     def _decode(self, codes, params):
         return (codes - 1).to(torch.float32) * params["alpha"]
+
+    def _level_codes(self) -> torch.Tensor:
+        return torch.tensor([1, 0, 2])  # zero first: with alpha = 0 every weight is code 1

@@ -79,6 +79,20 @@ class IntScheme(WeightScheme):
     def _decode(self, codes, params):
         return (codes - (1 << (self.bits - 1))).to(torch.float32) * params["scale"]
 
+    def _grid_params(self, w):
+        return {"scale": self._scale(w).contiguous()}
+
+    def _neighbours(self, w, params):
+        scale = params["scale"]
+        scaled = w / scale
+        low = torch.floor(scaled).clamp_(-self.max_level, self.max_level)
+        high = torch.ceil(scaled).clamp_(-self.max_level, self.max_level)
+        return low * scale, high * scale
+
+    def _codes_of(self, values, params):
+        q = torch.round(values / params["scale"]).clamp_(-self.max_level, self.max_level)
+        return q.to(torch.int64) + (1 << (self.bits - 1))
+
 
 class FixedPointScheme(WeightScheme):
     """Signed fixed point Q(m.n): 1 sign, ``integer_bits`` m and ``fractional_bits`` n bits."""
@@ -121,6 +135,21 @@ class FixedPointScheme(WeightScheme):
     def _decode(self, codes, params):
         k = codes - (1 << (self.integer_bits + self.fractional_bits))
         return torch.ldexp(k.to(torch.float32), torch.tensor(-self.fractional_bits, dtype=torch.int32))
+
+    def _grid_params(self, w):
+        return {}
+
+    def _neighbours(self, w, params):
+        limit = 1 << (self.integer_bits + self.fractional_bits)
+        n = torch.tensor(self.fractional_bits, dtype=torch.int32)
+        scaled = torch.ldexp(w, n)
+        low = torch.floor(scaled).clamp_(-limit, limit - 1)
+        high = torch.ceil(scaled).clamp_(-limit, limit - 1)
+        return torch.ldexp(low, -n), torch.ldexp(high, -n)
+
+    def _codes_of(self, values, params):
+        k = fixed_point_integers(values, self.integer_bits, self.fractional_bits, "nearest")
+        return k.to(torch.int64) + (1 << (self.integer_bits + self.fractional_bits))
 
     def _ste_mask(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         low, high = self.value_range
