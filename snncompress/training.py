@@ -7,8 +7,10 @@ epoch by validation accuracy is kept. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,12 +50,17 @@ def spike_count_loss(out: RunOutput, y: torch.Tensor, loss: str = "ce") -> torch
 
 def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config: TrainConfig, *,
           show_progress: bool = False, description: str = "train",
-          after_step: Callable[[nn.Module], None] | None = None) -> TrainResult:
+          after_step: Callable[[nn.Module], None] | None = None,
+          step_context: Callable[[], AbstractContextManager] | None = None) -> TrainResult:
     """Train ``model`` in place and leave it with the best epoch's weights.
 
     Args:
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
+        step_context: entered around each step's forward and backward, e.g.
+            ``torch.nn.utils.parametrize.cached`` so a fake-quantized weight is computed once per
+            step rather than once per time step.
     """
+    step_context = step_context or contextlib.nullcontext
     torch.manual_seed(config.seed)
     runner = prepare(model, train_data)
     val_data.is_sequence = train_data.is_sequence if val_data.dataset is train_data.dataset else val_data.is_sequence
@@ -69,9 +76,10 @@ def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config
             total_loss, seen = 0.0, 0
             for x, y in train_data.loader(shuffle=True, seed=config.seed + epoch):
                 optimizer.zero_grad(set_to_none=True)
-                out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
-                loss = spike_count_loss(out, y, config.loss)
-                loss.backward()
+                with step_context():
+                    out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
+                    loss = spike_count_loss(out, y, config.loss)
+                    loss.backward()
                 optimizer.step()
                 if after_step is not None:
                     after_step(model)

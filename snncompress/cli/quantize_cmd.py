@@ -53,6 +53,11 @@ def quantize(
     neuron_quant: Annotated[str | None, typer.Option(
         "--neuron-quant", help="Fixed point fixed<m>.<n> for threshold and beta.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="ptq (quantize as trained) or qat (fine-tune).")] = "ptq",
+    calibration: Annotated[str, typer.Option(
+        "--calibration", help="PTQ: adaround (choose each weight's rounding on calibration data) or none.")
+    ] = "adaround",
+    calibration_samples: Annotated[int, typer.Option(
+        "--calibration-samples", help="PTQ calibration samples (from --train-data, else --data).")] = 256,
     epochs: Annotated[int, typer.Option("--epochs", help="QAT epochs.")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="QAT learning rate (Adam).")] = 1e-3,
     loss: Annotated[str, typer.Option("--loss", help="QAT loss: ce (spike counts) or tet.")] = "ce",
@@ -75,6 +80,7 @@ def quantize(
     config = {
         "mode": mode, "membrane_quant": membrane_quant, "clip": clip, "weight_quant": weight_quant,
         "rounding": rounding, "neuron_quant": neuron_quant, "epochs": epochs, "lr": lr, "loss": loss,
+        "calibration": calibration, "calibration_samples": calibration_samples,
     }
     if membrane_grid is not None:
         config["membrane_grid"] = membrane_grid

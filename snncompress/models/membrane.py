@@ -40,7 +40,7 @@ def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Ten
     mechanism = int(module.reset_mechanism_val)
     if not getattr(module, "reset_delay", True) or mechanism == 2:
         return membrane  # reset already applied inside the step, or no reset at all
-    s = spikes / module.graded_spikes_factor
+    s = spikes.detach() / module.graded_spikes_factor  # snnTorch's reset signal is detached too (mem_reset)
     if mechanism == 1:
         return membrane * (1 - s)
     beta = module.beta.clamp(0, 1)

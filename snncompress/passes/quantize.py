@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -26,8 +26,8 @@ from snncompress.evaluate import evaluate
 from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.neurons import neuron_layers
-from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec, check_targets
+from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
 from snncompress.quant.membrane import parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.state import get_state
@@ -39,11 +39,11 @@ class QuantizeConfig(PassConfig):
 
     mode: Literal["ptq", "qat"] = "ptq"
     membrane_quant: str = Field("ternary", description="ternary, int<k> or fp32.")
-    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane, in units of Vth.")
     membrane_grid: int | None = Field(
         None, ge=1, le=1 << 14,
         description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
+    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane, in units of Vth.")
     weight_quant: str = Field("pot4", description="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")
     rounding: Literal["nearest", "truncate", "stochastic"] = "nearest"
     neuron_quant: str | None = Field(None, description="fixed<m>.<n> for threshold and beta, or none.")
@@ -80,10 +80,13 @@ class QuantizeConfig(PassConfig):
             _check(lambda: parse_weight_scheme(v))
         return None if v in ("fp32", "none") else v
 
-    @model_validator(mode="after")
-    def _clip_fits(self) -> QuantizeConfig:
-        _check(lambda: membrane_quantizer(self.membrane_quant, self.clip, self.smoothness, self.membrane_grid))
-        return self
+    @field_validator("clip")
+    @classmethod
+    def _clip_fits(cls, v: float | None, info: ValidationInfo) -> float | None:
+        spec = info.data.get("membrane_quant")
+        if spec is not None:  # a bad spec is reported on its own field
+            _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), info.data.get("membrane_grid")))
+        return v
 
 
 def default_grid(spec: str) -> int:
@@ -108,9 +111,16 @@ def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None, 
     grid = grid or default_grid(spec_l)
     level_clip = None
     if clip is not None:
+        if spec_l == "fp32":
+            raise ConfigError("a membrane clip needs quantized levels (ternary or int<k>)")
+        bits = 2 if spec_l == "ternary" else int(spec_l[3:]) if spec_l[3:].isdigit() else None
+        lowest = -1.0 if spec_l == "ternary" else (-(1 << (bits - 1)) / grid if bits else None)
+        if lowest is not None and not lowest <= clip < 0:
+            raise ConfigError(f"clip {clip:g} x Vth does not fit {spec_l} at {grid} levels per threshold: "
+                              f"use a value in {lowest:g} .. {-1 / grid:g}")
         level_clip = clip * grid
         if level_clip != int(level_clip):
-            raise ConfigError(f"clip {clip} x Vth is not on the membrane grid (steps of Vth/{grid})")
+            raise ConfigError(f"clip {clip:g} x Vth is not on the membrane grid (steps of Vth/{grid})")
         level_clip = int(level_clip)
     kwargs = {"smoothness": smoothness} if smoothness is not None else {}
     quantizer = parse_membrane_quant(spec, clip=level_clip, **kwargs)
@@ -175,8 +185,8 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
         accuracy_drop=before - after,
         weight_bits_before=weight_bits_before,
         weight_bits_after=_weight_bits(model, syn),
-        layers_quantized=[n for n, _ in syn],
-        neuron_layers_quantized=[n for n, _ in neurons] if config.membrane_quant != "fp32" else [],
+        layers_quantized=[n for n, _ in syn if f"{n}.weight" in get_state(model).tensors],
+        neuron_layers_quantized=[n for n, _ in neurons if "membrane" in get_state(model).neurons.get(n, {})],
     )
     return PassResult(metrics=metrics, notes=[
         f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f} points)",
@@ -207,7 +217,8 @@ def _qat(model, syn, config: QuantizeConfig, ctx: PassContext) -> dict:
     try:
         result = train(model, ctx.train_data, ctx.data,
                        TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed),
-                       show_progress=ctx.show_progress, description="QAT")
+                       show_progress=ctx.show_progress, description="QAT",
+                       step_context=parametrize.cached)  # fake-quant once per step, not per time step
     finally:
         for _, module in syn:
             if parametrize.is_parametrized(module, "weight"):

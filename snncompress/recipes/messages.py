@@ -24,7 +24,10 @@ class RecipeError(ConfigError):
         self.source = source
         what = title or (f"invalid recipe {source}" if source else "invalid recipe")
         count = len(self.problems)
-        header = f"{what} ({count} problem{'s' if count != 1 else ''}):"
+        if count == 1 and title is not None:  # a command's flag: "invalid options for 'quantize': --clip: ..."
+            super().__init__(f"{what}: {self.problems[0].strip()}")
+            return
+        header = f"{what} ({count} problems):"
         super().__init__("\n  ".join([header, *self.problems]))
 
 
