@@ -220,3 +220,22 @@ def _from_function(spec: str, options: DataOptions) -> DataBundle:
 
 def num_batches(bundle: DataBundle) -> int:
     return math.ceil(len(bundle) / bundle.options.batch_size)
+
+
+def split_validation(bundle: DataBundle, fraction: float = 0.1, seed: int = 0) -> tuple[DataBundle, DataBundle] | None:
+    """Hold out a deterministic ``fraction`` of ``bundle`` for validation (epoch selection).
+
+    Returns:
+        ``(train_part, validation_part)``, or None when the data set is too small to split (< 50 samples:
+        fewer than 5 validation samples cannot tell epochs apart).
+    """
+    from dataclasses import replace
+
+    n = len(bundle)
+    if n < 50:
+        return None
+    k = max(1, round(n * fraction))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx, train_idx = sorted(order[:k]), sorted(order[k:])
+    return (replace(bundle, name=f"{bundle.name} (train part)", dataset=Subset(bundle.dataset, train_idx)),
+            replace(bundle, name=f"{bundle.name} (validation part)", dataset=Subset(bundle.dataset, val_idx)))

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 from torch.nn.utils import parametrize
 
+from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
 from snncompress.evaluate import evaluate
 from snncompress.models.layers import SYNAPTIC_TYPES
@@ -214,8 +215,11 @@ def _qat(model, syn, config: QuantizeConfig, ctx: PassContext) -> dict:
         scheme = _scheme(config, name)
         if not scheme.is_identity:
             parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
+    # the best epoch is chosen on data held out from the training set, never on the evaluation data
+    parts = split_validation(ctx.train_data, 0.1, ctx.seed)
+    train_part, val_part = parts if parts is not None else (ctx.train_data, ctx.train_data)
     try:
-        result = train(model, ctx.train_data, ctx.data,
+        result = train(model, train_part, val_part,
                        TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed),
                        show_progress=ctx.show_progress, description="QAT",
                        step_context=parametrize.cached)  # fake-quant once per step, not per time step
@@ -224,6 +228,7 @@ def _qat(model, syn, config: QuantizeConfig, ctx: PassContext) -> dict:
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     return {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
+            "validation": val_part.name if parts is not None else "the training data (too small to split)",
             "epochs": result.epochs}
 
 

@@ -574,13 +574,13 @@ def test_qat_keeps_the_best_epoch(monkeypatch):
         assert torch.equal(model.get_submodule(layer).bias.detach(), best[f"{layer}.bias"])
 
 
-def test_qat_result_is_what_validation_saw():
-    """The converted model computes what the fake-quantized model of the best epoch computed."""
+def test_qat_selects_the_epoch_on_held_out_training_data():
+    """The best epoch is the best validation accuracy, measured on a part held out of the training data."""
     _, report = quantize("conv1d_net", {"mode": "qat", "epochs": 2, "lr": 0.02})
     metrics = report.steps[0]["metrics"]
-    assert metrics["accuracy_after"] == metrics["best_val_accuracy"]
     assert metrics["best_val_accuracy"] == max([e["accuracy"] for e in metrics["epochs"]] +
                                                [metrics["best_val_accuracy"]])
+    assert "validation part" in metrics["validation"] or "too small" in metrics["validation"]
 
 
 def test_qat_without_training_data_is_refused():
