@@ -7,9 +7,9 @@
   integer, ternary or fixed point Q(m.n) with a rounding scheme.
 * Neuron parameters (tinySNN qWN): threshold and beta in fixed point.
 * PTQ quantizes the trained model as it is, choosing each weight's rounding (up or down) on
-  calibration data by default (AdaRound, :mod:`snncompress.passes.calibration`). QAT fine-tunes with fake quantization (Adam, CE on
-  spike counts or TET), keeps the best epoch, then converts. Either way the model ends holding
-  exactly the values its stored codes decode to.
+  calibration data by default (AdaRound, :mod:`snncompress.passes.calibration`). QAT fine-tunes
+  with fake quantization (Adam, CE on spike counts or TET), keeps the best epoch, then converts.
+  Either way the model ends holding exactly the values its stored codes decode to.
 """
 
 from __future__ import annotations
