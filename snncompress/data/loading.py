@@ -15,7 +15,6 @@ Static samples are presented for ``time_steps`` steps (direct encoding) or Poiss
 from __future__ import annotations
 
 import importlib
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +119,6 @@ def load_data(spec: str, options: DataOptions | None = None) -> DataBundle:
     return bundle
 
 
-def mark_sequence(bundle: DataBundle, is_sequence: bool) -> DataBundle:
-    bundle.is_sequence = is_sequence
-    return bundle
-
 
 def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn digits as ``[N, 1, 8, 8]`` in [0, 1] with a fixed stratified 70/30 split."""
@@ -217,9 +212,6 @@ def _from_function(spec: str, options: DataOptions) -> DataBundle:
     num_classes = max(labels) + 1 if labels else None
     return DataBundle(spec, dataset, False, options.time_steps, num_classes, options)
 
-
-def num_batches(bundle: DataBundle) -> int:
-    return math.ceil(len(bundle) / bundle.options.batch_size)
 
 
 def split_validation(bundle: DataBundle, fraction: float = 0.1, seed: int = 0) -> tuple[DataBundle, DataBundle] | None:

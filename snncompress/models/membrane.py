@@ -99,16 +99,6 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
     settings["membrane_grid"] = grid
 
 
-def remove_membrane_quantizer(model: nn.Module, layer: str) -> None:
-    state = get_state(model)
-    handle = state.hooks.pop(layer, None)
-    if handle is not None:
-        handle.remove()
-    module = model.get_submodule(layer)
-    module.__dict__.pop("mem_reset", None)
-    state.neurons.get(layer, {}).pop("membrane", None)
-    state.neurons.get(layer, {}).pop("membrane_grid", None)
-
 
 def reinstall_membrane_hooks(model: nn.Module) -> None:
     """Install the hooks that the model's state describes (after loading or copying)."""

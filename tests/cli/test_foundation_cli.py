@@ -17,26 +17,8 @@ from snncompress.evaluate import evaluate
 from snncompress.fileformat.compressed import read_metadata, save_compressed
 from snncompress.models.loading import load_model
 from snncompress.runner import SNNRunner
+from tests.cli.support import assert_input_error, cli
 from tests.models import T, leaky_mlp, picklable
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``snncompress ARGS`` in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def assert_input_error(capsys, *args: str, match: str) -> str:
-    """The command fails with exit code 2 and a one-line ``error: ...`` naming the problem."""
-    code, out, err = cli(capsys, *args)
-    assert code == 2, err
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert match in lines[0], lines[0]
-    return lines[0]
 
 
 def _files(folder: Path) -> list[str]:

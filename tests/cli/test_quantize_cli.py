@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from snncompress.cli import quantize_cmd
-from snncompress.cli.app import main
 from snncompress.fileformat.compressed import read_metadata
 from snncompress.passes.quantize import QuantizeConfig
+from tests.cli.support import cli
 
 TINY = "tests.models:leaky_mlp"
 SEQUENCE_MODEL = "tests.models:tutorial_net"  # a user module with its own time loop
@@ -25,11 +25,6 @@ NO_CALIBRATION = (["--calibration", "none"]
                   if "calibration" in inspect.signature(quantize_cmd.quantize).parameters else [])
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def evaluate_json(capsys, model: Path, *args) -> dict:

@@ -11,35 +11,21 @@ import torch
 from rich.console import Console
 
 from snncompress.cli import common
-from snncompress.cli.app import main
 from snncompress.data import DataOptions, load_data
 from snncompress.fileformat.compressed import save_compressed
 from snncompress.hardware.energy_table import TABLES_DIR
 from snncompress.hardware.report import SCHEMA_PATH
 from snncompress.reporting import record_baseline
 from snncompress.state import get_state
+from tests.cli.support import assert_input_error, cli
 from tests.models import leaky_mlp
 
 MODEL = "tests.models:leaky_mlp"
 DATA = ["--data", "tests.models:static_dataset", "-T", "3"]
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``snncompress ARGS`` in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
-def assert_input_error(capsys, *args: str, match: str) -> str:
-    """Exit code 2 and a one-line ``error: ...`` naming the problem, no traceback."""
-    code, out, err = cli(capsys, *args)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert match in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

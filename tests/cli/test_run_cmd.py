@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from snncompress.cli.app import main
 from snncompress.fileformat.compressed import read_metadata
 from snncompress.passes.registry import registered
+from tests.cli.support import cli
 from tests.fake_passes import ALL
 
 MODEL = "tests.models:leaky_mlp"
@@ -36,11 +36,6 @@ def recipe(tmp_path: Path) -> Path:
     return path
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def run_args(recipe: Path, out: Path, *extra: str) -> list[str]:
