@@ -14,8 +14,10 @@ Accuracy, on the digits test split (540 samples, T = 8, direct encoding, batch 1
 * for information, each half of the PTQ and of the QAT pot4 / ternary config alone (quantized
   weights with an fp32 membrane, a quantized membrane with fp32 weights): where a drop comes from.
 
-QAT keeps the epoch with the best accuracy on the evaluation data (``ctx.data``, here the test
-split), so its "after" figure is the best of 11 evaluations on the data it is reported on.
+QAT keeps the epoch with the best accuracy on 10 % held out of digits:train (never on the test
+split). QAT figures move with the seed (the shuffling, the held-out part) by more than a point on
+540 test samples, so the QAT pot4 / ternary target row is run with seeds 0-3 and judged on the
+mean drop; each seed's drop is printed (seed 0 is what ``snncompress quantize`` does by default).
 
 File size, for each output: the ``.safetensors`` size against the ideal packed size of its codes,
 ``sum(numel x bits) / 8`` over the quantized tensors of the file's header (read with
@@ -31,7 +33,8 @@ ratios):
 * the membrane quantizer vs snnTorch ``state_quant`` and vs a bare round/clamp STE, forward +
   backward on 1M float32 elements: ``benchmarks/membrane_speed.py`` (its targets and table);
 * one QAT training step of the demo model (batch 128, T = 8; PoT 4-bit weights fake-quantized
-  through a parametrization as the pass does, ternary stored membrane, CE on spike counts, Adam)
+  through a parametrization as the pass does, ternary stored membrane, learned thresholds, CE on
+  spike counts, Adam)
   against the same step of the plain fp32 snnTorch model (target: <= 1.5x), with the fake-quantized
   weights computed once per step (``parametrize.cached()``) as ``snncompress.training.train`` does;
   for information, the same step recomputing them at every time step.
@@ -91,8 +94,11 @@ def _data():
     return load_data("digits:test", options), load_data("digits:train", options)
 
 
+QAT_SEEDS = (0, 1, 2, 3)
+
+
 def _configs(quick: bool) -> list[tuple[str, dict[str, Any], float | None]]:
-    """(label, pass config, max drop or None)."""
+    """(label, pass config, max drop or None); a config's ``_seeds`` runs it once per seed."""
     from snncompress.passes.quantize import QuantizeConfig
 
     epochs = 2 if quick else 10
@@ -110,8 +116,10 @@ def _configs(quick: bool) -> list[tuple[str, dict[str, Any], float | None]]:
     # where the PTQ drop comes from (information, no target): each half of the PTQ config alone
     configs.append(("  PTQ pot4 weights only (fp32 membrane, defaults)", {**ptq, "membrane_quant": "fp32"}, None))
     configs.append(("  PTQ int4 membrane only (fp32 weights)", {**ptq, "weight_quant": "fp32"}, None))
-    configs.append((f"QAT pot4 / ternary, {epochs} epochs",
-                    {"mode": "qat", "weight_quant": "pot4", "membrane_quant": "ternary", "epochs": epochs},
+    seeds = list(QAT_SEEDS[:1] if quick else QAT_SEEDS)
+    configs.append((f"QAT pot4 / ternary, {epochs} epochs, mean of seeds {', '.join(map(str, seeds))}",
+                    {"mode": "qat", "weight_quant": "pot4", "membrane_quant": "ternary", "epochs": epochs,
+                     "_seeds": seeds},
                     QAT_POT4_DROP))
     qat = {"mode": "qat", "weight_quant": "pot4", "membrane_quant": "ternary", "epochs": epochs}
     configs.append(("  QAT pot4 weights only (fp32 membrane)", {**qat, "membrane_quant": "fp32"}, None))
@@ -170,35 +178,45 @@ def accuracy_and_size(quick: bool, log) -> tuple[list[Row], dict[str, Any]]:
                               "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (label, config, max_drop) in enumerate(_configs(quick)):
-            model = load_model("demo")
-            ctx = PassContext(data=test, train_data=train, seed=SEED)
-            start = time.perf_counter()
-            # as `snncompress quantize` runs it: before / after figures and the hardware baseline go in the file
-            report = run_single_pass("quantize", model, config, ctx, RunOptions(model_name="demo"))
-            seconds = time.perf_counter() - start
-            metrics = report.steps[0]["metrics"]
-            after = metrics["accuracy_after"]
-            drop = fp32 - after
-            path = save_compressed(model, Path(tmp) / f"run{index}.safetensors")
-            sizes = file_breakdown(path)
+            seeds = config.get("_seeds", [SEED])
+            config = {k: v for k, v in config.items() if k != "_seeds"}
+            drops, per_seed = [], []
+            for seed in seeds:
+                model = load_model("demo")
+                ctx = PassContext(data=test, train_data=train, seed=seed)
+                start = time.perf_counter()
+                # as `snncompress quantize` runs it: before / after figures and the hardware baseline go in the file
+                report = run_single_pass("quantize", model, config, ctx, RunOptions(model_name="demo"))
+                seconds = time.perf_counter() - start
+                metrics = report.steps[0]["metrics"]
+                after = metrics["accuracy_after"]
+                drops.append(fp32 - after)
+                per_seed.append({"seed": seed, "accuracy_after": after, "drop": fp32 - after, "seconds": seconds,
+                                 "best_epoch": metrics.get("best_epoch"), "metrics": _plain(metrics)})
+                log(f"{label} [seed {seed}]: {after:.2f}% (drop {fp32 - after:+.2f}), {seconds:.1f} s")
+                if seed == seeds[0]:  # the file of the first seed is the one measured
+                    path = save_compressed(model, Path(tmp) / f"run{index}.safetensors")
+                    sizes = file_breakdown(path)
+            drop = statistics.mean(drops)
             limit = SIZE_FACTOR * sizes["ideal"] + SIZE_SLACK
-            log(f"{label}: {after:.2f}% (drop {drop:+.2f}), {sizes['file']:,} B file, {seconds:.1f} s")
             extra = ""
-            if metrics.get("best_epoch") is not None:
-                extra = f", best epoch {metrics['best_epoch']}"
-            target = f"drop <= {max_drop:.1f}" if max_drop is not None else "-"
-            rows.append(Row("accuracy", label, f"{after:.2f}% (drop {drop:.2f}{extra})", target,
+            if len(seeds) > 1:
+                extra = "; per seed " + ", ".join(f"{d:.2f}" for d in drops)
+            elif per_seed[0]["best_epoch"] is not None:
+                extra = f", best epoch {per_seed[0]['best_epoch']}"
+            target = (f"{'mean ' if len(seeds) > 1 else ''}drop <= {max_drop:.1f}" if max_drop is not None else "-")
+            rows.append(Row("accuracy", label, f"{fp32 - drop:.2f}% (drop {drop:.2f}{extra})", target,
                             None if max_drop is None else drop <= max_drop, drop,
-                            {"config": config, "seconds": round(seconds, 1)}))
+                            {"config": config, "seeds": seeds, "drops": drops,
+                             "seconds": round(sum(r["seconds"] for r in per_seed), 1)}))
             if sizes["ideal"]:  # an output with quantized tensors
                 size_rows.append(Row(
                     "file size", label.strip(), f"{sizes['file']:,} B = {sizes['file'] / sizes['ideal']:.2f}x ideal "
                     f"{sizes['ideal']:,} B (header {sizes['header']:,} B, dense {sizes['dense']:,} B)",
                     f"<= {SIZE_FACTOR}x + 16 KiB ({limit:,.0f} B)", sizes["file"] <= limit,
                     sizes["file"] / sizes["ideal"], sizes))
-            results["runs"].append({"label": label, "config": config, "accuracy_after": after, "drop": drop,
-                                    "max_drop": max_drop, "seconds": seconds, "sizes": sizes,
-                                    "metrics": _plain(metrics)})
+            results["runs"].append({"label": label, "config": config, "mean_drop": drop, "max_drop": max_drop,
+                                    "sizes": sizes, "seeds": per_seed})
     return rows + size_rows, results
 
 
@@ -259,6 +277,10 @@ def _step_setups():
                 install_membrane_quantizer(model, name, quantizer, grid)
             for _, module in synaptic_layers(model):
                 parametrize.register_parametrization(module, "weight", _FakeQuant(parse_weight_scheme("pot4")))
+            for _, module in neuron_layers(model):  # learned thresholds, as the pass's QAT default
+                value = module.threshold.detach().clone()
+                del module.threshold
+                module.threshold = torch.nn.Parameter(value)
         model.train()
         return model, SNNRunner(model), torch.optim.Adam(model.parameters(), lr=1e-3)
 

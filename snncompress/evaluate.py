@@ -20,6 +20,7 @@ class Evaluation:
 
     accuracy: float
     samples: int
+    loss: float = float("nan")  # mean cross-entropy of the output spike counts (labels within the outputs)
     firing_rates: dict[str, float] = field(default_factory=dict)
     spikes_per_sample: dict[str, float] = field(default_factory=dict)
     neurons: dict[str, int] = field(default_factory=dict)
@@ -59,17 +60,23 @@ def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
     runner = prepare(model, data)
     counter = SpikeCounter()
     correct = total = 0
+    loss_sum, loss_n = 0.0, 0
     with runner.observe(counter), progress_bar(show_progress) as bar:
         task = bar.add_task(description, total=len(data))
         for x, y in data.loader():
             out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
             correct += int((out.predictions() == y).sum())
             total += y.shape[0]
+            counts = out.spike_counts
+            if counts.dim() == 2 and y.dim() == 1 and counts.shape[0] == y.shape[0] and int(y.max()) < counts.shape[1]:
+                loss_sum += float(torch.nn.functional.cross_entropy(counts.float(), y, reduction="sum"))
+                loss_n += y.shape[0]
             bar.advance(task, y.shape[0])
     model.train(was_training)
     return Evaluation(
         accuracy=100.0 * correct / max(total, 1),
         samples=total,
+        loss=loss_sum / loss_n if loss_n else float("nan"),
         firing_rates=counter.firing_rates(),
         spikes_per_sample={k: counter.spikes[k] / max(counter.samples[k], 1) for k in counter.spikes},
         neurons=dict(counter.neurons),

@@ -61,6 +61,13 @@ def quantize(
     epochs: Annotated[int, typer.Option("--epochs", help="QAT epochs.")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="QAT learning rate (Adam).")] = 1e-3,
     loss: Annotated[str, typer.Option("--loss", help="QAT loss: ce (spike counts) or tet.")] = "ce",
+    schedule: Annotated[str, typer.Option(
+        "--schedule", help="QAT learning rate: cosine (annealed to 0 over the run) or constant.")] = "cosine",
+    learn_threshold: Annotated[bool, typer.Option(
+        "--learn-threshold/--fixed-threshold",
+        help="QAT: learn each quantized layer's threshold (SpQuant §4.4); the membrane levels stay put.")] = True,
+    threshold_lr_scale: Annotated[float, typer.Option(
+        "--threshold-lr-scale", help="QAT: the thresholds' learning rate as a multiple of --lr.")] = 10.0,
     train_data: TrainDataOpt = None,
     gates: GateOpt = None,
     json_file: RunJsonOpt = None,
@@ -80,6 +87,7 @@ def quantize(
     config = {
         "mode": mode, "membrane_quant": membrane_quant, "clip": clip, "weight_quant": weight_quant,
         "rounding": rounding, "neuron_quant": neuron_quant, "epochs": epochs, "lr": lr, "loss": loss,
+        "schedule": schedule, "learn_threshold": learn_threshold, "threshold_lr_scale": threshold_lr_scale,
         "calibration": calibration, "calibration_samples": calibration_samples,
     }
     if membrane_grid is not None:

@@ -67,7 +67,10 @@ class NeuronStep(nn.Module):
         if membrane is not None:
             try:
                 self.levels = (int(membrane["levels_low"]), int(membrane["levels_high"]))
-                self.grid = int(membrane.get("grid", 1))
+                unit = membrane.get("unit")
+                if unit is None:  # settings written before the unit was stored: Vth / grid
+                    unit = (neuron.threshold.detach().double() / int(membrane.get("grid", 1))).tolist()
+                self.register_buffer("unit", torch.tensor(unit, dtype=torch.float32), persistent=False)
             except (KeyError, TypeError, ValueError) as exc:
                 raise UnsupportedLayerError(
                     f"neuron layer '{name}': membrane quantizer settings lack levels_low/levels_high ({exc})"
@@ -103,7 +106,7 @@ class NeuronStep(nn.Module):
             elif self.mechanism == "zero":
                 mem = mem - do_reset * mem
         if self.levels is not None:
-            mem = self._quantize(stored_membrane(n, spk, mem), thr)
+            mem = self._quantize(stored_membrane(n, spk, mem))
         if self.kind == "RLeaky":
             extra = (spk,)
         return (spk, *extra, mem)
@@ -130,10 +133,10 @@ class NeuronStep(nn.Module):
             return n.recurrent(spk_prev)
         return spk_prev * n.V
 
-    def _quantize(self, u: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    def _quantize(self, u: torch.Tensor) -> torch.Tensor:
+        """Levels ``unit`` apart (fixed when the quantizer was installed; see models/membrane.py)."""
         low, high = self.levels
-        unit = thr / self.grid if self.grid != 1 else thr
-        return unit * torch.clamp(torch.round(u / unit), low, high)
+        return self.unit * torch.clamp(torch.round(u / self.unit), low, high)
 
 
 class SumPool2d(nn.Module):

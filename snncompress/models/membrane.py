@@ -19,9 +19,12 @@ unquantized ``u[t]``; snnTorch's own ``state_quant`` quantizes *before* firing i
 the top stops neurons from firing.
 
 The integer grid has ``grid`` levels per threshold: ``Q(v) = unit * clip(round(v / unit), low, high)``
-with ``unit = Vth / grid``. ``grid = 1`` is SpQuant's grid in units of Vth (ternary: {-Vth, 0, +Vth});
-a finer grid is the same integer-only membrane for a layer whose weights and threshold are scaled
-by ``grid / Vth`` (threshold = ``grid`` integer levels), which leaves every spike unchanged.
+with ``unit = Vth / grid``, fixed when the quantizer is installed. ``grid = 1`` is SpQuant's grid in
+units of Vth (ternary: {-Vth, 0, +Vth}); a finer grid is the same integer-only membrane for a layer
+whose weights and threshold are scaled by ``grid / Vth`` (threshold = ``grid`` integer levels), which
+leaves every spike unchanged. The unit stays fixed when the threshold is learned or calibrated
+afterwards (SpQuant §4.4: integer levels, a layer-wise threshold): the threshold then sits between
+levels, ``Vth / unit`` levels up, a fixed-point comparison in integer-only hardware.
 """
 
 from __future__ import annotations
@@ -49,11 +52,22 @@ def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Ten
     return membrane - s * reset
 
 
-def quantize_stored(module: nn.Module, quantizer: Any, grid: int, spikes: torch.Tensor,
+def quantize_stored(module: nn.Module, quantizer: Any, unit: float | torch.Tensor, spikes: torch.Tensor,
                     membrane: torch.Tensor) -> torch.Tensor:
-    """``Q(v[t])``: the stored integer-level membrane of one step."""
-    unit = module.threshold / grid if grid != 1 else module.threshold
+    """``Q(v[t])``: the stored integer-level membrane of one step, levels ``unit`` apart."""
+    if isinstance(unit, torch.Tensor) and unit.device != membrane.device:
+        unit = unit.to(membrane.device)
     return quantizer.quantize(stored_membrane(module, spikes, membrane), unit)
+
+
+def membrane_unit(module: nn.Module, grid: int) -> float | list:
+    """The level spacing ``Vth / grid`` of a neuron's current threshold (a list for per-neuron thresholds)."""
+    threshold = module.threshold.detach().cpu().double() / grid
+    return float(threshold) if threshold.numel() == 1 and threshold.dim() == 0 else threshold.tolist()
+
+
+def unit_tensor(unit: float | list) -> float | torch.Tensor:
+    return unit if isinstance(unit, float) else torch.tensor(unit, dtype=torch.float32)
 
 
 def no_delayed_reset(mem: torch.Tensor) -> torch.Tensor:
@@ -61,10 +75,10 @@ def no_delayed_reset(mem: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(mem)
 
 
-def _make_hook(quantizer: Any, grid: int):
+def _make_hook(quantizer: Any, unit: float | torch.Tensor):
     def hook(module: nn.Module, _inputs, output):
         spikes = output[0] if isinstance(output, tuple) else output
-        stored = quantize_stored(module, quantizer, grid, spikes, module.mem)
+        stored = quantize_stored(module, quantizer, unit, spikes, module.mem)
         module.mem = stored
         if isinstance(output, tuple):
             return (*output[:-1], stored)
@@ -73,7 +87,8 @@ def _make_hook(quantizer: Any, grid: int):
     return hook
 
 
-def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, grid: int = 1) -> None:
+def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, grid: int = 1,
+                               unit: float | list | None = None) -> None:
     """Quantize the stored membrane of neuron ``layer`` with ``quantizer`` from now on.
 
     Args:
@@ -81,6 +96,8 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
         layer: the neuron's qualified module name.
         quantizer: a ``snncompress.quant.membrane.MembraneQuantizer`` (levels in units of Vth / grid).
         grid: integer levels per threshold (1: SpQuant's grid in units of Vth).
+        unit: the level spacing; default ``Vth / grid`` of the neuron's threshold now. It stays
+            fixed if the threshold changes later (a learned or calibrated threshold).
 
     Raises:
         ConfigError: ``grid`` is not a positive integer.
@@ -88,15 +105,18 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ConfigError(f"membrane grid for '{layer}' must be a positive integer, got {grid!r}")
     module = model.get_submodule(layer)
+    if unit is None:
+        unit = membrane_unit(module, grid)
     state = get_state(model)
     old = state.hooks.pop(layer, None)
     if old is not None:
         old.remove()
-    state.hooks[layer] = module.register_forward_hook(_make_hook(quantizer, grid))
+    state.hooks[layer] = module.register_forward_hook(_make_hook(quantizer, unit_tensor(unit)))
     module.mem_reset = no_delayed_reset  # instance attribute shadows snnTorch's method
     settings = state.neurons.setdefault(layer, {})
     settings["membrane"] = quantizer.to_dict()
     settings["membrane_grid"] = grid
+    settings["membrane_unit"] = unit
 
 
 
@@ -118,12 +138,20 @@ def reinstall_membrane_hooks(model: nn.Module) -> None:
     for layer, settings in list(state.neurons.items()):
         if "membrane" in settings:
             install_membrane_quantizer(model, layer, MembraneQuantizer.from_dict(settings["membrane"]),
-                                       int(settings.get("membrane_grid", 1)))
+                                       int(settings.get("membrane_grid", 1)), settings.get("membrane_unit"))
 
 
 def membrane_quantizers(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Membrane quantizer settings per neuron layer, with its ``grid`` (empty when the membrane is fp32)."""
+    """Membrane quantizer settings per neuron layer, with its ``grid`` and level ``unit`` (empty when the
+    membrane is fp32)."""
     if not has_state(model):
         return {}
-    return {k: {**v["membrane"], "grid": int(v.get("membrane_grid", 1))}
-            for k, v in get_state(model).neurons.items() if "membrane" in v}
+    out = {}
+    for layer, v in get_state(model).neurons.items():
+        if "membrane" in v:
+            grid = int(v.get("membrane_grid", 1))
+            unit = v.get("membrane_unit")
+            if unit is None:
+                unit = membrane_unit(model.get_submodule(layer), grid)
+            out[layer] = {**v["membrane"], "grid": grid, "unit": unit}
+    return out

@@ -51,6 +51,13 @@ class QuantizeConfig(PassConfig):
     epochs: int = Field(10, ge=1, le=1000, description="QAT epochs.")
     lr: float = Field(1e-3, gt=0, le=1.0, description="QAT learning rate (Adam).")
     loss: Literal["ce", "tet"] = "ce"
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="QAT learning rate over the run: constant, or cosine-annealed to 0.")
+    learn_threshold: bool = Field(
+        True, description="QAT: learn each quantized neuron layer's threshold (SpQuant §4.4); the membrane "
+                          "levels stay where they are, so the threshold may sit between them.")
+    threshold_lr_scale: float = Field(10.0, gt=0, le=1e4,
+                                      description="QAT: the thresholds' learning rate as a multiple of lr.")
     calibration: Literal["none", "adaround"] = Field(
         "adaround", description="PTQ: choose each weight's rounding (up or down) to keep each layer's output on "
                                 "calibration data (AdaRound); none: the scheme's own rounding. QAT ignores it.")
@@ -172,7 +179,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     metrics: dict = {"accuracy_before": before, "mode": config.mode}
     notes: list[str] = []
     if config.mode == "qat":
-        metrics.update(_qat(model, syn, config, ctx))
+        metrics.update(_qat(model, syn, neurons, config, ctx))
         if "calibration" in config.model_fields_set and config.calibration != "none":
             notes.append(f"calibration '{config.calibration}' is for PTQ; QAT learns the weights (ignored)")
         _convert_weights(model, syn, config, ctx.seed)
@@ -210,26 +217,59 @@ def _scheme(config: QuantizeConfig, layer: str):
     return parse_weight_scheme(layer_cfg.weight_quant, rounding=layer_cfg.rounding)
 
 
-def _qat(model, syn, config: QuantizeConfig, ctx: PassContext) -> dict:
+def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
     for name, module in syn:
         scheme = _scheme(config, name)
         if not scheme.is_identity:
             parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
+    learned = _learnable_thresholds(model, neurons, config)
+    before = {name: _threshold_value(model.get_submodule(name)) for name in learned}
     # the best epoch is chosen on data held out from the training set, never on the evaluation data
     parts = split_validation(ctx.train_data, 0.1, ctx.seed)
     train_part, val_part = parts if parts is not None else (ctx.train_data, ctx.train_data)
+    train_config = TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
+                               schedule=config.schedule,
+                               lr_scale={f"{n}.threshold": config.threshold_lr_scale for n in learned})
     try:
-        result = train(model, train_part, val_part,
-                       TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed),
-                       show_progress=ctx.show_progress, description="QAT",
-                       step_context=parametrize.cached)  # fake-quant once per step, not per time step
+        result = train(model, train_part, val_part, train_config, show_progress=ctx.show_progress,
+                       description="QAT", step_context=parametrize.cached)  # fake-quant once per step
     finally:
         for _, module in syn:
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-    return {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
-            "validation": val_part.name if parts is not None else "the training data (too small to split)",
-            "epochs": result.epochs}
+        for name in learned:  # back to a buffer: the architecture stays as the user wrote it
+            module = model.get_submodule(name)
+            value = module.threshold.detach().clone()
+            del module.threshold
+            module.register_buffer("threshold", value)
+    metrics = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
+               "validation": val_part.name if parts is not None else "the training data (too small to split)",
+               "epochs": result.epochs}
+    if learned:
+        metrics["thresholds"] = {n: {"before": before[n], "after": _threshold_value(model.get_submodule(n))}
+                                 for n in learned}
+    return metrics
+
+
+def _learnable_thresholds(model, neurons, config: QuantizeConfig) -> list[str]:
+    """Make the thresholds of the quantized-membrane layers that ask for it parameters (for QAT)."""
+    state = get_state(model)
+    learned = []
+    for name, module in neurons:
+        if not config.for_layer(name).learn_threshold or "membrane" not in state.neurons.get(name, {}):
+            continue
+        if isinstance(module.threshold, nn.Parameter):
+            continue  # already learned (snnTorch learn_threshold=True): trained with everything else
+        value = module.threshold.detach().clone()
+        del module.threshold
+        module.threshold = nn.Parameter(value)
+        learned.append(name)
+    return learned
+
+
+def _threshold_value(module) -> float | list:
+    value = module.threshold.detach()
+    return round(float(value), 6) if value.numel() == 1 else [round(float(v), 6) for v in value.reshape(-1)]
 
 
 def _convert_weights(model, syn, config: QuantizeConfig, seed: int) -> None:

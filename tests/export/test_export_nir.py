@@ -109,7 +109,7 @@ def test_quantized_membrane_is_noted_and_kept_in_metadata(tmp_path):
     result = export_nir(model, path, inputs((6,))[0])
     assert any("membrane quantization" in n and "'1'" in n for n in result.notes)
     meta = json.loads(nir.read(path).metadata[METADATA_KEY])
-    assert meta["membrane_quantization"] == {"1": {"levels_low": -1, "levels_high": 1, "grid": 1}}
+    assert meta["membrane_quantization"] == {"1": {"levels_low": -1, "levels_high": 1, "grid": 1, "unit": 1.0}}
     assert meta["membrane_quantization_in_graph"] is False
 
 

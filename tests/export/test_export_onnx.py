@@ -104,3 +104,14 @@ def test_export_leaves_a_training_model_as_it_was(tmp_path):
     export_onnx(model, tmp_path / "t.onnx", inputs((2, 12))[0], T)  # verified against the eval-mode model
     assert model.training and model[1].training
     assert torch.equal(model[1].running_mean, stats)
+
+
+def test_threshold_moved_off_the_membrane_grid_matches(tmp_path):
+    """A threshold learned after the quantizer was installed: the levels stay at the installed unit."""
+    membrane = pytest.importorskip("snncompress.quant.membrane")
+    model = leaky_linear("subtract")
+    install_membrane_quantizer(model, "1", membrane.MembraneQuantizer(levels_low=-2, levels_high=1), grid=2)
+    layer = model.get_submodule("1")
+    with torch.no_grad():
+        layer.threshold.mul_(0.8)
+    _check(model, (6,), tmp_path / "moved.onnx")
