@@ -265,7 +265,7 @@ def _step_setups():
     from snncompress.models.loading import load_model
     from snncompress.models.membrane import install_membrane_quantizer
     from snncompress.models.neurons import neuron_layers
-    from snncompress.passes.quantize import membrane_quantizer, synaptic_layers
+    from snncompress.passes.quantize import QuantizeConfig, learnable_thresholds, membrane_quantizer, synaptic_layers
     from snncompress.quant.schemes import parse_weight_scheme
     from snncompress.runner import SNNRunner
 
@@ -277,10 +277,7 @@ def _step_setups():
                 install_membrane_quantizer(model, name, quantizer, grid)
             for _, module in synaptic_layers(model):
                 parametrize.register_parametrization(module, "weight", _FakeQuant(parse_weight_scheme("pot4")))
-            for _, module in neuron_layers(model):  # learned thresholds, as the pass's QAT default
-                value = module.threshold.detach().clone()
-                del module.threshold
-                module.threshold = torch.nn.Parameter(value)
+            learnable_thresholds(model, neuron_layers(model), QuantizeConfig())  # the pass's QAT default
         model.train()
         return model, SNNRunner(model), torch.optim.Adam(model.parameters(), lr=1e-3)
 

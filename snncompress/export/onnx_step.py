@@ -67,13 +67,11 @@ class NeuronStep(nn.Module):
         if membrane is not None:
             try:
                 self.levels = (int(membrane["levels_low"]), int(membrane["levels_high"]))
-                unit = membrane.get("unit")
-                if unit is None:  # settings written before the unit was stored: Vth / grid
-                    unit = (neuron.threshold.detach().double() / int(membrane.get("grid", 1))).tolist()
-                self.register_buffer("unit", torch.tensor(unit, dtype=torch.float32), persistent=False)
+                # membrane_quantizers() always gives the unit (the installed level spacing)
+                self.register_buffer("unit", torch.tensor(membrane["unit"], dtype=torch.float32), persistent=False)
             except (KeyError, TypeError, ValueError) as exc:
                 raise UnsupportedLayerError(
-                    f"neuron layer '{name}': membrane quantizer settings lack levels_low/levels_high ({exc})"
+                    f"neuron layer '{name}': membrane quantizer settings lack levels_low/levels_high/unit ({exc})"
                 ) from exc
 
     @property

@@ -222,7 +222,7 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
         scheme = _scheme(config, name)
         if not scheme.is_identity:
             parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
-    learned = _learnable_thresholds(model, neurons, config)
+    learned = learnable_thresholds(model, neurons, config)
     before = {name: _threshold_value(model.get_submodule(name)) for name in learned}
     # the best epoch is chosen on data held out from the training set, never on the evaluation data
     parts = split_validation(ctx.train_data, 0.1, ctx.seed)
@@ -251,7 +251,7 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
     return metrics
 
 
-def _learnable_thresholds(model, neurons, config: QuantizeConfig) -> list[str]:
+def learnable_thresholds(model, neurons, config: QuantizeConfig) -> list[str]:
     """Make the thresholds of the quantized-membrane layers that ask for it parameters (for QAT)."""
     state = get_state(model)
     learned = []
