@@ -14,10 +14,10 @@ Accuracy, on the digits test split (540 samples, T = 8, direct encoding, batch 1
 * for information, each half of the PTQ and of the QAT pot4 / ternary config alone (quantized
   weights with an fp32 membrane, a quantized membrane with fp32 weights): where a drop comes from.
 
-QAT keeps the epoch with the best accuracy on 10 % held out of digits:train (never on the test
-split). QAT figures move with the seed (the shuffling, the held-out part) by more than a point on
-540 test samples, so the QAT pot4 / ternary target row is run with seeds 0-3 and judged on the
-mean drop; each seed's drop is printed (seed 0 is what ``snncompress quantize`` does by default).
+QAT trains on all of digits:train and keeps the epoch with the best accuracy there (the pass
+default; never the test split). Figures move with the seed (QAT: the shuffling; PTQ: the calibration
+samples) by up to a point on 540 test samples, so both target rows are run with seeds 0-7 and judged
+on the mean drop; each seed's drop is printed (seed 0 is what ``snncompress quantize`` does by default).
 
 File size, for each output: the ``.safetensors`` size against the ideal packed size of its codes,
 ``sum(numel x bits) / 8`` over the quantized tensors of the file's header (read with
@@ -94,7 +94,7 @@ def _data():
     return load_data("digits:test", options), load_data("digits:train", options)
 
 
-QAT_SEEDS = (0, 1, 2, 3)
+TARGET_SEEDS = tuple(range(8))
 
 
 def _configs(quick: bool) -> list[tuple[str, dict[str, Any], float | None]]:
@@ -102,12 +102,15 @@ def _configs(quick: bool) -> list[tuple[str, dict[str, Any], float | None]]:
     from snncompress.passes.quantize import QuantizeConfig
 
     epochs = 2 if quick else 10
+    seeds = list(TARGET_SEEDS[:1] if quick else TARGET_SEEDS)
+    mean_of = f"mean of seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
     ptq = {"weight_quant": "pot4", "membrane_quant": "int4"}
     configs = []
     fields = QuantizeConfig.model_fields
     if "calibration" in fields:
         default = fields["calibration"].default
-        configs.append((f"PTQ pot4 / int4 (defaults: calibration={default})", ptq, PTQ_DROP))
+        configs.append((f"PTQ pot4 / int4 (defaults: calibration={default}), {mean_of}",
+                        {**ptq, "_seeds": seeds}, PTQ_DROP))
         for value in ("none", "adaround"):
             if value != default:
                 configs.append((f"PTQ pot4 / int4, calibration={value}", {**ptq, "calibration": value}, PTQ_DROP))
@@ -116,8 +119,7 @@ def _configs(quick: bool) -> list[tuple[str, dict[str, Any], float | None]]:
     # where the PTQ drop comes from (information, no target): each half of the PTQ config alone
     configs.append(("  PTQ pot4 weights only (fp32 membrane, defaults)", {**ptq, "membrane_quant": "fp32"}, None))
     configs.append(("  PTQ int4 membrane only (fp32 weights)", {**ptq, "weight_quant": "fp32"}, None))
-    seeds = list(QAT_SEEDS[:1] if quick else QAT_SEEDS)
-    configs.append((f"QAT pot4 / ternary, {epochs} epochs, mean of seeds {', '.join(map(str, seeds))}",
+    configs.append((f"QAT pot4 / ternary, {epochs} epochs, {mean_of}",
                     {"mode": "qat", "weight_quant": "pot4", "membrane_quant": "ternary", "epochs": epochs,
                      "_seeds": seeds},
                     QAT_POT4_DROP))
@@ -241,7 +243,7 @@ def membrane_rows(quick: bool, threads: int, log) -> tuple[list[Row], list[dict]
         if "speedup" not in row:
             continue
         rows.append(Row("speed", f"{row['method']} vs {row['reference']} (1M fwd+bwd)",
-                        f"{row['speedup']:.1f}x faster ({row['median_ms']:.2f} ms; ceiling {row['ceiling']:.1f}x)",
+                        f"{row['speedup']:.1f}x faster ({row['median_ms']:.2f} ms; bare STE {row['ceiling']:.1f}x)",
                         f">= {row['target_speedup']:.0f}x", row["speedup"] >= row["target_speedup"], row["speedup"]))
         rows.append(Row("speed", f"{row['method']} vs bare round/clamp STE", f"{row['vs_bare_ste']:.2f}x the time",
                         f"<= {row['ste_limit']:.0f}x", row["vs_bare_ste"] <= row["ste_limit"], row["vs_bare_ste"]))

@@ -53,9 +53,9 @@ def quantize(
     neuron_quant: Annotated[str | None, typer.Option(
         "--neuron-quant", help="Fixed point fixed<m>.<n> for threshold and beta.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="ptq (quantize as trained) or qat (fine-tune).")] = "ptq",
-    calibration: Annotated[str, typer.Option(
-        "--calibration", help="PTQ: adaround (choose each weight's rounding on calibration data) or none.")
-    ] = "adaround",
+    calibration: Annotated[str | None, typer.Option(
+        "--calibration", help="PTQ: adaround (choose each weight's rounding on calibration data; the default) "
+                              "or none.", show_default=False)] = None,
     calibration_samples: Annotated[int, typer.Option(
         "--calibration-samples", help="PTQ calibration samples (from --train-data, else --data).")] = 256,
     epochs: Annotated[int, typer.Option("--epochs", help="QAT epochs.")] = 10,
@@ -68,6 +68,9 @@ def quantize(
         help="QAT: learn each quantized layer's threshold (SpQuant §4.4); the membrane levels stay put.")] = True,
     threshold_lr_scale: Annotated[float, typer.Option(
         "--threshold-lr-scale", help="QAT: the thresholds' learning rate as a multiple of --lr.")] = 10.0,
+    validation_split: Annotated[float, typer.Option(
+        "--validation-split", help="QAT: fraction of the training data held out to choose the best epoch "
+                                   "(0: choose on the training data itself).")] = 0.0,
     train_data: TrainDataOpt = None,
     gates: GateOpt = None,
     json_file: RunJsonOpt = None,
@@ -88,8 +91,11 @@ def quantize(
         "mode": mode, "membrane_quant": membrane_quant, "clip": clip, "weight_quant": weight_quant,
         "rounding": rounding, "neuron_quant": neuron_quant, "epochs": epochs, "lr": lr, "loss": loss,
         "schedule": schedule, "learn_threshold": learn_threshold, "threshold_lr_scale": threshold_lr_scale,
-        "calibration": calibration, "calibration_samples": calibration_samples,
+        "validation_split": validation_split,
+        "calibration_samples": calibration_samples,
     }
+    if calibration is not None:  # QAT notes a calibration the user asked for
+        config["calibration"] = calibration
     if membrane_grid is not None:
         config["membrane_grid"] = membrane_grid
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,

@@ -8,7 +8,8 @@
 * Neuron parameters (tinySNN qWN): threshold and beta in fixed point.
 * PTQ quantizes the trained model as it is, choosing each weight's rounding (up or down) on
   calibration data by default (AdaRound, :mod:`snncompress.passes.calibration`). QAT fine-tunes
-  with fake quantization (Adam, CE on spike counts or TET), keeps the best epoch, then converts.
+  with fake quantization (Adam, CE on spike counts or TET), keeps the best epoch (by accuracy on the
+  training data, or on a held-out part of it: ``validation_split``), then converts.
   Either way the model ends holding exactly the values its stored codes decode to.
 """
 
@@ -58,6 +59,11 @@ class QuantizeConfig(PassConfig):
                           "levels stay where they are, so the threshold may sit between them.")
     threshold_lr_scale: float = Field(10.0, gt=0, le=1e4,
                                       description="QAT: the thresholds' learning rate as a multiple of lr.")
+    validation_split: float = Field(
+        0.0, ge=0.0, le=0.5,
+        description="QAT: the fraction of the training data held out to choose the best epoch; 0: train on all "
+                    "of it and choose the epoch by its accuracy on the training data (a tenth of a small data set "
+                    "is too few samples to tell epochs apart, and QAT is short enough not to over-fit).")
     calibration: Literal["none", "adaround"] = Field(
         "adaround", description="PTQ: choose each weight's rounding (up or down) to keep each layer's output on "
                                 "calibration data (AdaRound); none: the scheme's own rounding. QAT ignores it.")
@@ -224,9 +230,11 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
             parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
     learned = learnable_thresholds(model, neurons, config)
     before = {name: _threshold_value(model.get_submodule(name)) for name in learned}
-    # the best epoch is chosen on data held out from the training set, never on the evaluation data
-    parts = split_validation(ctx.train_data, 0.1, ctx.seed)
+    # the best epoch is chosen on the training data (or a part held out of it), never on the evaluation data
+    parts = split_validation(ctx.train_data, config.validation_split, ctx.seed) if config.validation_split else None
     train_part, val_part = parts if parts is not None else (ctx.train_data, ctx.train_data)
+    validation = val_part.name if parts is not None else "the training data" + (
+        " (too small to split)" if config.validation_split else "")
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
                                schedule=config.schedule,
                                lr_scale={f"{n}.threshold": config.threshold_lr_scale for n in learned})
@@ -243,7 +251,7 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
             del module.threshold
             module.register_buffer("threshold", value)
     metrics = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
-               "validation": val_part.name if parts is not None else "the training data (too small to split)",
+               "validation": validation,
                "epochs": result.epochs}
     if learned:
         metrics["thresholds"] = {n: {"before": before[n], "after": _threshold_value(model.get_submodule(n))}

@@ -44,6 +44,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from snncompress.quant import fused
+
 RES_PER_T = 1024  # table entries per unit of t/T: h = T / 1024 (rounded to an even count per unit)
 TAIL_EPS = 1e-8
 MAX_DIRECT_ENTRIES = 1 << 17
@@ -82,18 +84,27 @@ class SgsTable:
         """``G(u * inv_threshold)`` (times ``multiply_by`` if given), a new tensor shaped like ``u``.
 
         NaN where ``u`` is NaN. ``multiply_by`` must have ``u``'s shape. With one intra-op thread
-        the work runs in chunks of ``CHUNK`` through a cache-resident scratch buffer; with more,
-        in one chunk, so that each step is a single parallel op (on a loaded machine every
-        parallel op can wait a whole scheduler slice for its threads).
+        the work runs in chunks of ``CHUNK`` through a cache-resident scratch buffer (or, for a
+        direct table with ``multiply_by``, in the fused kernel of :mod:`snncompress.quant.fused`
+        when numba is installed: one pass, the index in float64); with more, in one
+        chunk, so that each step is a single parallel op (on a loaded machine every parallel op
+        can wait a whole scheduler slice for its threads).
         """
         if u.dtype not in (torch.float32, torch.float64):  # half types: index arithmetic in float32
             g = None if multiply_by is None else multiply_by.float()
             return self.lookup(u.float(), inv_threshold, g).to(u.dtype)
+        one_thread = torch.get_num_threads() == 1 and u.device.type == "cpu"
+        if one_thread and multiply_by is not None and not self.folded:  # one fused pass, when numba is here
+            offset = (self.tail_radius - self.low) * self.entries_per_unit + 0.5
+            fused_out = fused.gather_times_grad(u, multiply_by, self.table, self.entries_per_unit * inv_threshold,
+                                                offset)
+            if fused_out is not None:
+                return fused_out
         flat_u = u.reshape(-1)
         out = torch.empty(flat_u.shape, dtype=u.dtype, device=u.device)
         if not flat_u.numel():
             return out.view(u.shape)
-        chunk = CHUNK if torch.get_num_threads() == 1 and u.device.type == "cpu" else flat_u.numel()
+        chunk = CHUNK if one_thread else flat_u.numel()
         table = self.table.to(device=u.device, dtype=u.dtype)
         scratch = torch.empty(min(chunk, flat_u.numel()), dtype=u.dtype, device=u.device)
         parts_m = [None] * math.ceil(flat_u.numel() / chunk)
@@ -195,8 +206,9 @@ def sgs_table(low: int, high: int, smoothness: float) -> SgsTable:
 class SgsQuantize(torch.autograd.Function):
     """``thr * clip(round(u / thr), low, high)`` forward, SGS backward.
 
-    Saves only ``u`` (and a tensor threshold) for backward. ``threshold`` is a Python float
-    (``scalar``, the fast path) or a tensor broadcastable to ``u``; for a tensor that requires
+    Saves only ``u`` (and a tensor threshold) for backward. With one torch thread and numba
+    installed, the scalar-threshold forward runs as one fused pass (:mod:`snncompress.quant.fused`).
+    ``threshold`` is a Python float (``scalar``, the fast path) or a tensor broadcastable to ``u``; for a tensor that requires
     grad, ``d out / d thr = Q(t) - t * G(t)`` with ``t = u / thr``, summed to the threshold's shape.
     """
 
@@ -205,6 +217,10 @@ class SgsQuantize(torch.autograd.Function):
         ctx.table, ctx.scalar = table, scalar
         if threshold is None:
             ctx.save_for_backward(u)
+            if torch.get_num_threads() == 1:  # one fused pass, when numba is here
+                out = fused.quantize_levels(u, scalar, table.low, table.high)
+                if out is not None:
+                    return out
             if scalar == 1.0:  # round(clip(u)) == clip(round(u)) for integer ends
                 return torch.clamp(u, table.low, table.high).round_()
             return torch.div(u, scalar).round_().clamp_(table.low, table.high).mul_(scalar)

@@ -94,6 +94,17 @@ def test_qat_is_deterministic_for_a_seed(capsys, tmp_path):
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
 
 
+@pytest.mark.parametrize("extra, noted", [([], False), (["--calibration", "adaround"], True)])
+def test_qat_notes_a_calibration_only_when_one_was_asked_for(capsys, tmp_path, extra, noted):
+    out = tmp_path / "qat.safetensors"
+    code, _, err = cli(capsys, "quantize", TINY, "--data", DATA, "--train-data", DATA, "-T", 3, "-o", out,
+                       "--mode", "qat", "--epochs", 1, "--quiet", *extra)
+    assert code == 0, err
+    notes = read_metadata(out)["history"][0]["notes"]
+    assert any("is for PTQ" in n for n in notes) == noted
+    assert read_metadata(out)["history"][0]["config"]["calibration"] == "adaround"
+
+
 def test_overrides_from_a_recipe(capsys, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import snncompress.models.membrane as membrane_module
+import snncompress.passes.quantize as quantize_module
 import snncompress.training as training_module
 from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.errors import ConfigError
@@ -575,12 +576,34 @@ def test_qat_keeps_the_best_epoch(monkeypatch):
 
 
 def test_qat_selects_the_epoch_on_held_out_training_data():
-    """The best epoch is the best validation accuracy, measured on a part held out of the training data."""
-    _, report = quantize("conv1d_net", {"mode": "qat", "epochs": 2, "lr": 0.02})
+    """With a validation split, the best epoch is the best accuracy on a part held out of the training data."""
+    _, report = quantize("conv1d_net", {"mode": "qat", "epochs": 2, "lr": 0.02, "validation_split": 0.1})
     metrics = report.steps[0]["metrics"]
     assert metrics["best_val_accuracy"] == max([e["accuracy"] for e in metrics["epochs"]] +
                                                [metrics["best_val_accuracy"]])
     assert "validation part" in metrics["validation"] or "too small" in metrics["validation"]
+
+
+@pytest.mark.parametrize("split", [0.0, 0.25])
+def test_qat_trains_on_all_training_data_unless_a_split_is_asked_for(monkeypatch, split):
+    seen = {}
+    real_train = quantize_module.train
+
+    def spy(model, train_data, val_data, config, **kwargs):
+        seen["train"], seen["val"] = len(train_data), len(val_data)
+        return real_train(model, train_data, val_data, config, **kwargs)
+
+    monkeypatch.setattr(quantize_module, "train", spy)
+    total = 60  # large enough to split
+    ctx = PassContext(data=bundle("leaky_mlp"), train_data=bundle("leaky_mlp", n=total, seed=1))
+    report = run_single_pass("quantize", load_model(TINY_MODELS["leaky_mlp"].ref),
+                             {"mode": "qat", "epochs": 1, "validation_split": split}, ctx, OPTIONS)
+    if split:
+        assert seen == {"train": total - round(total * split), "val": round(total * split)}
+        assert "validation part" in report.steps[0]["metrics"]["validation"]
+    else:
+        assert seen == {"train": total, "val": total}
+        assert report.steps[0]["metrics"]["validation"] == "the training data"
 
 
 def test_qat_without_training_data_is_refused():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from snncompress.errors import ConfigError
-from snncompress.quant import MembraneQuantizer, parse_membrane_quant
+from snncompress.quant import MembraneQuantizer, fused, parse_membrane_quant
 from snncompress.quant.sgs import sgs_surrogate_exact, sgs_table
 
 
@@ -222,6 +222,7 @@ def test_chunked_backward_equals_one_pass(bits, monkeypatch):
     one_pass = quantizer.surrogate_table.lookup(u, 1.0, upstream)
     threads = torch.get_num_threads()
     monkeypatch.setattr(sgs, "CHUNK", 1000)
+    monkeypatch.setattr(fused, "_kernel", lambda: None)  # the torch path, numba or not
     try:
         torch.set_num_threads(1)
         chunked = quantizer.surrogate_table.lookup(u, 1.0, upstream)
@@ -244,3 +245,114 @@ def test_float64_and_half_membranes():
     q.quantize(half).sum().backward()
     assert half.grad.dtype == torch.bfloat16
     assert float((half.grad.double() - sgs_surrogate_exact(half, -8, 7, 0.5)).abs().max()) < 1e-2
+
+
+# -- the optional fused kernel (numba) ---------------------------------------------------------------
+
+needs_numba = pytest.mark.skipif(not fused.available(), reason="numba not installed (pip install snncompress[fast])")
+
+
+def _one_thread_lookup(table, u, inv_threshold, upstream):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        return table.lookup(u, inv_threshold, upstream)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_numba
+@pytest.mark.parametrize("quantizer", [MembraneQuantizer.ternary(), MembraneQuantizer.from_bits(4, clip=-3),
+                                       MembraneQuantizer.from_bits(3, smoothness=2.0)],
+                         ids=lambda q: f"{q.describe()}-T{q.smoothness}")
+@pytest.mark.parametrize("inv_threshold", [1.0, 0.8, 2.5])
+def test_fused_kernel_agrees_with_the_torch_path(quantizer, inv_threshold, monkeypatch):
+    table = quantizer.surrogate_table
+    assert not table.folded
+    gen = torch.Generator().manual_seed(6)
+    u = torch.randn(20_000, generator=gen) * (quantizer.levels_high + 3)
+    edges = [k + 0.5 for k in range(quantizer.levels_low - 12, quantizer.levels_high + 12)]
+    u[: len(edges)] = torch.tensor(edges) / inv_threshold  # level boundaries and the table's ends
+    u[-4:] = t([math.nan, math.inf, -math.inf, 1e30])
+    upstream = torch.rand(u.shape, generator=gen) - 0.5
+    calls = []
+    kernel = fused._kernel()
+    monkeypatch.setattr(fused, "_kernel", lambda: calls.append(1) or kernel)
+    with_kernel = _one_thread_lookup(table, u, inv_threshold, upstream)
+    assert calls  # the kernel ran
+    monkeypatch.setattr(fused, "_kernel", lambda: None)
+    torch_path = _one_thread_lookup(table, u, inv_threshold, upstream)
+    assert torch.equal(torch.isnan(with_kernel), torch.isnan(torch_path)) and bool(torch.isnan(with_kernel[-4]))
+    assert torch.equal(with_kernel[-3:], torch_path[-3:])  # +-inf and huge: the table's ends
+    # the same table entry but where the torch path's float32 index rounds across an entry edge
+    differ = with_kernel.nan_to_num() != torch_path.nan_to_num()
+    assert int(differ.sum()) <= 20
+    exact = sgs_surrogate_exact(u[:-4] * inv_threshold, quantizer.levels_low, quantizer.levels_high,
+                                quantizer.smoothness) * upstream[:-4].abs()
+    for result in (with_kernel, torch_path):
+        error = (result[:-4].double().abs() - exact).abs()  # |G * g| against |G_exact * g|, |g| <= 0.5
+        assert float(error.max()) <= 0.5 * table.max_error
+
+
+@needs_numba
+@pytest.mark.parametrize("quantizer", [MembraneQuantizer.ternary(), MembraneQuantizer.from_bits(4, clip=-3),
+                                       MembraneQuantizer.from_bits(8)], ids=lambda q: q.describe())
+@pytest.mark.parametrize("threshold", [1.0, 0.37, 2.0])
+def test_fused_forward_is_bitwise_the_torch_forward(quantizer, threshold, monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    u = torch.randn(20_000, generator=gen) * (quantizer.levels_high + 2) * threshold
+    ties = torch.arange(quantizer.levels_low - 2, quantizer.levels_high + 2) + 0.5  # half to even
+    u[: len(ties)] = ties * threshold
+    u[-5:] = t([math.nan, math.inf, -math.inf, -0.0, 1e30])
+    calls = []
+    kernels = fused._kernel()
+    monkeypatch.setattr(fused, "_kernel", lambda: calls.append(1) or kernels)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with_kernel = quantizer.quantize(u, threshold)
+        assert calls
+        monkeypatch.setattr(fused, "_kernel", lambda: None)
+        torch_path = quantizer.quantize(u, threshold)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(torch.isnan(with_kernel), torch.isnan(torch_path)) and bool(torch.isnan(with_kernel[-5]))
+    assert torch.equal(with_kernel.nan_to_num(), torch_path.nan_to_num())
+    codes = quantizer.codes(u[:-5], threshold)
+    assert torch.equal(with_kernel[:-5], quantizer.dequantize(codes, threshold))
+
+
+@needs_numba
+def test_fused_kernel_backward_through_quantize():
+    q = MembraneQuantizer.ternary()
+    u = (torch.randn(5000, generator=torch.Generator().manual_seed(7)) * 2).requires_grad_()
+    upstream = torch.rand(u.shape)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        q.quantize(u, 0.5).backward(upstream)
+    finally:
+        torch.set_num_threads(threads)
+    exact = sgs_surrogate_exact(u.detach() / 0.5, -1, 1, 0.5)
+    assert float((u.grad.double() - upstream * exact).abs().max()) <= q.max_surrogate_error
+
+
+def test_fused_kernel_declines_what_it_does_not_handle():
+    table = MembraneQuantizer.ternary().surrogate_table.table
+    u = torch.randn(64, 2)
+    args = (table, 2048.0, 22528.5)
+    assert fused.gather_times_grad(u.t(), torch.ones(2, 64), *args) is None  # not contiguous
+    assert fused.gather_times_grad(u.double(), torch.ones(64, 2, dtype=torch.float64), *args) is None
+    assert fused.gather_times_grad(u, torch.ones(64, 1), *args) is None  # a broadcast gradient
+    if fused.available():
+        assert fused.gather_times_grad(u, torch.ones(64, 2), *args) is not None
+
+
+def test_the_kernel_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("SNNCOMPRESS_NO_FUSED", "1")
+    fused._kernel.cache_clear()
+    try:
+        assert not fused.available()
+    finally:
+        monkeypatch.delenv("SNNCOMPRESS_NO_FUSED")
+        fused._kernel.cache_clear()
