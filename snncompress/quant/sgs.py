@@ -208,8 +208,9 @@ class SgsQuantize(torch.autograd.Function):
 
     Saves only ``u`` (and a tensor threshold) for backward. With one torch thread and numba
     installed, the scalar-threshold forward runs as one fused pass (:mod:`snncompress.quant.fused`).
-    ``threshold`` is a Python float (``scalar``, the fast path) or a tensor broadcastable to ``u``; for a tensor that requires
-    grad, ``d out / d thr = Q(t) - t * G(t)`` with ``t = u / thr``, summed to the threshold's shape.
+    ``threshold`` is a Python float (``scalar``, the fast path) or a tensor broadcastable to
+    ``u``; for a tensor that requires grad, ``d out / d thr = Q(t) - t * G(t)`` with
+    ``t = u / thr``, summed to the threshold's shape.
     """
 
     @staticmethod
