@@ -10,11 +10,11 @@ numba installed, the direct-table lookup with a scalar threshold runs as one com
 pass and with no scratch memory. It reads the same table; its index arithmetic is float64 (the torch
 path's is float32, one fused multiply-add), so the two pick a different, neighbouring entry only
 where the float32 index rounds across an entry edge -- both within the table's error bound (tested).
-It is serial: :mod:`snncompress.quant.sgs` uses it only when torch runs one intra-op thread (with
-more, torch's parallel ops are as fast or faster).
+Both are serial: :mod:`snncompress.quant.sgs` uses them only when torch runs one intra-op thread
+(with more, torch's parallel ops are as fast or faster).
 
 Nothing changes without numba, or where numba cannot compile (an unsupported numpy): the torch
-path runs. ``SNNCOMPRESS_NO_FUSED=1`` turns the kernel off.
+path runs. ``SNNCOMPRESS_NO_FUSED=1`` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 
 @cache
 def _kernel():
-    """The compiled kernel, or None (no numba, turned off, or it failed to compile)."""
+    """The compiled kernels ``(gather_times, levels)``, or None (no numba, turned off, or they failed to
+    compile)."""
     if os.environ.get("SNNCOMPRESS_NO_FUSED", "").strip() not in ("", "0"):
         return None
     try:
@@ -66,7 +67,7 @@ def _kernel():
 
 
 def available() -> bool:
-    """Whether the fused kernel can run here."""
+    """Whether the fused kernels can run here."""
     return _kernel() is not None
 
 
@@ -83,7 +84,7 @@ def gather_times_grad(u: torch.Tensor, grad: torch.Tensor, table: torch.Tensor, 
         return None
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
     kernels[0](u.detach().numpy().reshape(-1), grad.detach().contiguous().numpy().reshape(-1),
-           out.numpy().reshape(-1), table.numpy(), float(scale), float(offset))
+               out.numpy().reshape(-1), table.numpy(), float(scale), float(offset))
     return out
 
 

@@ -94,8 +94,8 @@ class SgsTable:
             g = None if multiply_by is None else multiply_by.float()
             return self.lookup(u.float(), inv_threshold, g).to(u.dtype)
         one_thread = torch.get_num_threads() == 1 and u.device.type == "cpu"
+        offset = (self.tail_radius - self.low) * self.entries_per_unit + 0.5  # direct table: entry of t = 0, +0.5
         if one_thread and multiply_by is not None and not self.folded:  # one fused pass, when numba is here
-            offset = (self.tail_radius - self.low) * self.entries_per_unit + 0.5
             fused_out = fused.gather_times_grad(u, multiply_by, self.table, self.entries_per_unit * inv_threshold,
                                                 offset)
             if fused_out is not None:
@@ -110,7 +110,7 @@ class SgsTable:
         parts_m = [None] * math.ceil(flat_u.numel() / chunk)
         if multiply_by is not None:
             parts_m = multiply_by.reshape(-1).split(chunk)
-        offset = torch.tensor((self.tail_radius - self.low) * self.entries_per_unit + 0.5, dtype=u.dtype)
+        offset = torch.tensor(offset, dtype=u.dtype)
         for part_u, part_out, part_m in zip(flat_u.split(chunk), out.split(chunk), parts_m, strict=True):
             self._gather(table, part_u, inv_threshold, offset, scratch[: part_u.numel()], part_out)
             if part_m is not None:
