@@ -249,8 +249,9 @@ def test_float64_and_half_membranes():
 
 # -- the optional fused kernel (numba) ---------------------------------------------------------------
 
-needs_numba = pytest.mark.skipif(not fused.available(), reason="fused kernels unavailable: numba not installed (pip install snncompress[fast]) "
-                                 "or SNNCOMPRESS_NO_FUSED set")
+needs_numba = pytest.mark.skipif(
+    not fused.available(),
+    reason="fused kernels unavailable: numba not installed (pip install snncompress[fast]) or SNNCOMPRESS_NO_FUSED set")
 
 
 def _one_thread_lookup(table, u, inv_threshold, upstream):
