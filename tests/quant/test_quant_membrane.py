@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -174,6 +175,17 @@ def test_table_size_does_not_grow_with_levels():
     assert max(sizes.values()) <= 1 << 17
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run the block with one torch intra-op thread (the chunked and fused paths), then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _range(bits: int) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
@@ -220,14 +232,10 @@ def test_chunked_backward_equals_one_pass(bits, monkeypatch):
     u = torch.randn(10_001, generator=torch.Generator().manual_seed(4)) * 2 ** (bits - 1)
     upstream = torch.rand(u.shape)
     one_pass = quantizer.surrogate_table.lookup(u, 1.0, upstream)
-    threads = torch.get_num_threads()
     monkeypatch.setattr(sgs, "CHUNK", 1000)
     monkeypatch.setattr(fused, "_kernel", lambda: None)  # the torch path, numba or not
-    try:
-        torch.set_num_threads(1)
+    with one_torch_thread():
         chunked = quantizer.surrogate_table.lookup(u, 1.0, upstream)
-    finally:
-        torch.set_num_threads(threads)
     assert torch.equal(chunked, one_pass)
 
 
@@ -255,12 +263,8 @@ needs_numba = pytest.mark.skipif(
 
 
 def _one_thread_lookup(table, u, inv_threshold, upstream):
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with one_torch_thread():
         return table.lookup(u, inv_threshold, upstream)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @needs_numba
@@ -309,15 +313,11 @@ def test_fused_forward_is_bitwise_the_torch_forward(quantizer, threshold, monkey
     calls = []
     kernels = fused._kernel()
     monkeypatch.setattr(fused, "_kernel", lambda: calls.append(1) or kernels)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with one_torch_thread():
         with_kernel = quantizer.quantize(u, threshold)
         assert calls
         monkeypatch.setattr(fused, "_kernel", lambda: None)
         torch_path = quantizer.quantize(u, threshold)
-    finally:
-        torch.set_num_threads(threads)
     assert torch.equal(torch.isnan(with_kernel), torch.isnan(torch_path)) and bool(torch.isnan(with_kernel[-5]))
     assert torch.equal(with_kernel.nan_to_num(), torch_path.nan_to_num())
     codes = quantizer.codes(u[:-5], threshold)
@@ -329,12 +329,8 @@ def test_fused_kernel_backward_through_quantize():
     q = MembraneQuantizer.ternary()
     u = (torch.randn(5000, generator=torch.Generator().manual_seed(7)) * 2).requires_grad_()
     upstream = torch.rand(u.shape)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with one_torch_thread():
         q.quantize(u, 0.5).backward(upstream)
-    finally:
-        torch.set_num_threads(threads)
     exact = sgs_surrogate_exact(u.detach() / 0.5, -1, 1, 0.5)
     assert float((u.grad.double() - upstream * exact).abs().max()) <= q.max_surrogate_error
 
