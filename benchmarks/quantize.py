@@ -36,7 +36,7 @@ ratios):
   through a parametrization as the pass does, ternary stored membrane, learned thresholds, CE on
   spike counts, Adam)
   against the same step of the plain fp32 snnTorch model (target: <= 1.5x), with the fake-quantized
-  weights computed once per step (``parametrize.cached()``) as ``snncompress.training.train`` does;
+  weights computed once per step (``parametrize.cached()``) as ``snncompress.sim.training.train`` does;
   for information, the same step recomputing them at every time step.
 
 The machine's load average is printed and stored: timings taken under load are noisy, ratios less so.
@@ -165,11 +165,11 @@ def file_breakdown(path: Path) -> dict[str, int]:
 
 
 def accuracy_and_size(quick: bool, log) -> tuple[list[Row], dict[str, Any]]:
-    from snncompress.evaluate import evaluate
+    from snncompress.sim.evaluate import evaluate
     from snncompress.fileformat.compressed import save_compressed
-    from snncompress.models.loading import load_model
+    from snncompress.fileformat.loading import load_model
     from snncompress.passes.base import PassContext
-    from snncompress.pipeline import RunOptions, run_single_pass
+    from snncompress.pipeline.run import RunOptions, run_single_pass
 
     test, train = _data()
     start = time.perf_counter()
@@ -223,7 +223,7 @@ def accuracy_and_size(quick: bool, log) -> tuple[list[Row], dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    from snncompress.pipeline import jsonable
+    from snncompress.pipeline.run import jsonable
 
     return jsonable(value)
 
@@ -264,12 +264,12 @@ class _FakeQuant(torch.nn.Module):
 def _step_setups():
     from torch.nn.utils import parametrize
 
-    from snncompress.models.loading import load_model
+    from snncompress.fileformat.loading import load_model
     from snncompress.models.membrane import install_membrane_quantizer
     from snncompress.models.neurons import neuron_layers
     from snncompress.passes.quantize import QuantizeConfig, learnable_thresholds, membrane_quantizer, synaptic_layers
     from snncompress.quant.schemes import parse_weight_scheme
-    from snncompress.runner import SNNRunner
+    from snncompress.sim.runner import SNNRunner
 
     def make(quantized: bool):
         model = load_model("demo")
@@ -290,7 +290,7 @@ def _step_setups():
 def qat_step_rows(quick: bool, threads: int, log) -> tuple[list[Row], dict]:
     from torch.nn.utils import parametrize
 
-    from snncompress.training import spike_count_loss
+    from snncompress.sim.training import spike_count_loss
 
     test, train = _data()
     x, y = next(iter(train.loader()))

@@ -10,7 +10,7 @@ __all__ = ["__version__", "load_model", "save_compressed", "load_data"]
 def __getattr__(name: str):
     # Lazy: `snncompress --version` and `import snncompress` stay fast; torch loads on first use.
     if name == "load_model":
-        from snncompress.models.loading import load_model
+        from snncompress.fileformat.loading import load_model
 
         return load_model
     if name == "save_compressed":

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from snncompress.errors import ConfigError, GateFailure
-from snncompress.gates import check_gates, enforce, gate_metrics, parse_gate, parse_gates
+from snncompress.pipeline.gates import check_gates, enforce, gate_metrics, parse_gate, parse_gates
 
 
 def test_parse_gate():

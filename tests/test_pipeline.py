@@ -10,7 +10,7 @@ from snncompress.errors import ConfigError, DomainError
 from snncompress.fileformat.compressed import load_compressed, read_metadata, save_compressed
 from snncompress.passes.base import PassContext
 from snncompress.passes.registry import registered
-from snncompress.pipeline import RunOptions, run_recipe, run_single_pass
+from snncompress.pipeline.run import RunOptions, run_recipe, run_single_pass
 from snncompress.recipes import Recipe, RecipeError
 from snncompress.state import get_state
 from tests.fake_passes import ALL
@@ -146,8 +146,8 @@ def test_quantize_runs_as_a_recipe_step(data):
 
 
 def test_hardware_failure_is_loud_but_not_fatal(data, monkeypatch, capsys):
-    import snncompress.pipeline as pipeline
-    from snncompress.gates import gate_metrics
+    import snncompress.pipeline.run as pipeline
+    from snncompress.pipeline.gates import gate_metrics
 
     def broken(*args, **kwargs):
         raise ValueError("no table")

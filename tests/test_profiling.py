@@ -32,14 +32,14 @@ from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware import NeuronLayer, SynapticLayer, build_report
 from snncompress.hardware.report import SCHEMA_PATH
-from snncompress.profiling import (
+from snncompress.costing.describe import (
     describe_model,
     description_from_dict,
     description_to_dict,
     membrane_label,
     scheme_label,
 )
-from snncompress.reporting import ReportInputs, make_report, print_report, record_baseline
+from snncompress.costing.report import ReportInputs, make_report, print_report, record_baseline
 from snncompress.state import get_state
 
 T = 2
@@ -406,7 +406,7 @@ def test_same_figures_as_neurobench_on_the_demo_model():
     from torch.utils.data import DataLoader
 
     from snncompress.data import load_data
-    from snncompress.models.loading import load_model
+    from snncompress.fileformat.loading import load_model
 
     data = load_data("digits", DataOptions(time_steps=8, batch_size=32, limit=64))
     footprint = Footprint()(SNNTorchModel(load_model("demo")))  # before a run fills the membrane buffers

@@ -9,10 +9,10 @@ from torch import nn
 
 from snncompress.data import DataOptions, load_data
 from snncompress.errors import DataError, ModelLoadError
-from snncompress.evaluate import evaluate, prepare
+from snncompress.sim.evaluate import evaluate, prepare
 from snncompress.models.neurons import neuron_layers
-from snncompress.observers import Recorder, SpikeCounter
-from snncompress.runner import SNNRunner, detect_style, resolve_layout
+from snncompress.sim.observers import Recorder, SpikeCounter
+from snncompress.sim.runner import SNNRunner, detect_style, resolve_layout
 from snncompress.state import copy_model
 from tests.models import BATCH, CLASSES, TINY_MODELS, T, TutorialNet, leaky_mlp, tutorial_sequence_net
 

@@ -35,7 +35,7 @@ JsonFileOpt = Annotated[Path | None, typer.Option("--json", help="Also write the
 
 
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
-    from snncompress.models.loading import load_model
+    from snncompress.fileformat.loading import load_model
 
     return load_model(model, weights, trust_pickle=trust_pickle)
 

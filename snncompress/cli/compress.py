@@ -1,6 +1,6 @@
 """What every compressing command does, once: ``snncompress run`` and each single-pass command.
 
-Load the model and data, run the recipe (:func:`snncompress.pipeline.run_recipe`), save the
+Load the model and data, run the recipe (:func:`snncompress.pipeline.run.run_recipe`), save the
 output atomically, write the JSON, print a summary, then enforce the quality gates — after the
 output and the JSON are written, so a CI log can show them. A single-pass command is thin::
 
@@ -75,13 +75,13 @@ def run_job(make_recipe: Callable[[], Any], job: CompressJob):
         job: the shared options.
 
     Returns:
-        The :class:`~snncompress.pipeline.RunReport`.
+        The :class:`~snncompress.pipeline.run.RunReport`.
     """
     from snncompress.fileformat.atomic import check_output_path
     from snncompress.fileformat.compressed import save_compressed
-    from snncompress.gates import check_gates, enforce, gate_metrics, parse_gates
+    from snncompress.pipeline.gates import check_gates, enforce, gate_metrics, parse_gates
     from snncompress.passes.base import PassContext
-    from snncompress.pipeline import RunOptions, run_recipe
+    from snncompress.pipeline.run import RunOptions, run_recipe
 
     gates = parse_gates(job.gates, has_data=job.data is not None)
     check_output_path(job.output, job.force)

@@ -30,7 +30,7 @@ def demo(
 ) -> None:
     """Compress the built-in digits convolutional SNN with the default recipe, print the hardware report
     and write the compressed file."""
-    from snncompress.demo import run_demo
+    from snncompress.demo.run import run_demo
     from snncompress.fileformat.atomic import check_output_path
 
     if json_file is not None:

@@ -28,7 +28,7 @@ def evaluate(
     json_out: c.JsonFlag = False,
 ) -> None:
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
-    from snncompress.evaluate import evaluate as run_eval
+    from snncompress.sim.evaluate import evaluate as run_eval
 
     net = c.load_model_cli(model, weights, trust_pickle)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)

@@ -115,8 +115,8 @@ def _sample(net, model: str, data: str | None, input_shape: str | None, time_ste
 
     from snncompress.errors import InputError
     from snncompress.export.layout import infer_input_shape
-    from snncompress.models.loading import DEMO_MODEL
-    from snncompress.runner import SNNRunner, resolve_layout
+    from snncompress.fileformat.loading import DEMO_MODEL
+    from snncompress.sim.runner import SNNRunner, resolve_layout
 
     if data is not None:
         bundle = c.load_data_cli(data, "direct", time_steps, 1, 1, 0)

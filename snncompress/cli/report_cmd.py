@@ -66,7 +66,7 @@ def report(
     """
     from snncompress.hardware import load_energy_table
     from snncompress.hardware.render import render_rich
-    from snncompress.reporting import ReportInputs, check_outputs, make_report, output_paths, write_outputs
+    from snncompress.costing.report import ReportInputs, check_outputs, make_report, output_paths, write_outputs
 
     # everything a user can get wrong is checked before the model is run
     table = load_energy_table(energy)

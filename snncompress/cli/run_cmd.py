@@ -87,7 +87,7 @@ def run(
 
 
 def _check(recipe, model: str, weights: Path | None, trust_pickle: bool) -> None:
-    from snncompress.pipeline import check_targets
+    from snncompress.pipeline.run import check_targets
 
     net = c.load_model_cli(model, weights, trust_pickle)
     check_targets(net, recipe)

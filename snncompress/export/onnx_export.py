@@ -31,7 +31,7 @@ from snncompress.export.layout import ExportResult, probe_shapes, require_sequen
 from snncompress.export.onnx_step import StepModel
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
-from snncompress.runner import SNNRunner
+from snncompress.sim.runner import SNNRunner
 
 OPSET = 17
 FORMAT_NAME = "snncompress-onnx-step"

@@ -51,7 +51,7 @@ def is_compressed_file(path: str | Path) -> bool:
 def describe_source(model: nn.Module) -> dict[str, Any]:
     """How to rebuild ``model``: its architecture when it is a Sequential of known modules, else its factory."""
     from snncompress.models.layers import module_spec
-    from snncompress.runner import detect_style
+    from snncompress.sim.runner import detect_style
 
     state = get_state(model)
     source = dict(state.source)
@@ -245,7 +245,7 @@ def _decode_entry(name, spec, stored, state, encoded_cls) -> torch.Tensor:
 
 def _rebuild(source: dict[str, Any]) -> nn.Module:
     from snncompress.models.layers import build_module
-    from snncompress.models.loading import call_factory
+    from snncompress.fileformat.loading import call_factory
 
     kind = source.get("kind")
     if kind == "sequential":

@@ -45,7 +45,7 @@ class SynapticLayer:
         dense_ops_per_step: MACs of one time step for one sample: output elements * fan_in.
         connections_per_step: Of those, the ones that reach a real input element (a conv's zero
             padding is never computed); None: all of them. Measured from the model by
-            :func:`snncompress.profiling.describe_model`; NeuroBench's "Dense" counts the same.
+            :func:`snncompress.costing.describe.describe_model`; NeuroBench's "Dense" counts the same.
         time_steps: T.
         nonzero_weights: Weights left after pruning (None: all of them).
         weight_bits: Stored bits per weight (32 for fp32).

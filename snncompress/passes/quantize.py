@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 
 from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
-from snncompress.evaluate import evaluate
+from snncompress.sim.evaluate import evaluate
 from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.neurons import neuron_layers
@@ -33,7 +33,7 @@ from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adar
 from snncompress.quant.membrane import parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.state import get_state
-from snncompress.training import TrainConfig, train
+from snncompress.sim.training import TrainConfig, train
 
 
 class QuantizeConfig(PassConfig):

@@ -205,7 +205,7 @@ _REGISTRY = PassRegistry()
 
 
 def default_registry() -> PassRegistry:
-    """The registry the CLI and :func:`snncompress.pipeline.run_recipe` use by default."""
+    """The registry the CLI and :func:`snncompress.pipeline.run.run_recipe` use by default."""
     return _REGISTRY
 
 

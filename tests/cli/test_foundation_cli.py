@@ -13,10 +13,10 @@ from snncompress import __version__
 from snncompress.cli.app import main
 from snncompress.data import DataOptions, load_data
 from snncompress.errors import ModelLoadError
-from snncompress.evaluate import evaluate
+from snncompress.sim.evaluate import evaluate
 from snncompress.fileformat.compressed import read_metadata, save_compressed
-from snncompress.models.loading import load_model
-from snncompress.runner import SNNRunner
+from snncompress.fileformat.loading import load_model
+from snncompress.sim.runner import SNNRunner
 from tests.cli.support import assert_input_error, cli
 from tests.models import T, leaky_mlp, picklable
 

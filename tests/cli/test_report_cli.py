@@ -15,7 +15,7 @@ from snncompress.data import DataOptions, load_data
 from snncompress.fileformat.compressed import save_compressed
 from snncompress.hardware.energy_table import TABLES_DIR
 from snncompress.hardware.report import SCHEMA_PATH
-from snncompress.reporting import record_baseline
+from snncompress.costing.report import record_baseline
 from snncompress.state import get_state
 from tests.cli.support import assert_input_error, cli
 from tests.models import leaky_mlp
@@ -85,8 +85,8 @@ def demo_report():
     from torch.utils.data import TensorDataset
 
     from snncompress.data.loading import DataBundle
-    from snncompress.models.loading import load_model
-    from snncompress.reporting import ReportInputs, make_report
+    from snncompress.fileformat.loading import load_model
+    from snncompress.costing.report import ReportInputs, make_report
 
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     data = DataBundle(

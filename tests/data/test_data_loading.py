@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from snncompress.data import DataOptions, load_data
 from snncompress.data.loading import digits_split
 from snncompress.errors import DataError
-from snncompress.evaluate import prepare
+from snncompress.sim.evaluate import prepare
 from tests.models import leaky_mlp, static_dataset
 
 

@@ -12,7 +12,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from snncompress.runner import RunOutput, SNNRunner
+from snncompress.sim.runner import RunOutput, SNNRunner
 
 T = 4
 BATCH = 3

@@ -9,7 +9,7 @@ import torch
 
 from snncompress.cli.app import main
 from snncompress.fileformat.compressed import save_compressed
-from snncompress.models.loading import load_model
+from snncompress.fileformat.loading import load_model
 from tests.export.export_nets import ROUND_TRIP, batchnorm_net, inputs, leaky_linear, run
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from snncompress.errors import DomainError, UnsupportedLayerError
 from snncompress.export.onnx_export import export_onnx, run_onnx, verify_onnx
-from snncompress.models.loading import load_model
+from snncompress.fileformat.loading import load_model
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.neurons import neuron_layers
 from tests.export.export_nets import ROUND_TRIP, T, TernaryMembrane, inputs, leaky_linear, onnx_only_net, run

@@ -20,10 +20,10 @@ from snncompress.fileformat.compressed import (
     read_metadata,
     save_compressed,
 )
-from snncompress.models.loading import load_model
+from snncompress.fileformat.loading import load_model
 from snncompress.models.neurons import neuron_layers
-from snncompress.observers import Recorder
-from snncompress.runner import SNNRunner
+from snncompress.sim.observers import Recorder
+from snncompress.sim.runner import SNNRunner
 from snncompress.state import get_state
 from tests.models import SEQUENTIAL_MODELS, TINY_MODELS, T, leaky_mlp, tutorial_net
 
@@ -98,7 +98,7 @@ def test_sequential_files_rebuild_without_the_users_code(name, tmp_path, monkeyp
     def no_factory(ref):
         raise AssertionError(f"the factory {ref} was called")
 
-    monkeypatch.setattr("snncompress.models.loading.call_factory", no_factory)
+    monkeypatch.setattr("snncompress.fileformat.loading.call_factory", no_factory)
     loaded = load_model(str(path))
     assert type(loaded) is nn.Sequential
     assert_same_activity(TINY_MODELS[name].build(), loaded, name)

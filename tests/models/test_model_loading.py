@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from snncompress.errors import FileFormatError, ModelLoadError, UnsupportedLayerError
-from snncompress.models.loading import load_model
-from snncompress.runner import SNNRunner
+from snncompress.fileformat.loading import load_model
+from snncompress.sim.runner import SNNRunner
 from snncompress.state import get_state
 from tests.models import TINY_MODELS, UNSUPPORTED, T, leaky_mlp, picklable, tutorial_net
 

@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from snncompress.data.loading import DataBundle, DataOptions, load_data
 from snncompress.errors import InputError
 from snncompress.fileformat.compressed import load_compressed, save_compressed
-from snncompress.models.loading import load_model
+from snncompress.fileformat.loading import load_model
 from snncompress.passes.base import PassContext
 from snncompress.passes.calibration import (
     AdaRoundSettings,

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompress.data.loading import DataBundle
-from snncompress.evaluate import evaluate, prepare
-from snncompress.progress import progress_bar
-from snncompress.runner import RunOutput
+from snncompress.sim.evaluate import evaluate, prepare
+from snncompress.sim.progress import progress_bar
+from snncompress.sim.runner import RunOutput
 
 LOSSES = ("ce", "tet")
 SCHEDULES = ("constant", "cosine")

@@ -1,7 +1,7 @@
 """The built-in demo model: a small convolutional SNN for scikit-learn's 8x8 digits.
 
 ``digits_csnn()`` builds the architecture; ``pretrained_digits_csnn()`` loads the weights shipped
-in the package (trained by ``train_digits_csnn``; retrain with ``python -m snncompress.models.zoo``).
+in the package (trained by ``train_digits_csnn``; retrain with ``python -m snncompress.demo.zoo``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def digits_csnn() -> nn.Sequential:
 
 
 def weights_path() -> Path:
-    return Path(str(resources.files("snncompress.models") / "weights" / WEIGHTS_FILE))
+    return Path(str(resources.files("snncompress.demo") / "weights" / WEIGHTS_FILE))
 
 
 def pretrained_digits_csnn() -> nn.Sequential:
@@ -47,7 +47,7 @@ def pretrained_digits_csnn() -> nn.Sequential:
 def train_digits_csnn(epochs: int = 15, seed: int = 0, show_progress: bool = False) -> tuple[nn.Sequential, float]:
     """Train the demo model on the digits train split; returns the model and its test accuracy."""
     from snncompress.data import DataOptions, load_data
-    from snncompress.training import TrainConfig, train
+    from snncompress.sim.training import TrainConfig, train
 
     torch.manual_seed(seed)
     model = digits_csnn()

@@ -31,7 +31,7 @@ from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.neurons import is_neuron
-from snncompress.progress import progress_bar
+from snncompress.sim.progress import progress_bar
 from snncompress.state import CompressionState, get_state, has_state
 
 __all__ = [
@@ -163,7 +163,7 @@ def describe_model(
     Raises:
         DataError: The data set is empty or does not fit the model.
     """
-    from snncompress.evaluate import prepare
+    from snncompress.sim.evaluate import prepare
 
     if len(data) == 0:
         raise DataError(f"the data set {data.name} is empty")

@@ -9,9 +9,9 @@ from torch import nn
 
 from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError
-from snncompress.observers import SpikeCounter
-from snncompress.progress import progress_bar
-from snncompress.runner import SNNRunner, resolve_layout
+from snncompress.sim.observers import SpikeCounter
+from snncompress.sim.progress import progress_bar
+from snncompress.sim.runner import SNNRunner, resolve_layout
 
 
 @dataclass

@@ -40,7 +40,7 @@ class ModelSummary:
 def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequence: bool = False,
               time_steps: int = 1) -> ModelSummary:
     """Describe every leaf layer; with a ``sample`` (no batch dim) also each layer's output shape."""
-    from snncompress.runner import SNNRunner, detect_style
+    from snncompress.sim.runner import SNNRunner, detect_style
 
     shapes: dict[str, list[int]] = {}
     if sample is not None:

@@ -7,7 +7,7 @@ Two sources of memory figures:
   when not quantized; a pruned float tensor keeps its kept values plus a 1-bit mask), plus every
   neuron's stored membrane (``ceil(log2(levels))`` bits per neuron when quantized, else 32).
 * :func:`hardware_figures` — the hardware cost model (:mod:`snncompress.hardware`, SpQuant Eq. 29-31)
-  through :mod:`snncompress.reporting`: memory, synaptic operations and energy against the stored
+  through :mod:`snncompress.costing.report`: memory, synaptic operations and energy against the stored
   fp32 baseline. Used when that module is present; the gates read whichever is there.
 """
 
@@ -102,7 +102,7 @@ def measure_model(model: nn.Module, data: Any, *, show_progress: bool = False,
     """Accuracy on ``data`` (None without data) and the stored bits of ``model``."""
     accuracy, samples, neurons = None, 0, {}
     if data is not None:
-        from snncompress.evaluate import evaluate
+        from snncompress.sim.evaluate import evaluate
 
         result = evaluate(model, data, show_progress=show_progress, description=description)
         accuracy, samples, neurons = result.accuracy, result.samples, dict(result.neurons)
@@ -113,13 +113,13 @@ def measure_model(model: nn.Module, data: Any, *, show_progress: bool = False,
 
 
 def hardware_available() -> bool:
-    """True when the hardware cost model (:mod:`snncompress.reporting`) is installed."""
-    return importlib.util.find_spec("snncompress.reporting") is not None
+    """True when the hardware cost model (:mod:`snncompress.costing.report`) is installed."""
+    return importlib.util.find_spec("snncompress.costing.report") is not None
 
 
 def record_hardware_baseline(model: nn.Module, data: Any, accuracy: float | None, name: str) -> None:
     """Store the uncompressed model's cost-model description in its state (for later reports)."""
-    from snncompress.reporting import record_baseline
+    from snncompress.costing.report import record_baseline
 
     record_baseline(model, data, accuracy, name)
 
@@ -130,7 +130,7 @@ def hardware_figures(model: nn.Module, data: Any, name: str, energy_table: str) 
     Returns:
         None when the model has no stored baseline description (nothing to compare against).
     """
-    from snncompress.reporting import ReportInputs, make_report
+    from snncompress.costing.report import ReportInputs, make_report
 
     state = get_state(model)
     if not state.baseline.get("description"):

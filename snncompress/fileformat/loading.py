@@ -44,7 +44,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
     spec = str(spec)
     path = Path(spec)
     if spec == DEMO_MODEL:
-        from snncompress.models.zoo import pretrained_digits_csnn
+        from snncompress.demo.zoo import pretrained_digits_csnn
 
         model = pretrained_digits_csnn()
         if weights is not None:

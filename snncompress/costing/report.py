@@ -18,7 +18,7 @@ from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError, InputError
 from snncompress.hardware import CostModelConfig, EnergyTable, HardwareReport, build_report, load_energy_table
 from snncompress.hardware.description import ModelDescription, NeuronLayer
-from snncompress.profiling import describe_model, description_from_dict, description_to_dict
+from snncompress.costing.describe import describe_model, description_from_dict, description_to_dict
 from snncompress.state import get_state, has_state
 
 __all__ = [

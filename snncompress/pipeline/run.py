@@ -26,7 +26,7 @@ from torch import nn
 
 from snncompress import __version__
 from snncompress.errors import DomainError, SnnCompressError
-from snncompress.figures import (
+from snncompress.pipeline.measure import (
     hardware_available,
     hardware_figures,
     measure_model,
@@ -68,7 +68,7 @@ class RunReport:
     Attributes:
         recipe: the recipe that ran (``Recipe.to_dict()``).
         steps: this run's pass-history records.
-        before, after: :class:`~snncompress.figures.ModelFigures` as dicts (accuracy in percent).
+        before, after: :class:`~snncompress.pipeline.measure.ModelFigures` as dicts (accuracy in percent).
         baseline: the fp32 figures the compression started from (``CompressionState.baseline``).
         hardware: memory / ops / energy and their reductions against the baseline, when available.
         seconds: wall time of each step.

@@ -1,7 +1,7 @@
 """The demo: the main job on the built-in default model and data.
 
 Loads the digits convolutional SNN (shipped weights, or ``--retrain``), compresses it with the
-default recipe (``snncompress/recipes/default.yaml``), prints the hardware report against the fp32
+default recipe (``snncompress/demo/default.yaml``), prints the hardware report against the fp32
 model and writes the compressed file.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 
 from rich.console import Console
 
-from snncompress.models.zoo import DEMO_TIME_STEPS
+from snncompress.demo.zoo import DEMO_TIME_STEPS
 
 
 def default_recipe_path() -> Path:
-    return Path(str(resources.files("snncompress.recipes") / "default.yaml"))
+    return Path(str(resources.files("snncompress.demo") / "default.yaml"))
 
 
 def run_demo(output: Path, *, force: bool = False, retrain: bool = False, epochs: int | None = None,
@@ -26,12 +26,12 @@ def run_demo(output: Path, *, force: bool = False, retrain: bool = False, epochs
     from snncompress.data import DataOptions, load_data
     from snncompress.fileformat.atomic import check_output_path
     from snncompress.fileformat.compressed import save_compressed
-    from snncompress.models.loading import load_model
-    from snncompress.models.zoo import train_digits_csnn
+    from snncompress.fileformat.loading import load_model
+    from snncompress.demo.zoo import train_digits_csnn
     from snncompress.passes.base import PassContext
-    from snncompress.pipeline import RunOptions, run_recipe
+    from snncompress.pipeline.run import RunOptions, run_recipe
     from snncompress.recipes import Recipe
-    from snncompress.reporting import print_report
+    from snncompress.costing.report import print_report
     from snncompress.state import get_state
 
     console = console or Console()
