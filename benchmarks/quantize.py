@@ -267,7 +267,9 @@ def _step_setups():
     from snncompress.fileformat.loading import load_model
     from snncompress.models.membrane import install_membrane_quantizer
     from snncompress.models.neurons import neuron_layers
-    from snncompress.passes.quantize import QuantizeConfig, learnable_thresholds, membrane_quantizer, synaptic_layers
+    from snncompress.models.layers import synaptic_layers
+    from snncompress.passes.quantize import QuantizeConfig, learnable_thresholds
+    from snncompress.quant.membrane import membrane_quantizer
     from snncompress.quant.schemes import parse_weight_scheme
     from snncompress.sim.runner import SNNRunner
 

@@ -7,6 +7,9 @@ a failed quality gate).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class SnnCompressError(Exception):
     """Base class for every error snncompress raises on purpose."""
@@ -48,3 +51,27 @@ class DomainError(SnnCompressError):
 
 class GateFailure(DomainError):
     """A quality gate failed after a run."""
+
+
+def did_you_mean(text: object, known: Iterable[str], cutoff: float = 0.5) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known``, or ``""`` (the one hint every message uses).
+
+    Ties of the whole-string similarity go to the candidate whose letters are closest (``fp16`` ->
+    ``fp32``, not ``pot6``).
+    """
+    text = str(text)
+    known = [str(k) for k in known]
+    if not known:
+        return ""
+
+    def letters(s: str) -> str:
+        return "".join(c for c in s if c.isalpha())
+
+    def score(candidate: str) -> tuple[float, float]:
+        return (
+            difflib.SequenceMatcher(None, text, candidate).ratio(),
+            difflib.SequenceMatcher(None, letters(text), letters(candidate)).ratio(),
+        )
+
+    best = max(known, key=score)
+    return f"; did you mean '{best}'?" if score(best)[0] >= cutoff else ""

@@ -65,15 +65,3 @@ def get_state(model: nn.Module) -> CompressionState:
 
 def has_state(model: nn.Module) -> bool:
     return ATTR in model.__dict__
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """Deep-copy a model with its state, reinstalling storage-quantization hooks on the copy."""
-    from snncompress.models.membrane import reinstall_membrane_hooks
-
-    clone = copy.deepcopy(model)
-    # deepcopy copies registered hooks too; drop them and rebuild from the state so the copy's
-    # hooks refer to the copy's own modules
-    if has_state(clone):
-        reinstall_membrane_hooks(clone)
-    return clone

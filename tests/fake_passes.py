@@ -56,7 +56,7 @@ def _sparsify(model: nn.Module, config: SparsifyConfig, ctx: PassContext) -> Pas
             module.weight.mul_(mask)
         state.masks[f"{name}.weight"] = mask
         zeroed += int((~mask).sum())
-    return PassResult(metrics={"zeroed": zeroed, "seen_accuracy": ctx.measured.get("accuracy")})
+    return PassResult(metrics={"zeroed": zeroed, "seen_accuracy": ctx.before.accuracy if ctx.before else None})
 
 
 class ExplodeConfig(PassConfig):

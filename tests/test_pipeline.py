@@ -42,12 +42,14 @@ def test_passes_chain_on_one_model_and_are_recorded(data):
     assert [h["pass"] for h in history] == ["scale", "sparsify"]
     assert history[0]["version"] == "2" and history[0]["origin"] == "tests"
     assert history[0]["config"] == {"targets": ["0"], "overrides": [], "factor": 2.0}
-    assert history[0]["metrics"] == {"layers": ["0"], "factor": 2.0}  # tensor metric made JSON-able
+    metrics = history[0]["metrics"]
+    assert {k: metrics[k] for k in ("layers", "factor")} == {"layers": ["0"], "factor": 2.0}  # tensor made JSON-able
     assert history[1]["metrics"]["zeroed"] > 0
     assert report.steps == history
-    # the baseline accuracy is handed to the first pass; a pass that changed the model without
-    # measuring must not leave it for the next one
-    assert history[1]["metrics"]["seen_accuracy"] is None
+    # every transform is measured after it: the next pass receives that measurement as ctx.before
+    assert metrics["accuracy_before"] == report.before["accuracy"]
+    assert history[1]["metrics"]["seen_accuracy"] == metrics["accuracy_after"]
+    assert history[1]["metrics"]["accuracy_after"] == report.after["accuracy"]
     baseline = get_state(model).baseline
     assert baseline["accuracy"] == report.before["accuracy"] and baseline["model"] == "tiny"
     assert baseline["parameters"] == sum(p.numel() for p in leaky_mlp().parameters())
@@ -152,8 +154,7 @@ def test_hardware_failure_is_loud_but_not_fatal(data, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("no table")
 
-    monkeypatch.setattr(pipeline, "hardware_figures", broken)
-    monkeypatch.setattr(pipeline, "hardware_available", lambda: True)
+    monkeypatch.setattr(pipeline, "_hardware_figures", broken)
     report = run_recipe(leaky_mlp(), TWO_STEPS, PassContext(data=data))
     assert report.hardware == {"error": "hardware figures unavailable: ValueError: no table"}
     assert "warning: hardware figures unavailable: ValueError: no table" in capsys.readouterr().err

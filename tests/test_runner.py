@@ -13,7 +13,7 @@ from snncompress.sim.evaluate import evaluate, prepare
 from snncompress.models.neurons import neuron_layers
 from snncompress.sim.observers import Recorder, SpikeCounter
 from snncompress.sim.runner import SNNRunner, detect_style, resolve_layout
-from snncompress.state import copy_model
+from snncompress.models.membrane import copy_model
 from tests.models import BATCH, CLASSES, TINY_MODELS, T, TutorialNet, leaky_mlp, tutorial_sequence_net
 
 ALL = sorted(TINY_MODELS)

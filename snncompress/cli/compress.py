@@ -38,7 +38,7 @@ RunJsonOpt = Annotated[Path | None, typer.Option(
 
 
 @dataclass
-class CompressJob:
+class JobOptions:
     """The options every compressing command shares (its flags, as data)."""
 
     model: str
@@ -59,82 +59,51 @@ class CompressJob:
     quiet: bool = False
 
 
-def run_pass_command(name: str, config: Mapping[str, Any], job: CompressJob):
+CompressJob = JobOptions  # the name single-pass commands and plugins used before the library job existed
+
+
+def run_pass_command(name: str, config: Mapping[str, Any], job: JobOptions):
     """A single-pass command: the pass as a one-step recipe (problems named by flag)."""
     from snncompress.recipes import Recipe
 
     return run_job(lambda: Recipe.single(name, dict(config)), job)
 
 
-def run_job(make_recipe: Callable[[], Any], job: CompressJob):
-    """Validate everything, run, save, report; raise GateFailure last when a gate failed.
-
-    Args:
-        make_recipe: returns the :class:`~snncompress.recipes.Recipe` (called before the model loads,
-            so recipe errors come first).
-        job: the shared options.
+def run_job(make_recipe: Callable[[], Any], job: JobOptions):
+    """Run :func:`snncompress.pipeline.job.compress`, then write the JSON, print the summary and
+    enforce the gates (GateFailure, exit 1, after the output and the JSON are written).
 
     Returns:
-        The :class:`~snncompress.pipeline.run.RunReport`.
+        The :class:`~snncompress.pipeline.job.JobResult`.
     """
     from snncompress.fileformat.atomic import check_output_path
-    from snncompress.fileformat.compressed import save_compressed
-    from snncompress.pipeline.gates import check_gates, enforce, gate_metrics, parse_gates
-    from snncompress.passes.base import PassContext
-    from snncompress.pipeline.run import RunOptions, run_recipe
+    from snncompress.pipeline.job import CompressJob as LibraryJob
+    from snncompress.pipeline.job import compress
 
-    gates = parse_gates(job.gates, has_data=job.data is not None)
-    check_output_path(job.output, job.force)
     to_stdout = str(job.json_file) == "-"
     if job.json_file is not None and not to_stdout:
         check_output_path(job.json_file, job.force)
-    recipe = make_recipe()
     log = (lambda _line: None) if job.quiet else note
-    net = c.load_model_cli(job.model, job.weights, job.trust_pickle)
-    data, train = _load_data(job)
-    if data is None:
-        log("no --data: accuracy is not measured")
-    ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=not job.quiet)
-    options = RunOptions(model_name=job.model, energy_table=job.energy, log=log, warn=note)
-    report = run_recipe(net, recipe, ctx, options)
-    report.output = str(save_compressed(net, job.output, force=job.force))
-    metrics = gate_metrics(report)
-    results = check_gates(gates, metrics)
-    report.gates = [r.to_dict() for r in results]
-    payload = {**report.to_dict(), "figures": metrics}
+    result = compress(LibraryJob(
+        model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
+        weights=job.weights, trust_pickle=job.trust_pickle, encoding=job.encoding,
+        time_steps=job.time_steps, batch_size=job.batch_size, limit=job.limit, seed=job.seed, force=job.force,
+        gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note))
+    payload = result.to_dict()
     if to_stdout:
         c.print_json(payload)
     else:
         if job.json_file is not None:
             c.write_json(job.json_file, payload)
-        print_summary(report, metrics)
-    log(f"wrote {report.output}" + (f" and {job.json_file}" if job.json_file and not to_stdout else ""))
-    enforce(results)
-    return report
+        print_summary(result.report, result.figures)
+    log(f"wrote {result.output}" + (f" and {job.json_file}" if job.json_file and not to_stdout else ""))
+    result.enforce()
+    return result
 
 
 def note(line: str) -> None:
     """One line of progress on stderr, not wrapped, brackets kept (``[1/2] quantize``)."""
     c.err_console.print(line, soft_wrap=True, markup=False, highlight=False)
-
-
-def _load_data(job: CompressJob):
-    if job.data is None:
-        if job.train_data is not None:
-            from snncompress.errors import DataError
-
-            raise DataError("--train-data needs --data (the evaluation data) as well")
-        return None, None
-    data = c.load_data_cli(job.data, job.encoding, job.time_steps, job.batch_size, job.limit, job.seed)
-    if job.train_data is not None:
-        train = c.load_data_cli(job.train_data, job.encoding, job.time_steps, job.batch_size, job.limit,
-                                job.seed, split="train")
-    elif job.data in ("digits", "digits:test"):
-        train = c.load_data_cli("digits:train", job.encoding, job.time_steps, job.batch_size, job.limit,
-                                job.seed)
-    else:
-        train = None  # never train on the evaluation data silently; QAT asks for --train-data
-    return data, train
 
 
 def print_summary(report, metrics: Mapping[str, Any]) -> None:

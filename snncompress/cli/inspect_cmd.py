@@ -28,8 +28,8 @@ def inspect(
 
     With --data, one sample is run through the model to show each layer's output shape.
     """
-    from snncompress.sim.summary import summarize
     from snncompress.sim.runner import SNNRunner, resolve_layout
+    from snncompress.sim.summary import summarize
 
     net = c.load_model_cli(model, weights, trust_pickle)
     sample, is_sequence = None, False

@@ -64,9 +64,9 @@ def report(
     reported; without it, every synaptic layer is costed at the dense upper bound (SpQuant Eq. 30)
     and layer shapes come from one sample of the data set recorded in MODEL.
     """
+    from snncompress.costing.report import ReportInputs, check_outputs, make_report, output_paths, write_outputs
     from snncompress.hardware import load_energy_table
     from snncompress.hardware.render import render_rich
-    from snncompress.costing.report import ReportInputs, check_outputs, make_report, output_paths, write_outputs
 
     # everything a user can get wrong is checked before the model is run
     table = load_energy_table(energy)

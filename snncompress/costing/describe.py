@@ -29,13 +29,14 @@ from torch import nn
 from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
-from snncompress.models.layers import SYNAPTIC_TYPES
-from snncompress.models.neurons import is_neuron
-from snncompress.sim.progress import progress_bar
+from snncompress.models.layers import synaptic_layers
+from snncompress.models.neurons import is_neuron, neuron_layers
+from snncompress.quant.membrane import level_bits
 from snncompress.state import CompressionState, get_state, has_state
 
 __all__ = [
     "DESCRIPTION_FORMAT",
+    "Probe",
     "describe_model",
     "description_from_dict",
     "description_to_dict",
@@ -61,20 +62,33 @@ class _Activity:
     output_spikes: float = 0.0
 
 
-class _Probe:
-    """Forward hooks on the synaptic and neuron layers; records shapes and activity in forward order."""
+class Probe:
+    """Forward hooks on the synaptic and neuron layers; records shapes and activity in forward order.
 
-    def __init__(self, model: nn.Module, measure: bool):
+    A context manager: the hooks are installed on ``__enter__`` and removed on ``__exit__``, so the
+    probe can ride along any run over the data (``evaluate(..., instruments=[probe])``) and one pass
+    gives accuracy, firing and the hardware description together.
+    """
+
+    def __init__(self, model: nn.Module, measure: bool = True):
+        self.model = model
         self.measure = measure
         self.masks = get_state(model).masks if has_state(model) else {}
         self.layers: dict[str, _Activity] = {}  # insertion order = order of first call = forward order
         self.handles = []
-        for name, module in model.named_modules():
-            if isinstance(module, SYNAPTIC_TYPES) and not _inside_neuron(model, name):
-                self.handles.append(module.register_forward_hook(self._synaptic(name)))
-            elif is_neuron(module):
-                # prepend: see the spikes before a membrane-quantizer hook rewrites the output tuple
-                self.handles.append(module.register_forward_hook(self._neuron(name), prepend=True))
+
+    def __enter__(self) -> Probe:
+        model = self.model
+        self.layers = {}
+        for name, module in synaptic_layers(model):
+            self.handles.append(module.register_forward_hook(self._synaptic(name)))
+        for name, module in neuron_layers(model):
+            # prepend: see the spikes before a membrane-quantizer hook rewrites the output tuple
+            self.handles.append(module.register_forward_hook(self._neuron(name), prepend=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
     def _synaptic(self, name: str):
         def hook(module, inputs, output):
@@ -112,6 +126,33 @@ class _Probe:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        self.handles = []
+
+    def description(self, *, name: str, data_name: str, samples: int, steps: int,
+                    accuracy: float | None) -> ModelDescription:
+        """The model as the probe saw it (per-sample figures; ``samples`` 0: shapes only).
+
+        Args:
+            accuracy: in percent, or None.
+
+        Raises:
+            DataError: no synaptic or neuron layer ran.
+        """
+        model = self.model
+        state = get_state(model) if has_state(model) else None
+        layers = [_describe_layer(model, layer, act, samples, steps, state) for layer, act in self.layers.items()]
+        if not layers:
+            raise DataError(f"model {name}: no synaptic or neuron layer ran on the data")
+        source = {"data": data_name, "samples": str(samples) if samples else "0 (not measured)"}
+        if state is not None and state.history:
+            source["passes"] = " -> ".join(str(h.get("pass", "?")) for h in state.history)
+        return ModelDescription(
+            name=name,
+            time_steps=steps,
+            layers=tuple(layers),
+            accuracy=None if accuracy is None else accuracy / 100.0,
+            source=source,
+        )
 
 
 def _connectivity(module: nn.Module, active: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -124,11 +165,6 @@ def _connectivity(module: nn.Module, active: torch.Tensor, pattern: torch.Tensor
         active = F.pad(active, module._reversed_padding_repeated_twice, mode=module.padding_mode)
         return conv(active, pattern, None, module.stride, 0, module.dilation, module.groups)
     return conv(active, pattern, None, module.stride, module.padding, module.dilation, module.groups)
-
-
-def _inside_neuron(model: nn.Module, name: str) -> bool:
-    parts = name.split(".")
-    return any(is_neuron(model.get_submodule(".".join(parts[:i]))) for i in range(1, len(parts)))
 
 
 def _key(module_name: str, tensor: str) -> str:
@@ -163,52 +199,28 @@ def describe_model(
     Raises:
         DataError: The data set is empty or does not fit the model.
     """
-    from snncompress.sim.evaluate import prepare
+    from snncompress.sim.evaluate import evaluate, prepare
 
     if len(data) == 0:
         raise DataError(f"the data set {data.name} is empty")
+    probe = Probe(model, measure)
+    if measure:
+        result = evaluate(model, data, show_progress=show_progress, description=f"profile {name}",
+                          instruments=[probe])
+        return probe.description(name=name, data_name=data.name, samples=result.samples,
+                                 steps=result.time_steps or data.time_steps,
+                                 accuracy=result.accuracy if accuracy is None else accuracy)
     runner = prepare(model, data)  # resolves the data layout, checks labels against outputs
-    probe = _Probe(model, measure)
-    samples = correct = 0
-    steps = data.time_steps
+    x, _ = data.dataset[0]
     was_training = model.training
     model.eval()
     try:
-        if measure:
-            batches = data.loader()
-        else:
-            x, y = data.dataset[0]
-            batches = [(x.unsqueeze(0), torch.as_tensor(y).reshape(1))]
-        with progress_bar(show_progress and measure) as bar:
-            task = bar.add_task(f"profile {name}", total=len(data))
-            for x, y in batches:
-                out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
-                samples += x.shape[0]
-                correct += int((out.predictions() == y).sum())
-                steps = out.spikes.shape[0]
-                bar.advance(task, x.shape[0])
+        with probe:
+            out = runner.run(x.unsqueeze(0), is_sequence=data.is_sequence, time_steps=data.time_steps)
     finally:
-        probe.remove()
         model.train(was_training)
-    if accuracy is None and measure:
-        accuracy = 100.0 * correct / samples
-    state = get_state(model) if has_state(model) else None
-    layers = [
-        _describe_layer(model, layer, act, samples if measure else 0, steps, state)
-        for layer, act in probe.layers.items()
-    ]
-    if not layers:
-        raise DataError(f"model {name}: no synaptic or neuron layer ran on the data")
-    source = {"data": data.name, "samples": str(samples) if measure else "0 (not measured)"}
-    if state is not None and state.history:
-        source["passes"] = " -> ".join(str(h.get("pass", "?")) for h in state.history)
-    return ModelDescription(
-        name=name,
-        time_steps=steps,
-        layers=tuple(layers),
-        accuracy=None if accuracy is None else accuracy / 100.0,
-        source=source,
-    )
+    return probe.description(name=name, data_name=data.name, samples=0, steps=out.spikes.shape[0],
+                             accuracy=accuracy)
 
 
 def _describe_layer(model, name, act, samples, steps, state) -> SynapticLayer | NeuronLayer:
@@ -353,10 +365,8 @@ def membrane_label(membrane: dict[str, Any]) -> tuple[int, str]:
     labelled ``int<bits>``.
     """
     low, high = int(membrane["levels_low"]), int(membrane["levels_high"])
-    if (low, high) == (-1, 1):
-        return 2, "ternary"
-    bits = max(1, math.ceil(math.log2(high - low + 1)))
-    return bits, f"int{bits}"
+    bits = level_bits(low, high)
+    return (bits, "ternary") if (low, high) == (-1, 1) else (bits, f"int{bits}")
 
 
 def description_to_dict(desc: ModelDescription) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
+from snncompress.costing.describe import describe_model, description_from_dict, description_to_dict
 from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError, InputError
 from snncompress.hardware import CostModelConfig, EnergyTable, HardwareReport, build_report, load_energy_table
 from snncompress.hardware.description import ModelDescription, NeuronLayer
-from snncompress.costing.describe import describe_model, description_from_dict, description_to_dict
 from snncompress.state import get_state, has_state
 
 __all__ = [
@@ -97,13 +97,19 @@ def stored_baseline(model: nn.Module) -> dict[str, Any]:
     return get_state(model).baseline if has_state(model) else {}
 
 
-def make_report(inputs: ReportInputs, *, show_progress: bool = False) -> HardwareReport:
+def make_report(inputs: ReportInputs, *, show_progress: bool = False,
+                description: ModelDescription | None = None, data_name: str | None = None) -> HardwareReport:
     """Build the hardware report of ``inputs.model`` against its baseline.
 
     The baseline is ``inputs.baseline`` when given, else the one recorded in the model's state.
     With data, activity, synaptic ops and accuracy are measured in one pass per model; without,
     both models are costed at the dense upper bound (a stored baseline's measurements are dropped
     so that the two compare like with like).
+
+    Args:
+        description: the model's description from a measurement already made (a run's last
+            :class:`~snncompress.costing.measure.Measurement`): the model is not run again.
+        data_name: the data set ``description`` was measured on.
 
     Raises:
         InputError: A bad energy table.
@@ -112,7 +118,10 @@ def make_report(inputs: ReportInputs, *, show_progress: bool = False) -> Hardwar
     table = inputs.energy if isinstance(inputs.energy, EnergyTable) else load_energy_table(inputs.energy)
     stored = stored_baseline(inputs.model)
     notes: list[str] = []
-    if inputs.data is not None:
+    measured_on = data_name if description is not None else (inputs.data.name if inputs.data is not None else None)
+    if description is not None:
+        desc = description
+    elif inputs.data is not None:
         desc = describe_model(inputs.model, inputs.data, name=inputs.name, show_progress=show_progress)
     else:
         desc = _describe_shapes(inputs.model, inputs.name, stored)
@@ -129,11 +138,11 @@ def make_report(inputs: ReportInputs, *, show_progress: bool = False) -> Hardwar
             )
     elif stored.get("description"):
         baseline_desc = description_from_dict(stored["description"])
-        if inputs.data is None:
+        if measured_on is None:
             baseline_desc = _strip_measurements(baseline_desc)
-        elif stored.get("data") and stored["data"] != inputs.data.name:
+        elif stored.get("data") and stored["data"] != measured_on:
             notes.append(
-                f"the baseline was measured on {stored['data']} and this model on {inputs.data.name}: "
+                f"the baseline was measured on {stored['data']} and this model on {measured_on}: "
                 "activity-based figures (synaptic ops, energy, accuracy) compare different data"
             )
     report = build_report(desc, table, baseline_desc, inputs.config)
@@ -193,8 +202,11 @@ def print_report(
     baseline: nn.Module | None = None,
     energy: str | Path | EnergyTable = "45nm",
     show_progress: bool = False,
+    description: ModelDescription | None = None,
 ) -> HardwareReport:
     """Build the report of ``model`` (against its recorded baseline) and print it on ``console``.
+
+    With ``description`` (from a measurement already made) the model is not run again.
 
     What ``snncompress demo`` calls after compressing. Returns the report for further use
     (``report.totals``, ``report.baseline``, :func:`write_outputs`).
@@ -203,7 +215,8 @@ def print_report(
 
     report = make_report(
         ReportInputs(model, name, data, baseline, None if baseline is None else "baseline", energy),
-        show_progress=show_progress,
+        show_progress=show_progress, description=description,
+        data_name=data.name if data is not None else None,
     )
     render_rich(report, console)
     return report

@@ -244,8 +244,8 @@ def _decode_entry(name, spec, stored, state, encoded_cls) -> torch.Tensor:
 
 
 def _rebuild(source: dict[str, Any]) -> nn.Module:
-    from snncompress.models.layers import build_module
     from snncompress.fileformat.loading import call_factory
+    from snncompress.models.layers import build_module
 
     kind = source.get("kind")
     if kind == "sequential":

@@ -82,6 +82,16 @@ def check_supported(model: nn.Module) -> None:
         )
 
 
+def synaptic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's synaptic layers: Linear and conv layers outside neurons, in registration order.
+
+    The one rule for "a layer a pass may quantize or prune": RLeaky's recurrent Linear belongs to
+    its neuron (quantized with the neuron's parameters), not to the feed-forward path.
+    """
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, SYNAPTIC_TYPES) and not _inside_neuron(model, n)]
+
+
 def _inside_neuron(model: nn.Module, name: str) -> bool:
     parts = name.split(".")
     for i in range(1, len(parts)):

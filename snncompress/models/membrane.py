@@ -29,6 +29,7 @@ levels, ``Vth / unit`` levels up, a fixed-point comparison in integer-only hardw
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -155,3 +156,13 @@ def membrane_quantizers(model: nn.Module) -> dict[str, dict[str, Any]]:
                 unit = membrane_unit(model.get_submodule(layer), grid)
             out[layer] = {**v["membrane"], "grid": grid, "unit": unit}
     return out
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """Deep-copy a model with its state, reinstalling storage-quantization hooks on the copy."""
+    clone = copy.deepcopy(model)
+    # deepcopy copies registered hooks too; drop them and rebuild from the state so the copy's
+    # hooks refer to the copy's own modules
+    if has_state(clone):
+        reinstall_membrane_hooks(clone)
+    return clone

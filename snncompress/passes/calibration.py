@@ -45,9 +45,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from snncompress.data.loading import DataBundle
-from snncompress.sim.progress import progress_bar
 from snncompress.quant.base import WeightScheme
 from snncompress.quant.encoded import EncodedTensor
+from snncompress.sim.progress import progress_bar
 from snncompress.sim.runner import SNNRunner, resolve_layout
 
 ZETA, GAMMA = 1.1, -0.1  # rectified sigmoid stretch (AdaRound §3.4)

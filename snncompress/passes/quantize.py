@@ -20,20 +20,18 @@ from typing import Literal
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
-from torch.nn.utils import parametrize
 
 from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
-from snncompress.sim.evaluate import evaluate
-from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.membrane import install_membrane_quantizer
-from snncompress.models.neurons import neuron_layers
-from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec, check_targets
+from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
 from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
-from snncompress.quant.membrane import parse_membrane_quant
+from snncompress.passes.kit import select_layers
+from snncompress.quant.membrane import membrane_quantizer, parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
-from snncompress.state import get_state
+from snncompress.sim.constraints import FakeQuantWeights, LearnableThresholds, encode_weights
 from snncompress.sim.training import TrainConfig, train
+from snncompress.state import get_state
 
 
 class QuantizeConfig(PassConfig):
@@ -45,7 +43,9 @@ class QuantizeConfig(PassConfig):
         None, ge=1, le=1 << 14,
         description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
-    clip: float | None = Field(None, description="Negative clipping boundary c of the membrane, in units of Vth.")
+    clip: float | Literal["auto"] | None = Field(
+        None, description="Negative clipping boundary c of the membrane, in units of Vth; auto: the boundary an "
+                          "earlier 'analyze' step of the recipe recommends.")
     weight_quant: str = Field("pot4", description="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")
     rounding: Literal["nearest", "truncate", "stochastic"] = "nearest"
     neuron_quant: str | None = Field(None, description="fixed<m>.<n> for threshold and beta, or none.")
@@ -96,49 +96,11 @@ class QuantizeConfig(PassConfig):
 
     @field_validator("clip")
     @classmethod
-    def _clip_fits(cls, v: float | None, info: ValidationInfo) -> float | None:
+    def _clip_fits(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
         spec = info.data.get("membrane_quant")
-        if spec is not None:  # a bad spec is reported on its own field
+        if spec is not None and v != "auto":  # a bad spec is reported on its own field
             _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), info.data.get("membrane_grid")))
         return v
-
-
-def default_grid(spec: str) -> int:
-    """Levels per threshold: 1 for ternary (SpQuant), ``2^(k-2)`` for int<k> (int4: Vth/4 steps over
-    [-2, 1.75] Vth; int8: Vth/64 steps over [-2, 2) Vth) -- our choice, configurable."""
-    spec = spec.strip().lower()
-    if spec.startswith("int") and spec[3:].isdigit():
-        return max(1, 1 << max(0, int(spec[3:]) - 2))
-    return 1
-
-
-def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None, grid: int | None = None):
-    """The membrane quantizer for a spec (None for fp32) and its grid (levels per threshold).
-
-    Raises:
-        ConfigError: a bad spec, a grid given for ternary / fp32, or a clip (in units of Vth) that is
-            not a level of the grid inside the representable range.
-    """
-    spec_l = spec.strip().lower()
-    if grid is not None and grid != 1 and not spec_l.startswith("int"):
-        raise ConfigError(f"membrane_grid applies to int<k> membranes; {spec} has one level per threshold")
-    grid = grid or default_grid(spec_l)
-    level_clip = None
-    if clip is not None:
-        if spec_l == "fp32":
-            raise ConfigError("a membrane clip needs quantized levels (ternary or int<k>)")
-        bits = 2 if spec_l == "ternary" else int(spec_l[3:]) if spec_l[3:].isdigit() else None
-        lowest = -1.0 if spec_l == "ternary" else (-(1 << (bits - 1)) / grid if bits else None)
-        if lowest is not None and not lowest <= clip < 0:
-            raise ConfigError(f"clip {clip:g} x Vth does not fit {spec_l} at {grid} levels per threshold: "
-                              f"use a value in {lowest:g} .. {-1 / grid:g}")
-        level_clip = clip * grid
-        if level_clip != int(level_clip):
-            raise ConfigError(f"clip {clip:g} x Vth is not on the membrane grid (steps of Vth/{grid})")
-        level_clip = int(level_clip)
-    kwargs = {"smoothness": smoothness} if smoothness is not None else {}
-    quantizer = parse_membrane_quant(spec, clip=level_clip, **kwargs)
-    return quantizer, grid
 
 
 def _check(fn) -> None:
@@ -148,42 +110,28 @@ def _check(fn) -> None:
         raise ValueError(str(exc)) from None
 
 
-def synaptic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Linear and conv layers outside neurons (RLeaky's recurrent weights are its own)."""
-    neuron_names = [n for n, _ in neuron_layers(model)]
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, SYNAPTIC_TYPES) and not any(n.startswith(p + ".") for p in neuron_names)]
-
-
-class _FakeQuant(nn.Module):
-    """Parametrization: the weight as its scheme quantizes it, straight-through gradient."""
-
-    def __init__(self, scheme):
-        super().__init__()
-        self.scheme = scheme
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return self.scheme.fake_quant(w)
-
-
 def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
-    """Quantize ``model`` in place; see the module docstring."""
-    syn = [(n, m) for n, m in synaptic_layers(model) if config.applies_to(n)]
-    neurons = [(n, m) for n, m in neuron_layers(model) if config.applies_to(n)]
-    check_targets(model, config, [n for n, _ in synaptic_layers(model)] + [n for n, _ in neuron_layers(model)])
+    """Quantize ``model`` in place; see the module docstring.
+
+    The pipeline measures accuracy before and after (``ctx.before`` and the next measurement); the
+    pass itself runs only calibration (PTQ) or training (QAT), on the training data.
+    """
+    layers = select_layers(model, config, ("synaptic", "neuron"))
+    syn = [(s.name, s.module) for s in layers if s.kind == "synaptic"]
+    neurons = [(s.name, s.module) for s in layers if s.kind == "neuron"]
     if not neurons and config.membrane_quant != "fp32":
         raise ConfigError("the model has no neuron layers to quantize (check targets)")
     if config.mode == "qat" and ctx.train_data is None:
         raise ConfigError("QAT needs training data: pass --train-data (or use --data digits)")
-    if ctx.data is None:
-        raise ConfigError("the quantize pass needs data to measure accuracy: pass --data")
-    before = ctx.measured.get("accuracy")
-    if before is None:
-        before = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="fp32 accuracy").accuracy
+    if ctx.data is None and ctx.train_data is None:
+        raise ConfigError("the quantize pass needs data: pass --data")
+    clip = _resolve_clip(config, ctx)
     weight_bits_before = _weight_bits(model, syn)
-    _install_membrane(model, neurons, config)
-    metrics: dict = {"accuracy_before": before, "mode": config.mode}
-    notes: list[str] = []
+    _install_membrane(model, neurons, config, clip)
+    metrics: dict = {"mode": config.mode}
+    if clip is not None and config.clip == "auto":
+        metrics["clip"] = clip
+    notes: list[str] = [f"clip: auto -> {clip:g} x Vth (suggested by an earlier pass)"] if config.clip == "auto" else []
     if config.mode == "qat":
         metrics.update(_qat(model, syn, neurons, config, ctx))
         if "calibration" in config.model_fields_set and config.calibration != "none":
@@ -192,27 +140,34 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     else:
         metrics["calibration"] = _calibrate(model, syn, config, ctx, notes)
     _convert_neuron_params(model, neurons, config, ctx.seed)
-    after = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="quantized accuracy").accuracy
-    ctx.measured["accuracy"] = after
     metrics.update(
-        accuracy_after=after,
-        accuracy_drop=before - after,
         weight_bits_before=weight_bits_before,
         weight_bits_after=_weight_bits(model, syn),
         layers_quantized=[n for n, _ in syn if f"{n}.weight" in get_state(model).tensors],
         neuron_layers_quantized=[n for n, _ in neurons if "membrane" in get_state(model).neurons.get(n, {})],
     )
     return PassResult(metrics=metrics, notes=[
-        f"accuracy {before:.2f}% -> {after:.2f}% ({after - before:+.2f} points)",
         f"weights {metrics['weight_bits_before'] / 8192:.1f} KiB -> {metrics['weight_bits_after'] / 8192:.1f} KiB",
         *notes,
     ])
 
 
-def _install_membrane(model, neurons, config: QuantizeConfig) -> None:
+def _resolve_clip(config: QuantizeConfig, ctx: PassContext) -> float | None:
+    """The clipping boundary: as given, or ``auto``: the one an earlier pass (``analyze``) suggested."""
+    if config.clip != "auto":
+        return config.clip
+    clip = ctx.suggestion("clip")
+    if clip is None:
+        raise ConfigError("clip: auto takes the clipping boundary an earlier pass suggests (an 'analyze' step "
+                          "before 'quantize' in the recipe), and no earlier pass suggested one")
+    return float(clip)
+
+
+def _install_membrane(model, neurons, config: QuantizeConfig, clip: float | None) -> None:
     for name, _ in neurons:
         layer_cfg = config.for_layer(name)
-        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_cfg.clip, layer_cfg.smoothness,
+        layer_clip = clip if layer_cfg.clip == "auto" else layer_cfg.clip
+        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_clip, layer_cfg.smoothness,
                                              layer_cfg.membrane_grid)
         if quantizer is not None:
             install_membrane_quantizer(model, name, quantizer, grid)
@@ -224,73 +179,47 @@ def _scheme(config: QuantizeConfig, layer: str):
 
 
 def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
-    for name, module in syn:
-        scheme = _scheme(config, name)
-        if not scheme.is_identity:
-            parametrize.register_parametrization(module, "weight", _FakeQuant(scheme))
-    learned = learnable_thresholds(model, neurons, config)
-    before = {name: _threshold_value(model.get_submodule(name)) for name in learned}
+    """Fine-tune with fake-quantized weights and learnable thresholds (training constraints); any earlier
+    compression (pruning masks, other layers' codes) is kept by the training loop itself."""
+    state = get_state(model)
+    fake_quant = FakeQuantWeights({f"{n}.weight": _scheme(config, n) for n, _ in syn}, encode=False)
+    learnable = [n for n, _ in neurons
+                 if config.for_layer(n).learn_threshold and "membrane" in state.neurons.get(n, {})]
+    thresholds = LearnableThresholds(learnable, lr_scale=config.threshold_lr_scale)
     # the best epoch is chosen on the training data (or a part held out of it), never on the evaluation data
     parts = split_validation(ctx.train_data, config.validation_split, ctx.seed) if config.validation_split else None
     train_part, val_part = parts if parts is not None else (ctx.train_data, ctx.train_data)
     validation = val_part.name if parts is not None else "the training data" + (
         " (too small to split)" if config.validation_split else "")
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                               schedule=config.schedule,
-                               lr_scale={f"{n}.threshold": config.threshold_lr_scale for n in learned})
-    try:
-        result = train(model, train_part, val_part, train_config, show_progress=ctx.show_progress,
-                       description="QAT", step_context=parametrize.cached)  # fake-quant once per step
-    finally:
-        for _, module in syn:
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        for name in learned:  # back to a buffer: the architecture stays as the user wrote it
-            module = model.get_submodule(name)
-            value = module.threshold.detach().clone()
-            del module.threshold
-            module.register_buffer("threshold", value)
+                               schedule=config.schedule)
+    result = train(model, train_part, val_part, train_config, show_progress=ctx.show_progress,
+                   description="QAT", constraints=[fake_quant, thresholds])
     metrics = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
                "validation": validation,
                "epochs": result.epochs}
-    if learned:
-        metrics["thresholds"] = {n: {"before": before[n], "after": _threshold_value(model.get_submodule(n))}
-                                 for n in learned}
+    if thresholds.learned:
+        metrics["thresholds"] = {n: {"before": thresholds.before[n], "after": thresholds.after[n]}
+                                 for n in thresholds.learned}
     return metrics
 
 
 def learnable_thresholds(model, neurons, config: QuantizeConfig) -> list[str]:
-    """Make the thresholds of the quantized-membrane layers that ask for it parameters (for QAT)."""
+    """Make the thresholds of the quantized-membrane layers that ask for it parameters (what QAT trains).
+
+    The benchmark times a QAT step as written out by hand; QAT itself uses
+    :class:`~snncompress.sim.constraints.LearnableThresholds`.
+    """
     state = get_state(model)
-    learned = []
-    for name, module in neurons:
-        if not config.for_layer(name).learn_threshold or "membrane" not in state.neurons.get(name, {}):
-            continue
-        if isinstance(module.threshold, nn.Parameter):
-            continue  # already learned (snnTorch learn_threshold=True): trained with everything else
-        value = module.threshold.detach().clone()
-        del module.threshold
-        module.threshold = nn.Parameter(value)
-        learned.append(name)
-    return learned
-
-
-def _threshold_value(module) -> float | list:
-    value = module.threshold.detach()
-    return round(float(value), 6) if value.numel() == 1 else [round(float(v), 6) for v in value.reshape(-1)]
+    names = [n for n, _ in neurons if config.for_layer(n).learn_threshold and "membrane" in state.neurons.get(n, {})]
+    constraint = LearnableThresholds(names)
+    constraint.attach(model)
+    return constraint.learned
 
 
 def _convert_weights(model, syn, config: QuantizeConfig, seed: int) -> None:
-    state = get_state(model)
-    gen = torch.Generator().manual_seed(seed)
-    for name, module in syn:
-        scheme = _scheme(config, name)
-        if scheme.is_identity:
-            continue
-        with torch.no_grad():
-            enc = scheme.encode(module.weight.detach(), generator=gen)
-            module.weight.copy_(scheme.decode(enc).reshape(module.weight.shape))
-        state.tensors[f"{name}.weight"] = enc
+    schemes = {f"{name}.weight": _scheme(config, name) for name, _ in syn}
+    encode_weights(model, {k: v for k, v in schemes.items() if not v.is_identity}, seed)
 
 
 def _calibrate(model, syn, config: QuantizeConfig, ctx: PassContext, notes: list[str]) -> dict:
@@ -363,11 +292,27 @@ def _weight_bits(model, syn) -> int:
     return total
 
 
+def requires(config: QuantizeConfig) -> dict[str, str | None]:
+    """QAT trains on the training data; PTQ calibrates on it (or on the evaluation data)."""
+    needs: dict[str, str | None] = {"data": "the quantize pass needs data to measure accuracy: pass --data"}
+    if config.mode == "qat":
+        needs["train_data"] = "QAT needs training data: pass --train-data (or use --data digits)"
+    return needs
+
+
+def provides(config: QuantizeConfig) -> set[str]:
+    spec = config.membrane_quant.strip().lower()
+    if spec == "fp32":
+        return set()
+    return {"quantized_membrane", "ternary_membrane"} if spec == "ternary" else {"quantized_membrane"}
+
+
 QUANTIZE_PASS = PassSpec(
     name="quantize",
     config_class=QuantizeConfig,
     apply=apply,
     summary="Integer-only membrane (ternary / k-bit) and PoT / APoT / int / ternary / fixed-point weights; PTQ or QAT.",
     version="1",
-    needs_data=True,
+    requires=requires,
+    provides=provides,
 )

@@ -1,10 +1,10 @@
-"""Where passes come from: the ``snncompress.passes`` entry-point group, built-ins included.
+"""Where passes come from: snncompress's built-ins, then the ``snncompress.passes`` entry-point group.
 
-Built-in passes are declared in snncompress's own ``pyproject.toml`` exactly as a third-party
-plugin declares its passes::
+Built-in passes are registered in code (:data:`BUILTIN_PASSES`: a new built-in needs no
+re-install); plugins declare theirs in their ``pyproject.toml``::
 
     [project.entry-points."snncompress.passes"]
-    quantize = "snncompress.passes.quantize:QUANTIZE_PASS"
+    cluster = "snncompress_cluster:CLUSTER_PASS"
 
 The object an entry point names is a :class:`PassSpec` (or a no-argument callable returning one).
 An entry point that fails to load is reported loudly on stderr, naming its distribution and the
@@ -15,7 +15,7 @@ error; it is never skipped silently. Tests and notebooks register passes in-proc
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import importlib
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -23,10 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, distributions
 
-from snncompress.errors import ConfigError
+from snncompress.errors import ConfigError, did_you_mean
 from snncompress.passes.base import PassConfig, PassSpec
 
 ENTRY_POINT_GROUP = "snncompress.passes"
+#: Built-in passes, ``name -> "module:attribute"``, imported when the registry is first used.
+BUILTIN_PASSES: dict[str, str] = {
+    "quantize": "snncompress.passes.quantize:QUANTIZE_PASS",
+}
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -62,11 +66,17 @@ class PassRegistry:
     Args:
         discover: returns the entry points to load (default: the ``snncompress.passes`` group).
         warn: where load failures are reported (default: a line on stderr).
+        builtins: built-in passes to register first, ``name -> "module:attr"`` (default:
+            :data:`BUILTIN_PASSES` with the default discovery, none with a custom one).
     """
 
     def __init__(self, discover: Callable[[], Iterable[EntryPoint]] = _discover_entry_points,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, builtins: dict[str, str] | None = None) -> None:
         self._discover = discover
+        # a registry with its own discovery (tests) starts without the built-ins unless given them
+        if builtins is None:
+            builtins = BUILTIN_PASSES if discover is _discover_entry_points else {}
+        self._builtins = builtins
         self._warn = warn or _warn_stderr
         self._specs: dict[str, PassSpec] = {}
         self._discovered = False
@@ -88,9 +98,9 @@ class PassRegistry:
     def suggest(self, name: str) -> str:
         """"; did you mean 'x'?" for a misspelt pass name, else the passes there are."""
         names = self.names()
-        close = difflib.get_close_matches(str(name), names, n=1)
-        if close:
-            return f"; did you mean '{close[0]}'?"
+        hint = did_you_mean(name, names, cutoff=0.6)
+        if hint:
+            return hint
         return f"; available passes: {', '.join(names)}" if names else "; no passes are registered"
 
     def names(self) -> list[str]:
@@ -136,8 +146,14 @@ class PassRegistry:
         if self._discovered:
             return
         self._discovered = True
+        for name, ref in self._builtins.items():
+            module_name, _, attr = ref.partition(":")
+            spec = getattr(importlib.import_module(module_name), attr)
+            self._specs[name] = _normalized(spec, "snncompress")
         seen: set[tuple[str, str, str]] = set()
         for ep in self._discover():
+            if ep.name in self._builtins and ep.value == self._builtins[ep.name]:
+                continue  # an older snncompress install declared its built-ins as entry points
             dist = _distribution(ep)
             key = (ep.name, ep.value, dist)
             if key in seen:  # the same distribution found twice on sys.path

@@ -3,7 +3,7 @@
 A gate compares one figure of a finished run with a threshold. :func:`gate_metrics` is the one
 place those figures come from: accuracy from the run's before/after measurement, memory / ops /
 energy reductions from the hardware cost model when it ran, else memory from the simple stored-bits
-count (:func:`snncompress.pipeline.measure.storage_bits`). A failed gate raises :class:`GateFailure`
+count (:func:`snncompress.costing.measure.storage_bits`). A failed gate raises :class:`GateFailure`
 (exit 1); a gate that is unknown or badly written raises :class:`ConfigError` (exit 2).
 """
 
@@ -14,8 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from snncompress.errors import ConfigError, GateFailure
-from snncompress.recipes.messages import did_you_mean
+from snncompress.errors import ConfigError, GateFailure, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def gate_metrics(report: Any) -> dict[str, Any]:
         base_bits = baseline.get("storage_bits") or before.get("storage_bits")
         now_bits = after.get("storage_bits")
         memory = base_bits / now_bits if base_bits and now_bits else None
-        source = "stored bits (snncompress.pipeline.measure.storage_bits)"
+        source = "stored bits (snncompress.costing.measure.storage_bits)"
     return {
         "accuracy_reference": reference,
         "accuracy_reference_is": ref_name,

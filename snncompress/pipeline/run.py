@@ -3,21 +3,28 @@
     report = run_recipe(model, Recipe.load("examples/spquant.yaml"), PassContext(data=test, train_data=train))
     save_compressed(model, "out.safetensors")
 
-Before the first pass the model's fp32 figures are measured and stored in
+The model is measured once on each side of every pass that changes it, in one instrumented pass
+over the evaluation data each (:func:`snncompress.costing.measure.measure`: accuracy, loss, firing,
+the hardware description, stored bits). The first measurement is the fp32 baseline, stored in
 ``CompressionState.baseline`` (unless the model already carries the baseline it was compressed
-from); after the last pass they are measured again. Each step appends one record to
-``CompressionState.history``: pass name, pass version, origin (distribution), the full config and
-the metrics the pass returned. The single-pass commands run the same way, as one-step recipes
+from); each pass receives the measurement of the model it is given as ``ctx.before``; the last one
+gives the "after" figures and the hardware report, costed from its description without running the
+model again. Analysis passes change nothing and are not re-measured. A PTQ recipe of one step
+therefore runs over the evaluation data exactly twice.
+
+Each step appends one record to ``CompressionState.history``: pass name, pass version, origin
+(distribution), the full config and the metrics the pass returned, with the accuracy before and
+after it. Wall-clock times are in the run report, never in the history (the file stays the same
+bytes for the same seed). The single-pass commands run the same way, as one-step recipes
 (:func:`run_single_pass`).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +32,10 @@ import torch
 from torch import nn
 
 from snncompress import __version__
-from snncompress.errors import DomainError, SnnCompressError
-from snncompress.pipeline.measure import (
-    hardware_available,
-    hardware_figures,
-    measure_model,
-    record_hardware_baseline,
-)
+from snncompress.costing.measure import Measurement, measure
+from snncompress.errors import ConfigError, DomainError, SnnCompressError, did_you_mean
 from snncompress.passes.base import PassConfig, PassContext, PassResult
+from snncompress.passes.kit import SYMBOLIC_TARGETS, resolved_config
 from snncompress.passes.registry import PassRegistry, default_registry
 from snncompress.recipes import Recipe, RecipeError
 from snncompress.state import get_state
@@ -68,7 +71,7 @@ class RunReport:
     Attributes:
         recipe: the recipe that ran (``Recipe.to_dict()``).
         steps: this run's pass-history records.
-        before, after: :class:`~snncompress.pipeline.measure.ModelFigures` as dicts (accuracy in percent).
+        before, after: :class:`~snncompress.costing.measure.Measurement` figures as dicts (accuracy in percent).
         baseline: the fp32 figures the compression started from (``CompressionState.baseline``).
         hardware: memory / ops / energy and their reductions against the baseline, when available.
         seconds: wall time of each step.
@@ -85,13 +88,20 @@ class RunReport:
     seconds: list[float] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)
     output: str | None = None
+    measurements: list[Measurement] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def last_measurement(self) -> Measurement | None:
+        """The measurement of the model as the run left it (None when the run did not measure)."""
+        return self.measurements[-1] if self.measurements else None
 
     @property
     def notes(self) -> list[str]:
         return [f"{s['pass']}: {note}" for s in self.steps for note in s.get("notes", [])]
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "measurements"}
+        return jsonable(data)
 
 
 def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path, ctx: PassContext,
@@ -120,46 +130,86 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
     log = options.log or (lambda _line: None)
     report = RunReport(recipe=recipe.to_dict())
     state = get_state(model)
+    current: Measurement | None = None
     if options.measure:
-        before = measure_model(model, ctx.data, show_progress=ctx.show_progress,
-                               description="accuracy before")
-        report.before = {**before.to_dict(), "data": getattr(ctx.data, "name", None)}
-        _record_baseline(model, ctx, before, options)
-        if before.accuracy is not None:
-            ctx.measured["accuracy"] = before.accuracy
-            log(f"before: accuracy {before.accuracy:.2f}%, {before.storage_bits / 8192:.1f} KiB stored")
+        current = _measure(model, ctx, options, "accuracy before")
+        report.measurements.append(current)
+        report.before = current.to_dict()
+        _record_baseline(model, ctx, current, options)
+        if current.accuracy is not None:
+            log(f"before: accuracy {current.accuracy:.2f}%, {current.storage_bits / 8192:.1f} KiB stored")
     report.baseline = {k: v for k, v in state.baseline.items() if k != "description"}
+    last_transform = max((i for i, spec in enumerate(specs) if spec.kind == "transform"), default=-1)
     for index, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
         log(f"[{index + 1}/{len(recipe.steps)}] {step.name} ({spec.origin} {spec.version})")
-        accuracy_before = ctx.measured.get("accuracy")
+        ctx.before = current
+        config = resolved_config(model, step.config)
         start = time.perf_counter()
-        result = _apply(spec, model, step.config, ctx, index)
+        result = _apply(spec, model, config, ctx, index)
         report.seconds.append(round(time.perf_counter() - start, 3))
-        if ctx.measured.get("accuracy") == accuracy_before:
-            ctx.measured.pop("accuracy", None)  # the model changed; a stale figure must not be reused
+        metrics = dict(result.metrics)
+        notes = [str(n) for n in result.notes]
+        if spec.kind == "transform" and options.measure:
+            label = "accuracy after" if index == last_transform else f"accuracy after {step.name}"
+            after = _measure(model, ctx, options, label)
+            report.measurements.append(after)
+            if current is not None and current.accuracy is not None and after.accuracy is not None:
+                metrics = {"accuracy_before": current.accuracy, "accuracy_after": after.accuracy,
+                           "accuracy_drop": current.accuracy - after.accuracy, **metrics}
+                notes.insert(0, f"accuracy {current.accuracy:.2f}% -> {after.accuracy:.2f}% "
+                                f"({after.accuracy - current.accuracy:+.2f} points)")
+            current = after
+        if result.suggestions:
+            ctx.suggestions[step.name] = dict(result.suggestions)
         record = {
             "pass": step.name,
             "version": spec.version,
             "origin": spec.origin,
             "snncompress_version": __version__,
             "config": step.config.model_dump(mode="json"),
-            "metrics": jsonable(result.metrics),
-            "notes": [str(n) for n in result.notes],
+            "metrics": jsonable(metrics),
+            "notes": notes,
         }
+        if result.suggestions:
+            record["suggestions"] = jsonable(result.suggestions)
         state.history.append(record)
-        report.steps.append(record)
+        report.steps.append({**record, **({"artifacts": dict(result.artifacts)} if result.artifacts else {})})
         for note in record["notes"]:
             log(f"    {note}")
-    if options.measure:
-        after = measure_model(model, ctx.data, show_progress=ctx.show_progress, description="accuracy after")
-        report.after = {**after.to_dict(), "data": getattr(ctx.data, "name", None)}
-        if after.accuracy is not None:
-            ctx.measured["accuracy"] = after.accuracy
-            log(f"after: accuracy {after.accuracy:.2f}%, {after.storage_bits / 8192:.1f} KiB stored")
-        if options.hardware and ctx.data is not None and hardware_available():
-            report.hardware = _costed(lambda: hardware_figures(model, ctx.data, options.model_name,
-                                                               options.energy_table), options.warn or _warn)
+    ctx.before = current
+    if options.measure and current is not None:
+        report.after = current.to_dict()
+        if current.accuracy is not None:
+            log(f"after: accuracy {current.accuracy:.2f}%, {current.storage_bits / 8192:.1f} KiB stored")
+        if options.hardware and current.description is not None:
+            report.hardware = _costed(lambda: _hardware_figures(model, current, options), options.warn or _warn)
     return report
+
+
+def _measure(model: nn.Module, ctx: PassContext, options: RunOptions, label: str) -> Measurement:
+    return measure(model, ctx.data, name=options.model_name, describe=options.hardware,
+                   show_progress=ctx.show_progress, description=label)
+
+
+def _hardware_figures(model: nn.Module, current: Measurement, options: RunOptions) -> dict[str, Any] | None:
+    """Memory, synaptic ops and energy per sample and their reductions, from the run's last measurement."""
+    from snncompress.costing.report import ReportInputs, make_report
+
+    if not get_state(model).baseline.get("description"):
+        return None
+    report = make_report(ReportInputs(model=model, name=options.model_name, energy=options.energy_table),
+                         description=current.description, data_name=current.data)
+    base, totals = report.baseline, report.totals
+    return {
+        "energy_table": options.energy_table,
+        "memory_bits": totals.memory.total_bits,
+        "synaptic_ops": totals.ops.synaptic_ops,
+        "energy_pj": totals.energy.total_pj,
+        "memory_reduction": base.memory_reduction if base else None,
+        "ops_reduction": base.synaptic_ops_reduction if base else None,
+        "energy_reduction": base.energy_reduction if base else None,
+        "warnings": list(report.warnings),
+    }
 
 
 def _costed(compute: Callable[[], Any], log: Callable[[str], None]) -> Any:
@@ -194,12 +244,42 @@ def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path, registry: PassReg
 
 
 def _check_before_run(model: nn.Module, recipe: Recipe, specs: list, ctx: PassContext) -> None:
-    """Problems the recipe alone cannot show: missing data, targets naming no module."""
-    problems = [f"passes[{i}] ({spec.name}): needs data; pass --data"
-                for i, spec in enumerate(specs) if spec.needs_data and ctx.data is None]
+    """Problems the recipe alone cannot show: missing data, needs no earlier pass meets, targets naming no layer."""
+    have = {"data"} if ctx.data is not None else set()
+    if ctx.train_data is not None:
+        have.add("train_data")
+    have |= _model_provides(model)
+    flags = {"data": "needs data; pass --data", "train_data": "needs training data; pass --train-data",
+             "quantized_membrane": "needs a quantized membrane: quantize the membrane first (an earlier "
+                                   "quantize step, or a model quantized already)",
+             "ternary_membrane": "needs a ternary membrane: quantize with membrane_quant ternary first"}
+    problems = []
+    for i, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
+        for need, reason in sorted(spec.requirements(step.config).items()):
+            if need not in have:
+                problems.append(f"passes[{i}] ({spec.name}): {reason or flags.get(need, f'needs {need}')}")
+        have |= set(spec.provides(step.config))
     problems += target_problems(model, recipe)
+    if len(problems) == 1 and recipe.source is None:
+        raise ConfigError(problems[0])  # a recipe built in code or by a command: one line
     if problems:
         raise RecipeError(problems, recipe.source)
+
+
+def _model_provides(model: nn.Module) -> set[str]:
+    """Requirements the model meets as it is (a quantized membrane from an earlier run)."""
+    from snncompress.state import has_state
+
+    if not has_state(model):
+        return set()
+    out = set()
+    for settings in get_state(model).neurons.values():
+        membrane = settings.get("membrane")
+        if membrane:
+            out.add("quantized_membrane")
+            if (membrane.get("levels_low"), membrane.get("levels_high")) == (-1, 1):
+                out.add("ternary_membrane")
+    return out
 
 
 def check_targets(model: nn.Module, recipe: Recipe) -> None:
@@ -210,10 +290,9 @@ def check_targets(model: nn.Module, recipe: Recipe) -> None:
 
 
 def target_problems(model: nn.Module, recipe: Recipe) -> list[str]:
-    """``passes[i]...targets[k]: the model has no module 'x'`` for every such name (``re:`` aside).
-
-    Each pass checks its own candidates again (synaptic or neuron layers) when it runs.
-    """
+    """``passes[i]...targets[k]: the model has no module 'x'`` for every such name (``re:`` and the
+    symbolic ``first`` / ``last`` aside). Each pass checks its own candidates again (synaptic or
+    neuron layers) when it runs (:func:`snncompress.passes.kit.select_layers`)."""
     modules = [name for name, _ in model.named_modules() if name]
     problems = []
     for i, step in enumerate(recipe.steps):
@@ -222,24 +301,25 @@ def target_problems(model: nn.Module, recipe: Recipe) -> list[str]:
                   for j, o in enumerate(step.config.overrides)]
         for where, patterns in pools:
             for k, pattern in enumerate(patterns):
-                if not pattern.startswith("re:") and pattern not in modules:
-                    close = difflib.get_close_matches(pattern, modules, n=1)
-                    hint = f"did you mean '{close[0]}'?" if close else f"modules: {', '.join(modules)}"
-                    problems.append(f"{where}[{k}]: the model has no module '{pattern}'; {hint}")
+                if pattern.startswith("re:") or pattern in SYMBOLIC_TARGETS or pattern in modules:
+                    continue
+                hint = did_you_mean(pattern, modules, cutoff=0.6) or f"; modules: {', '.join(modules)}"
+                problems.append(f"{where}[{k}]: the model has no module '{pattern}'{hint}")
     return problems
 
 
-def _record_baseline(model: nn.Module, ctx: PassContext, before: Any, options: RunOptions) -> None:
-    """Store the fp32 figures, unless the model carries the baseline it was compressed from."""
+def _record_baseline(model: nn.Module, ctx: PassContext, before: Measurement, options: RunOptions) -> None:
+    """Store the fp32 figures from the first measurement, unless the model carries the baseline it was
+    compressed from."""
     state = get_state(model)
     if state.baseline:
         return
-    if options.hardware and ctx.data is not None and hardware_available():
-        error = _costed(
-            lambda: record_hardware_baseline(model, ctx.data, before.accuracy, options.model_name),
-            options.warn or _warn)
-        if error:
-            state.baseline.clear()
+    if options.hardware and before.description is not None:
+        from snncompress.costing.describe import description_to_dict
+
+        state.baseline = {"model": options.model_name, "accuracy": before.accuracy, "data": before.data,
+                          "time_steps": before.description.time_steps,
+                          "description": description_to_dict(before.description)}
     if state.history:
         state.baseline["note"] = "measured on an already compressed input: no fp32 baseline was recorded"
     state.baseline.update(

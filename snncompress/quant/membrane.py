@@ -25,9 +25,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from snncompress.errors import ConfigError, InputError
+from snncompress.errors import ConfigError, InputError, did_you_mean
 from snncompress.quant.sgs import SgsQuantize, SgsTable, sgs_table
-from snncompress.quant.suggest import did_you_mean
 
 DEFAULT_SMOOTHNESS = 0.5
 MAX_MEMBRANE_BITS = 16
@@ -124,7 +123,7 @@ class MembraneQuantizer(BaseModel):
     @property
     def bits(self) -> int:
         """Bits per stored level: ``ceil(log2(num_levels))`` (ternary: 2, though it holds 1.58 bits)."""
-        return max(1, math.ceil(math.log2(self.num_levels)))
+        return level_bits(self.levels_low, self.levels_high)
 
     @property
     def information_bits(self) -> float:
@@ -262,3 +261,58 @@ def parse_membrane_quant(
     raise ConfigError(
         f"unknown membrane quantization {text!r}: valid forms are ternary, int2..int16, fp32{hint}"
     )
+
+
+def level_bits(low: int, high: int) -> int:
+    """Bits to store one of the integer levels ``low .. high``: ``ceil(log2(levels))`` (the one rule)."""
+    return max(1, math.ceil(math.log2(int(high) - int(low) + 1)))
+
+
+def membrane_bits(quantizer: dict[str, Any] | None) -> int:
+    """Bits per stored membrane value of a quantizer's settings (:meth:`MembraneQuantizer.to_dict`); 32 for fp32."""
+    if not quantizer:
+        return 32
+    if "bits" in quantizer:
+        return int(quantizer["bits"])
+    low, high = quantizer.get("levels_low"), quantizer.get("levels_high")
+    if low is None or high is None:
+        return 32
+    return level_bits(low, high)
+
+
+def default_grid(spec: str) -> int:
+    """Levels per threshold: 1 for ternary (SpQuant), ``2^(k-2)`` for int<k> (int4: Vth/4 steps over
+    [-2, 1.75] Vth; int8: Vth/64 steps over [-2, 2) Vth) -- our choice, configurable."""
+    spec = spec.strip().lower()
+    if spec.startswith("int") and spec[3:].isdigit():
+        return max(1, 1 << max(0, int(spec[3:]) - 2))
+    return 1
+
+
+def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None, grid: int | None = None):
+    """The membrane quantizer for a spec (None for fp32) and its grid (levels per threshold).
+
+    Raises:
+        ConfigError: a bad spec, a grid given for ternary / fp32, or a clip (in units of Vth) that is
+            not a level of the grid inside the representable range.
+    """
+    spec_l = spec.strip().lower()
+    if grid is not None and grid != 1 and not spec_l.startswith("int"):
+        raise ConfigError(f"membrane_grid applies to int<k> membranes; {spec} has one level per threshold")
+    grid = grid or default_grid(spec_l)
+    level_clip = None
+    if clip is not None:
+        if spec_l == "fp32":
+            raise ConfigError("a membrane clip needs quantized levels (ternary or int<k>)")
+        bits = 2 if spec_l == "ternary" else int(spec_l[3:]) if spec_l[3:].isdigit() else None
+        lowest = -1.0 if spec_l == "ternary" else (-(1 << (bits - 1)) / grid if bits else None)
+        if lowest is not None and not lowest <= clip < 0:
+            raise ConfigError(f"clip {clip:g} x Vth does not fit {spec_l} at {grid} levels per threshold: "
+                              f"use a value in {lowest:g} .. {-1 / grid:g}")
+        level_clip = clip * grid
+        if level_clip != int(level_clip):
+            raise ConfigError(f"clip {clip:g} x Vth is not on the membrane grid (steps of Vth/{grid})")
+        level_clip = int(level_clip)
+    kwargs = {"smoothness": smoothness} if smoothness is not None else {}
+    quantizer = parse_membrane_quant(spec, clip=level_clip, **kwargs)
+    return quantizer, grid

@@ -20,14 +20,13 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 from pydantic import Field, TypeAdapter
 
-from snncompress.errors import ConfigError
+from snncompress.errors import ConfigError, did_you_mean
 from snncompress.quant.apot import ApotScheme
 from snncompress.quant.base import WeightScheme
 from snncompress.quant.encoded import EncodedTensor
 from snncompress.quant.fixed_point import check_fixed_format
 from snncompress.quant.pot import PotScheme
 from snncompress.quant.rounding import ROUNDING_MODES
-from snncompress.quant.suggest import did_you_mean
 from snncompress.quant.ternary import TernaryScheme
 from snncompress.quant.uniform import FixedPointScheme, IntScheme
 

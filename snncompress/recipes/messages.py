@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from snncompress.errors import ConfigError
+from snncompress.errors import did_you_mean as _did_you_mean
 
 # pydantic adds the union member it tried to a location ("function-after[...]", "literal['a']")
 _TAG = re.compile(r"[\[\](),\-\s']")
@@ -32,8 +32,8 @@ class RecipeError(ConfigError):
 
 
 def did_you_mean(value: Any, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """:func:`snncompress.errors.did_you_mean` at the stricter cutoff recipe keys use."""
+    return _did_you_mean(value, options, cutoff=0.6)
 
 
 def place(prefix: str, loc: Sequence[str | int]) -> str:

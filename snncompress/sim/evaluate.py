@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -31,11 +33,26 @@ class Evaluation:
 
 
 def prepare(model: nn.Module, data: DataBundle) -> SNNRunner:
-    """A runner for ``model`` with the data's layout resolved and its labels checked."""
+    """A runner for ``model`` with the data's layout resolved and its labels checked.
+
+    The layout is probed once per data set and model structure (style, layer types and shapes) and
+    remembered on the bundle: compressing a model changes its values, never the layout its data has.
+    """
     runner = SNNRunner(model)
-    data.is_sequence = resolve_layout(runner, data.sample_input(), data.time_steps)
-    check_labels(runner, data)
+    layouts = data.__dict__.setdefault("_layouts", {})
+    key = _structure_key(model, runner.style)
+    if key not in layouts:
+        is_sequence = resolve_layout(runner, data.sample_input(), data.time_steps)
+        data.is_sequence = is_sequence
+        check_labels(runner, data)
+        layouts[key] = is_sequence
+    data.is_sequence = layouts[key]
     return runner
+
+
+def _structure_key(model: nn.Module, style: str) -> tuple:
+    return (style, tuple((n, type(m).__name__) for n, m in model.named_modules()),
+            tuple((n, tuple(t.shape)) for n, t in model.state_dict().items()))
 
 
 def check_labels(runner: SNNRunner, data: DataBundle) -> int:
@@ -53,15 +70,23 @@ def check_labels(runner: SNNRunner, data: DataBundle) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
-             description: str = "evaluate") -> Evaluation:
-    """Classification accuracy (argmax of output spike counts) and per-layer firing rates."""
+             description: str = "evaluate", instruments: Iterable[AbstractContextManager] = ()) -> Evaluation:
+    """Classification accuracy (argmax of output spike counts) and per-layer firing rates.
+
+    Args:
+        instruments: context managers entered around the whole pass (e.g. the hardware probe's
+            hooks, :class:`snncompress.costing.describe.Probe`), so that one pass over the data
+            measures everything.
+    """
     was_training = model.training
     model.eval()
     runner = prepare(model, data)
     counter = SpikeCounter()
     correct = total = 0
     loss_sum, loss_n = 0.0, 0
-    with runner.observe(counter), progress_bar(show_progress) as bar:
+    with ExitStack() as stack, runner.observe(counter), progress_bar(show_progress) as bar:
+        for instrument in instruments:
+            stack.enter_context(instrument)
         task = bar.add_task(description, total=len(data))
         for x, y in data.loader():
             out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompress.data.loading import DataBundle
+from snncompress.sim.constraints import Constraint, attached, constraints_for_training
 from snncompress.sim.evaluate import evaluate, prepare
 from snncompress.sim.progress import progress_bar
 from snncompress.sim.runner import RunOutput
@@ -54,26 +55,44 @@ def spike_count_loss(out: RunOutput, y: torch.Tensor, loss: str = "ce") -> torch
 
 def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config: TrainConfig, *,
           show_progress: bool = False, description: str = "train",
+          constraints: Iterable[Constraint] = (),
+          keep_state_constraints: bool = True,
           after_step: Callable[[nn.Module], None] | None = None,
           step_context: Callable[[], AbstractContextManager] | None = None) -> TrainResult:
     """Train ``model`` in place and leave it with the best epoch's weights.
 
     Args:
-        after_step: called after each optimizer step (e.g. to re-apply pruning masks).
-        step_context: entered around each step's forward and backward, e.g.
-            ``torch.nn.utils.parametrize.cached`` so a fake-quantized weight is computed once per
-            step rather than once per time step.
+        constraints: training constraints (:mod:`snncompress.sim.constraints`): attached before the
+            first step, around and after each step, detached at the end (also on error), after the
+            best epoch's weights are restored.
+        keep_state_constraints: also keep every compression already applied to the model (pruned
+            weights stay zero, stored codes stay on their grid): :func:`state_constraints`. Leave it on
+            unless you are deliberately undoing a compression.
+        after_step: called after each optimizer step, after the constraints' ``after_step``.
+        step_context: entered around each step's forward and backward, inside the constraints'.
     """
+    given = list(constraints)
+    active = constraints_for_training(model, given) if keep_state_constraints else given
+    with attached(model, active):
+        return _train(model, train_data, val_data, config, show_progress=show_progress, description=description,
+                      constraints=active, after_step=after_step, step_context=step_context)
+
+
+def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, description, constraints,
+           after_step, step_context) -> TrainResult:
     step_context = step_context or contextlib.nullcontext
     torch.manual_seed(config.seed)
     runner = prepare(model, train_data)
     val_data.is_sequence = train_data.is_sequence if val_data.dataset is train_data.dataset else val_data.is_sequence
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{config.schedule}' (choose from {', '.join(SCHEDULES)})")
+    lr_scale = dict(config.lr_scale)
+    for constraint in constraints:
+        lr_scale.update(constraint.lr_scale())
     groups: dict[float, list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault(config.lr_scale.get(name, 1.0), []).append(p)
+            groups.setdefault(lr_scale.get(_plain_name(name), 1.0), []).append(p)
     optimizer = torch.optim.Adam([{"params": ps, "lr": config.lr * k} for k, ps in groups.items()], lr=config.lr)
     scheduler = None
     if config.schedule == "cosine":
@@ -90,13 +109,18 @@ def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config
             total_loss, seen = 0.0, 0
             for x, y in train_data.loader(shuffle=True, seed=config.seed + epoch):
                 optimizer.zero_grad(set_to_none=True)
-                with step_context():
+                with ExitStack() as stack:
+                    for constraint in constraints:
+                        stack.enter_context(constraint.step_context())
+                    stack.enter_context(step_context())
                     out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
                     loss = spike_count_loss(out, y, config.loss)
                     loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
+                for constraint in constraints:
+                    constraint.after_step(model)
                 if after_step is not None:
                     after_step(model)
                 total_loss += float(loss.detach()) * y.shape[0]
@@ -115,3 +139,8 @@ def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _plain_name(name: str) -> str:
+    """``0.parametrizations.weight.original`` -> ``0.weight`` (lr scales are given by plain names)."""
+    return name.replace(".parametrizations.", ".").removesuffix(".original")

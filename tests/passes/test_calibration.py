@@ -41,10 +41,13 @@ from snncompress.passes.calibration import (
     supports_adaround,
     weight_matrix,
 )
-from snncompress.passes.quantize import QuantizeConfig, apply, synaptic_layers
+from snncompress.models.layers import synaptic_layers
+from snncompress.passes.quantize import QuantizeConfig, apply
+from snncompress.pipeline.run import RunOptions, run_single_pass
 from snncompress.quant import ApotScheme, FixedPointScheme, IntScheme, PotScheme, TernaryScheme
 from snncompress.quant.schemes import parse_weight_scheme
-from snncompress.state import copy_model, get_state
+from snncompress.models.membrane import copy_model
+from snncompress.state import get_state
 from tests.models import CLASSES, TINY_MODELS, T
 
 SCHEMES = ["pot4", "apot4", "int4", "ternary", "fixed1.6"]
@@ -299,7 +302,8 @@ def test_demo_pot4_accuracy_with_adaround_is_at_least_without():
     accuracy = {}
     for calibration in ("none", "adaround"):
         model = load_model("demo")
-        cfg = QuantizeConfig(weight_quant="pot4", membrane_quant="int4", calibration=calibration)
-        result = apply(model, cfg, PassContext(data=test, train_data=train, measured={"accuracy": 97.22}))
-        accuracy[calibration] = result.metrics["accuracy_after"]
+        cfg = {"weight_quant": "pot4", "membrane_quant": "int4", "calibration": calibration}
+        report = run_single_pass("quantize", model, cfg, PassContext(data=test, train_data=train),
+                                 RunOptions(hardware=False))
+        accuracy[calibration] = report.after["accuracy"]
     assert accuracy["adaround"] >= accuracy["none"]

@@ -36,7 +36,10 @@ from snncompress.fileformat.loading import load_model
 from snncompress.models.membrane import no_delayed_reset
 from snncompress.models.neurons import neuron_layers, neuron_type
 from snncompress.passes.base import PassContext
-from snncompress.passes.quantize import QuantizeConfig, default_grid, synaptic_layers
+from snncompress.models.layers import synaptic_layers
+from snncompress.sim.constraints import attached
+from snncompress.passes.quantize import QuantizeConfig
+from snncompress.quant.membrane import default_grid
 from snncompress.pipeline.run import RunOptions, run_recipe, run_single_pass
 from snncompress.quant.membrane import MembraneQuantizer
 from snncompress.quant.schemes import parse_weight_scheme
@@ -416,9 +419,10 @@ def test_qat_gradient_reaches_the_first_layer_weight(monkeypatch):
         seen["membranes"] = {k: v["membrane"] for k, v in get_state(model).neurons.items()}
         model.train()
         x, y = next(iter(train_data.loader()))
-        out = SNNRunner(model).run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
-        spike_count_loss(out, y).backward()
-        seen["grad"] = layer.parametrizations.weight.original.grad.clone()
+        with attached(model, kwargs["constraints"]):  # QAT's fake quantization, as train() attaches it
+            out = SNNRunner(model).run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
+            spike_count_loss(out, y).backward()
+            seen["grad"] = layer.parametrizations.weight.original.grad.clone()
         model.zero_grad(set_to_none=True)
         return real_train(model, train_data, val_data, config, **kwargs)
 

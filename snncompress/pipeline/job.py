@@ -1,0 +1,194 @@
+"""A whole compression as one library call: load, run the recipe, save, figures, gates.
+
+    from snncompress.pipeline.job import CompressJob, compress
+
+    result = compress(CompressJob(model="demo", recipe="examples/spquant.yaml", data="digits",
+                                  output="out.safetensors", gates=["max-accuracy-drop=2"]))
+    result.report.after["accuracy"], result.figures["memory_reduction"], result.passed
+    result.enforce()          # raises GateFailure naming every failed gate
+
+Nothing is printed (progress bars only when ``show_progress``); the CLI's ``run``, every single-pass
+command and ``snncompress demo`` are thin layers over :func:`compress`. Everything that can be
+checked before work is checked first (gates, the output path, the recipe, then the model and the
+data), so a bad input costs no compute and writes nothing. The output is written atomically after
+the recipe ran and before the gates are judged, so a CI log can show a failed gate's file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from snncompress.data.loading import DataBundle
+from snncompress.errors import DataError
+from snncompress.passes.base import PassContext
+from snncompress.pipeline.gates import GateResult, check_gates, enforce, gate_metrics, parse_gates
+from snncompress.pipeline.run import RunOptions, RunReport, as_recipe, run_recipe
+from snncompress.recipes import Recipe
+
+RecipeLike = Recipe | Mapping[str, Any] | str | Path
+
+
+@dataclass
+class CompressJob:
+    """What a compression needs: the model, the recipe, the data and where the output goes.
+
+    Attributes:
+        model: a MODEL reference (``pkg.mod:factory``, ``demo``, a ``.nir`` or compressed file) or a
+            loaded ``nn.Module``.
+        recipe: a :class:`Recipe`, a parsed document, a YAML/TOML path, or a no-argument callable
+            returning one (called before the model loads, so recipe errors come first).
+        output: the compressed file to write (None: write nothing).
+        data: evaluation data reference (``digits``, a tensor file, ``module:function``) or a
+            loaded :class:`DataBundle`; None: accuracy is not measured.
+        train_data: training data for passes that fine-tune; default: the train split of ``digits``
+            when ``data`` is digits, else none (never the evaluation data, silently).
+        model_name: the model's name in the baseline and report (default: the MODEL reference).
+        train_batch_size: the training data's batch size (default: ``batch_size``).
+        log: called with one line per step (default: quiet).
+        warn: called with warnings (default: a line on stderr).
+    """
+
+    model: str | nn.Module
+    recipe: RecipeLike | Callable[[], RecipeLike]
+    output: str | Path | None = None
+    data: str | DataBundle | None = None
+    train_data: str | DataBundle | None = None
+    weights: str | Path | None = None
+    trust_pickle: bool = False
+    encoding: str = "direct"
+    time_steps: int = 8
+    batch_size: int = 128
+    train_batch_size: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    force: bool = False
+    gates: Sequence[str] = ()
+    energy: str = "45nm"
+    model_name: str | None = None
+    show_progress: bool = False
+    log: Callable[[str], None] | None = None
+    warn: Callable[[str], None] | None = None
+    extra_outputs: Sequence[str | Path] = field(default_factory=tuple)
+
+
+@dataclass
+class JobResult:
+    """What :func:`compress` did.
+
+    Attributes:
+        model: the compressed model (in memory, with its compression state).
+        report: the run report (steps, before / after figures, hardware figures, gates, output).
+        figures: the figures the gates compare (:func:`~snncompress.pipeline.gates.gate_metrics`).
+        gates: each gate's result.
+        data: the evaluation data the run measured on (None without data).
+    """
+
+    model: nn.Module
+    report: RunReport
+    figures: dict[str, Any]
+    gates: list[GateResult]
+    data: DataBundle | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def output(self) -> str | None:
+        return self.report.output
+
+    def enforce(self) -> None:
+        """Raise :class:`~snncompress.errors.GateFailure` when any gate failed."""
+        enforce(self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run report with the gate figures, as ``--json`` writes it."""
+        return {**self.report.to_dict(), "figures": self.figures}
+
+
+def compress(job: CompressJob) -> JobResult:
+    """Run a whole compression; see the module docstring.
+
+    Raises:
+        ConfigError, RecipeError: bad gates, recipe or pass options (before any work).
+        InputError: the output exists without ``force``, or its folder is missing (before any work).
+        ModelLoadError, DataError: the model or data cannot be loaded or do not fit each other.
+        SnnCompressError: a pass failed; the message names the step. A failed gate does not raise:
+            see :meth:`JobResult.enforce`.
+    """
+    from snncompress.fileformat.atomic import check_output_path
+    from snncompress.fileformat.compressed import save_compressed
+
+    gates = parse_gates(job.gates, has_data=job.data is not None)
+    for path in ([job.output] if job.output is not None else []) + list(job.extra_outputs):
+        if str(path) != "-":
+            check_output_path(Path(path), job.force)
+    recipe_like = job.recipe() if callable(job.recipe) else job.recipe
+    options = RunOptions(model_name=job.model_name or _name(job.model), energy_table=job.energy,
+                         log=job.log, warn=job.warn)
+    recipe = as_recipe(recipe_like, _registry(options))
+    model = _load_model(job)
+    data, train = load_job_data(job)
+    if data is None and job.log is not None:
+        job.log("no --data: accuracy is not measured")
+    ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=job.show_progress)
+    report = run_recipe(model, recipe, ctx, options)
+    if job.output is not None:
+        report.output = str(save_compressed(model, job.output, force=job.force))
+    figures = gate_metrics(report)
+    results = check_gates(gates, figures)
+    report.gates = [r.to_dict() for r in results]
+    return JobResult(model=model, report=report, figures=figures, gates=results, data=data)
+
+
+def _registry(options: RunOptions):
+    from snncompress.passes.registry import default_registry
+
+    return options.registry or default_registry()
+
+
+def _name(model: str | nn.Module) -> str:
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def _load_model(job: CompressJob) -> nn.Module:
+    if isinstance(job.model, nn.Module):
+        return job.model
+    from snncompress.fileformat.loading import load_model
+
+    return load_model(job.model, job.weights, trust_pickle=job.trust_pickle)
+
+
+def load_job_data(job: CompressJob) -> tuple[DataBundle | None, DataBundle | None]:
+    """The evaluation and training data of a job (see :class:`CompressJob` for the defaults).
+
+    Raises:
+        DataError: training data without evaluation data, or data that cannot be loaded.
+    """
+    if job.data is None:
+        if job.train_data is not None:
+            raise DataError("--train-data needs --data (the evaluation data) as well")
+        return None, None
+    data = _bundle(job, job.data, "test", job.batch_size)
+    train_batch = job.train_batch_size or job.batch_size
+    if job.train_data is not None:
+        train = _bundle(job, job.train_data, "train", train_batch)
+    elif isinstance(job.data, str) and job.data in ("digits", "digits:test"):
+        train = _bundle(job, "digits:train", "train", train_batch)
+    else:
+        train = None  # never train on the evaluation data silently; QAT asks for --train-data
+    return data, train
+
+
+def _bundle(job: CompressJob, spec: str | DataBundle, split: str, batch_size: int) -> DataBundle:
+    if isinstance(spec, DataBundle):
+        return spec
+    from snncompress.data import DataOptions, load_data
+
+    return load_data(spec, DataOptions(encoding=job.encoding, time_steps=job.time_steps, batch_size=batch_size,
+                                       limit=job.limit, seed=job.seed, split=split))
