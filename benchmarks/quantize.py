@@ -165,11 +165,11 @@ def file_breakdown(path: Path) -> dict[str, int]:
 
 
 def accuracy_and_size(quick: bool, log) -> tuple[list[Row], dict[str, Any]]:
-    from snncompress.sim.evaluate import evaluate
     from snncompress.fileformat.compressed import save_compressed
     from snncompress.fileformat.loading import load_model
     from snncompress.passes.base import PassContext
     from snncompress.pipeline.run import RunOptions, run_single_pass
+    from snncompress.sim.evaluate import evaluate
 
     test, train = _data()
     start = time.perf_counter()
@@ -265,9 +265,9 @@ def _step_setups():
     from torch.nn.utils import parametrize
 
     from snncompress.fileformat.loading import load_model
+    from snncompress.models.layers import synaptic_layers
     from snncompress.models.membrane import install_membrane_quantizer
     from snncompress.models.neurons import neuron_layers
-    from snncompress.models.layers import synaptic_layers
     from snncompress.passes.quantize import QuantizeConfig, learnable_thresholds
     from snncompress.quant.membrane import membrane_quantizer
     from snncompress.quant.schemes import parse_weight_scheme

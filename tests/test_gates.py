@@ -79,3 +79,24 @@ def test_accuracy_reference_is_the_baseline_only_on_the_same_data():
     metrics = gate_metrics(run)
     assert metrics["accuracy_drop"] == pytest.approx(1.5)
     assert metrics["accuracy_reference_is"] == "the input model"
+
+
+def test_a_plugin_gate_registers_and_reads_its_own_figure():
+    from snncompress.pipeline.gates import GATES, GateKind, check_gates, gate_metrics, parse_gate, register_gate
+
+    kind = GateKind("steps_run", "min", "number of steps run", needs_data=False,
+                    compute=lambda report: float(len(report.steps)))
+    register_gate("min-steps", kind)
+    try:
+        class Report:
+            before, after, baseline, hardware, steps = {}, {}, {}, None, [{}, {}]
+
+        metrics = gate_metrics(Report())
+        assert metrics["steps_run"] == 2.0
+        (passed,) = check_gates([parse_gate("min-steps=2")], metrics)
+        (failed,) = check_gates([parse_gate("min-steps=3")], metrics)
+        assert passed.passed and not failed.passed
+        with pytest.raises(ValueError, match="already registered"):
+            register_gate("min-steps", kind)
+    finally:
+        GATES.pop("min-steps", None)

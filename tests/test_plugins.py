@@ -163,7 +163,7 @@ def test_example_plugin_installs_and_runs(run_cli, tmp_path):
                               "--disable-pip-version-check", "-q", "-e", str(CLUSTER_DIR)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
-    listed = run_cli("passes", "--json")
+    listed = run_cli("passes", "--json", "-")
     assert listed.returncode == 0, listed.stderr
     passes = {p["name"]: p for p in json.loads(listed.stdout)["passes"]}
     assert passes["cluster"]["origin"] == "snncompress-cluster" and passes["cluster"]["version"] == "0.1.0"

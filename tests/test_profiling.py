@@ -28,10 +28,6 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from snncompress.data.loading import DataBundle, DataOptions
-from snncompress.errors import DataError, FileFormatError
-from snncompress.hardware import NeuronLayer, SynapticLayer, build_report
-from snncompress.hardware.report import SCHEMA_PATH
 from snncompress.costing.describe import (
     describe_model,
     description_from_dict,
@@ -40,6 +36,10 @@ from snncompress.costing.describe import (
     scheme_label,
 )
 from snncompress.costing.report import ReportInputs, make_report, print_report, record_baseline
+from snncompress.data.loading import DataBundle, DataOptions
+from snncompress.errors import DataError, FileFormatError
+from snncompress.hardware import NeuronLayer, SynapticLayer, build_report
+from snncompress.hardware.report import SCHEMA_PATH
 from snncompress.state import get_state
 
 T = 2

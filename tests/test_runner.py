@@ -9,11 +9,11 @@ from torch import nn
 
 from snncompress.data import DataOptions, load_data
 from snncompress.errors import DataError, ModelLoadError
-from snncompress.sim.evaluate import evaluate, prepare
+from snncompress.models.membrane import copy_model
 from snncompress.models.neurons import neuron_layers
+from snncompress.sim.evaluate import evaluate, prepare
 from snncompress.sim.observers import Recorder, SpikeCounter
 from snncompress.sim.runner import SNNRunner, detect_style, resolve_layout
-from snncompress.models.membrane import copy_model
 from tests.models import BATCH, CLASSES, TINY_MODELS, T, TutorialNet, leaky_mlp, tutorial_sequence_net
 
 ALL = sorted(TINY_MODELS)

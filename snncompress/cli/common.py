@@ -30,8 +30,10 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N samples.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-JsonFileOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")]
+JSON_HELP = "Write the results as JSON to FILE; '-': to stdout (and nothing else on stdout)."
+#: ``--json FILE`` on every command (``-``: stdout): one convention, see :func:`emit_json`.
+JsonOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)]
+JsonFileOpt = JsonOpt
 
 
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
@@ -66,3 +68,25 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def json_to_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def check_json_target(path: Path | None, force: bool) -> None:
+    """Refuse a ``--json FILE`` that exists (without ``--force``) or whose folder is missing, before any work."""
+    if path is not None and not json_to_stdout(path):
+        from snncompress.fileformat.atomic import check_output_path
+
+        check_output_path(path, force)
+
+
+def emit_json(path: Path | None, payload: Any) -> None:
+    """Write ``payload`` where ``--json`` asked: stdout for ``-``, else the file (atomically)."""
+    if path is None:
+        return
+    if json_to_stdout(path):
+        print_json(payload)
+    else:
+        write_json(path, payload)

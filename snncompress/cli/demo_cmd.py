@@ -31,11 +31,9 @@ def demo(
     """Compress the built-in digits convolutional SNN with the default recipe, print the hardware report
     and write the compressed file."""
     from snncompress.demo.run import run_demo
-    from snncompress.fileformat.atomic import check_output_path
 
-    if json_file is not None:
-        check_output_path(json_file, force)  # before any work, like the model output
-    result = run_demo(output, force=force, retrain=retrain, epochs=epochs, seed=seed, console=c.console,
+    c.check_json_target(json_file, force)  # before any work, like the model output
+    console = c.err_console if c.json_to_stdout(json_file) else c.console  # stdout stays JSON only
+    result = run_demo(output, force=force, retrain=retrain, epochs=epochs, seed=seed, console=console,
                       err_console=c.err_console)
-    if json_file is not None:
-        c.write_json(json_file, result)
+    c.emit_json(json_file, result)

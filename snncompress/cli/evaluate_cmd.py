@@ -11,7 +11,7 @@ from snncompress.cli import common as c
 def register(app: typer.Typer) -> None:
     app.command(
         "evaluate",
-        epilog="Example:  snncompress evaluate out.safetensors --data digits --time-steps 8 --json",
+        epilog="Example:  snncompress evaluate out.safetensors --data digits --time-steps 8 --json -",
     )(evaluate)
 
 
@@ -25,16 +25,18 @@ def evaluate(
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
     seed: c.SeedOpt = 0,
-    json_out: c.JsonFlag = False,
+    json_out: c.JsonOpt = None,
+    force: c.ForceOpt = False,
 ) -> None:
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
     from snncompress.sim.evaluate import evaluate as run_eval
 
+    c.check_json_target(json_out, force)
     net = c.load_model_cli(model, weights, trust_pickle)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
-    result = run_eval(net, bundle, show_progress=not json_out)
-    if json_out:
-        c.print_json({"model": model, "data": bundle.name, **result.to_dict()})
+    result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))
+    c.emit_json(json_out, {"model": model, "data": bundle.name, **result.to_dict()})
+    if c.json_to_stdout(json_out):
         return
     table = Table(title=f"{model} on {bundle.name}: accuracy {result.accuracy:.2f}% ({result.samples} samples)")
     for col in ("neuron layer", "neurons", "firing rate", "spikes / sample"):

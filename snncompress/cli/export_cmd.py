@@ -40,7 +40,7 @@ def export(
     input_shape: InputShapeOpt = None,
     time_steps: c.TimeStepsOpt = 8,
     force: c.ForceOpt = False,
-    json_out: c.JsonFlag = False,
+    json_out: c.JsonOpt = None,
 ) -> None:
     """Export a stepwise model (an nn.Sequential) to NIR or to a one-step ONNX graph.
 
@@ -56,6 +56,7 @@ def export(
 
     kind = _format(fmt, output)
     check_output_path(output, force)
+    c.check_json_target(json_out, force)
     if data is not None and input_shape is not None:
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
     if time_steps < 1:
@@ -71,8 +72,8 @@ def export(
         from snncompress.export.onnx_export import export_onnx
 
         result = export_onnx(net, output, sample, time_steps, force=force)
-    if json_out:
-        c.print_json({"model": model, **result.to_dict(), "input_shape": list(sample.shape)})
+    c.emit_json(json_out, {"model": model, **result.to_dict(), "input_shape": list(sample.shape)})
+    if c.json_to_stdout(json_out):
         return
     for note in result.notes:
         c.err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     app.command(
         "inspect",
         epilog="Example:  snncompress inspect demo --data digits    |    "
-               "snncompress inspect mypkg.nets:build --weights net.safetensors --json",
+               "snncompress inspect mypkg.nets:build --weights net.safetensors --json -",
     )(inspect)
 
 
@@ -22,7 +22,8 @@ def inspect(
     trust_pickle: c.TrustPickleOpt = False,
     data: c.OptionalDataOpt = None,
     time_steps: c.TimeStepsOpt = 8,
-    json_out: c.JsonFlag = False,
+    json_out: c.JsonOpt = None,
+    force: c.ForceOpt = False,
 ) -> None:
     """Show a model's layers, neuron types and parameters, shapes and parameter counts.
 
@@ -31,6 +32,7 @@ def inspect(
     from snncompress.sim.runner import SNNRunner, resolve_layout
     from snncompress.sim.summary import summarize
 
+    c.check_json_target(json_out, force)
     net = c.load_model_cli(model, weights, trust_pickle)
     sample, is_sequence = None, False
     if data is not None:
@@ -38,8 +40,8 @@ def inspect(
         sample = bundle.sample_input()
         is_sequence = resolve_layout(SNNRunner(net), sample, time_steps)
     summary = summarize(net, sample, is_sequence=is_sequence)
-    if json_out:
-        c.print_json(summary.to_dict())
+    c.emit_json(json_out, summary.to_dict())
+    if c.json_to_stdout(json_out):
         return
     table = Table(title=f"{model}  ({summary.style} style)")
     for col in ("layer", "type", "params", "weight shape", "output shape", "neuron / storage"):

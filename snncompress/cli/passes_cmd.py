@@ -13,7 +13,7 @@ EPILOG = """Examples:
 
   snncompress passes                  # name, origin, version, summary of every pass
   snncompress passes quantize         # the config keys a recipe step of 'quantize' takes
-  snncompress passes --json           # everything, with each config's JSON schema
+  snncompress passes --json -         # everything, with each config's JSON schema
 
 Passes come from the 'snncompress.passes' entry-point group: install a plugin distribution
 (e.g. pip install -e plugins/snncompress-cluster) and its passes appear here."""
@@ -26,16 +26,18 @@ def register(app: typer.Typer) -> None:
 def passes(
     name: Annotated[str | None, typer.Argument(
         help="Show this pass's config keys.", metavar="[PASS]")] = None,
-    json_out: c.JsonFlag = False,
+    json_out: c.JsonOpt = None,
+    force: c.ForceOpt = False,
 ) -> None:
     """List the compression passes a recipe can use (built-in and plugins)."""
     from snncompress.passes.registry import default_registry
 
     registry = default_registry()
     specs = [registry.get(name)] if name else registry.specs()
-    if json_out:
-        c.print_json({"passes": [describe(s) for s in specs],
-                      "failed_plugins": [vars(f) for f in registry.failures]})
+    c.check_json_target(json_out, force)
+    c.emit_json(json_out, {"passes": [describe(s) for s in specs],
+                           "failed_plugins": [vars(f) for f in registry.failures]})
+    if c.json_to_stdout(json_out):
         return
     if name:
         _print_keys(specs[0])

@@ -45,7 +45,8 @@ def report(
     limit: c.LimitOpt = None,
     seed: c.SeedOpt = 0,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report as JSON (report_schema.json).")
+        Path | None, typer.Option("--json", metavar="FILE", help="Also write the report as JSON "
+                                  "(report_schema.json) to FILE; '-': to stdout, instead of the tables.")
     ] = None,
     html: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")
@@ -70,12 +71,16 @@ def report(
 
     # everything a user can get wrong is checked before the model is run
     table = load_energy_table(energy)
-    outputs = dict(json_path=json_file, html=html, markdown=markdown)
+    to_stdout = c.json_to_stdout(json_file)
+    outputs = dict(json_path=None if to_stdout else json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
     net = c.load_model_cli(model, weights, trust_pickle)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
     base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
     result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
-    render_rich(result, c.console)
+    if to_stdout:
+        c.console.file.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        render_rich(result, c.console)
     for path in write_outputs(result, **outputs, force=force):
         c.err_console.print(f"wrote {path}", markup=False, highlight=False)

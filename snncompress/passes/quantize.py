@@ -37,21 +37,23 @@ from snncompress.state import get_state
 class QuantizeConfig(PassConfig):
     """Config of the quantize pass; keys mirror ``snncompress quantize`` flags."""
 
-    mode: Literal["ptq", "qat"] = "ptq"
-    membrane_quant: str = Field("ternary", description="ternary, int<k> or fp32.")
+    mode: Literal["ptq", "qat"] = Field("ptq", description="ptq (quantize as trained) or qat (fine-tune).")
+    membrane_quant: str = Field("ternary", description="Stored membrane: ternary, int<k> (k-bit integer levels) "
+                                                       "or fp32.")
     membrane_grid: int | None = Field(
         None, ge=1, le=1 << 14,
         description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
     clip: float | Literal["auto"] | None = Field(
-        None, description="Negative clipping boundary c of the membrane, in units of Vth; auto: the boundary an "
-                          "earlier 'analyze' step of the recipe recommends.")
+        None, description="Negative clipping boundary c of the membrane, in units of Vth (e.g. -3); auto: the "
+                          "boundary an earlier 'analyze' step of the recipe recommends.")
     weight_quant: str = Field("pot4", description="pot<b>, apot<b>, int<b>, ternary, fixed<m>.<n> or fp32.")
-    rounding: Literal["nearest", "truncate", "stochastic"] = "nearest"
+    rounding: Literal["nearest", "truncate", "stochastic"] = Field(
+        "nearest", description="Weight rounding (int and fixed point): nearest, truncate or stochastic.")
     neuron_quant: str | None = Field(None, description="fixed<m>.<n> for threshold and beta, or none.")
     epochs: int = Field(10, ge=1, le=1000, description="QAT epochs.")
     lr: float = Field(1e-3, gt=0, le=1.0, description="QAT learning rate (Adam).")
-    loss: Literal["ce", "tet"] = "ce"
+    loss: Literal["ce", "tet"] = Field("ce", description="QAT loss: ce (spike counts) or tet.")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="QAT learning rate over the run: constant, or cosine-annealed to 0.")
     learn_threshold: bool = Field(

@@ -10,7 +10,7 @@ count (:func:`snncompress.costing.measure.storage_bits`). A failed gate raises :
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,12 +19,22 @@ from snncompress.errors import ConfigError, GateFailure, did_you_mean
 
 @dataclass(frozen=True)
 class GateKind:
-    """A gate name: the figure it reads and which side of the threshold passes."""
+    """A gate name: the figure it reads and which side of the threshold passes.
+
+    Attributes:
+        metric: the key of the figure in :func:`gate_metrics`.
+        bound: ``max``: passes when the figure is <= the threshold; ``min``: when >=.
+        what: the figure in words, for the gate's message.
+        needs_data: the figure needs ``--data``.
+        compute: for a gate whose figure is not one of :func:`gate_metrics`'s, computes it from
+            the run report (a plugin's gate: ``compute(report) -> float | None``).
+    """
 
     metric: str
     bound: Literal["max", "min"]
     what: str
     needs_data: bool = True
+    compute: Callable[[Any], float | None] | None = None
 
 
 GATES: dict[str, GateKind] = {
@@ -34,6 +44,18 @@ GATES: dict[str, GateKind] = {
     "min-ops-reduction": GateKind("ops_reduction", "min", "synaptic-op reduction (baseline / now)"),
     "min-energy-reduction": GateKind("energy_reduction", "min", "energy reduction (baseline / now)"),
 }
+
+
+def register_gate(name: str, kind: GateKind, *, replace: bool = False) -> GateKind:
+    """Add a gate (``--gate NAME=VALUE``, recipe CI settings) in-process: a plugin's gate.
+
+    Raises:
+        ValueError: the name is taken and ``replace`` is False.
+    """
+    if name in GATES and not replace:
+        raise ValueError(f"a gate named '{name}' is already registered")
+    GATES[name] = kind
+    return kind
 
 
 @dataclass(frozen=True)
@@ -114,7 +136,9 @@ def gate_metrics(report: Any) -> dict[str, Any]:
         now_bits = after.get("storage_bits")
         memory = base_bits / now_bits if base_bits and now_bits else None
         source = "stored bits (snncompress.costing.measure.storage_bits)"
+    extra = {kind.metric: kind.compute(report) for kind in GATES.values() if kind.compute is not None}
     return {
+        **extra,
         "accuracy_reference": reference,
         "accuracy_reference_is": ref_name,
         "accuracy": now,

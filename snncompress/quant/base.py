@@ -213,15 +213,22 @@ class WeightScheme(BaseModel):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WeightScheme:
-        """Rebuild any scheme from its ``to_dict()`` (dispatch on ``kind``).
+        """Rebuild any scheme from its ``to_dict()`` (dispatch on ``kind`` through the scheme registry).
 
         Raises:
             ConfigError: unknown kind or invalid fields, with the offending field named.
         """
-        from snncompress.quant.schemes import WEIGHT_SCHEME_ADAPTER
-
+        if not isinstance(data, dict):
+            raise ConfigError(f"invalid weight scheme {data!r}: expected a mapping with a 'kind'")
+        kind = data.get("kind")
+        scheme_class = scheme_class_for(kind) if isinstance(kind, str) else None
+        if scheme_class is None:
+            known = ", ".join(sorted(registered_schemes()))
+            raise ConfigError(f"invalid weight scheme {data!r}: kind: unknown kind {kind!r} (known: {known}); "
+                              f"a plugin's scheme needs its package installed (entry-point group "
+                              f"'{SCHEME_ENTRY_POINT_GROUP}')")
         try:
-            scheme = WEIGHT_SCHEME_ADAPTER.validate_python(data)
+            scheme = scheme_class.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "scheme"
@@ -229,3 +236,61 @@ class WeightScheme(BaseModel):
         if cls is not WeightScheme and not isinstance(scheme, cls):
             raise ConfigError(f"expected a {cls.__name__} description, got kind {scheme.kind!r}")
         return scheme
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # every concrete scheme registers under its kind: built-ins and plugins alike
+        super().__pydantic_init_subclass__(**kwargs)
+        default = cls.model_fields["kind"].default
+        if isinstance(default, str) and default:
+            register_scheme(cls)
+
+
+# -- the scheme registry: kind -> class (built-ins register on import, plugins through entry points) ----
+SCHEME_ENTRY_POINT_GROUP = "snncompress.weight_schemes"
+_SCHEMES: dict[str, type[WeightScheme]] = {}
+_PLUGINS_LOADED = False
+
+
+def register_scheme(scheme_class: type[WeightScheme]) -> type[WeightScheme]:
+    """Register a scheme class under its ``kind`` (a subclass registers itself when it is defined).
+
+    A plugin's scheme then survives save and load: the file records ``kind`` and the scheme's fields,
+    and :meth:`WeightScheme.from_dict` finds the class again (importing the plugin through the
+    ``snncompress.weight_schemes`` entry-point group when it is not imported yet).
+    """
+    kind = scheme_class.model_fields["kind"].default
+    _SCHEMES[kind] = scheme_class
+    return scheme_class
+
+
+def registered_schemes() -> dict[str, type[WeightScheme]]:
+    """Every registered scheme class by kind (the built-ins register when ``snncompress.quant`` is imported,
+    which importing this module does first)."""
+    return dict(_SCHEMES)
+
+
+def scheme_class_for(kind: str) -> type[WeightScheme] | None:
+    """The class registered for ``kind``; plugin entry points are loaded on the first miss."""
+    global _PLUGINS_LOADED
+    found = registered_schemes().get(kind)
+    if found is None and not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        _load_scheme_plugins()
+        found = _SCHEMES.get(kind)
+    return found
+
+
+def _load_scheme_plugins() -> None:
+    import sys
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=SCHEME_ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - reported, never fatal: one broken plugin must not hide the rest
+            sys.stderr.write(f"warning: weight-scheme plugin '{ep.name} = {ep.value}' was not loaded: "
+                             f"{type(exc).__name__}: {exc}\n")
+            continue
+        if isinstance(obj, type) and issubclass(obj, WeightScheme):
+            register_scheme(obj)

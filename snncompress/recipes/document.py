@@ -135,10 +135,28 @@ class Recipe:
     @classmethod
     def from_history(cls, history: Sequence[Mapping[str, Any]], *,
                      registry: PassRegistry | None = None) -> Recipe:
-        """The recipe that reproduces a compressed file's pass history (``read_metadata(f)["history"]``)."""
+        """The recipe that reproduces a compressed file's pass history (``read_metadata(f)["history"]``).
+
+        Each record's pass version is checked against the registered pass: a config written by
+        another version of a pass may mean something else, so it is refused rather than re-run.
+
+        Raises:
+            RecipeError: an unknown pass, an invalid config, or a pass whose version differs.
+        """
+        registry = registry or default_registry()
         steps = [{"pass": h.get("pass"), **dict(h.get("config") or {})} for h in history]
-        return cls.from_dict({"version": RECIPE_VERSION, "passes": steps}, registry=registry,
-                             source="the pass history")
+        recipe = cls.from_dict({"version": RECIPE_VERSION, "passes": steps}, registry=registry,
+                               source="the pass history")
+        problems = []
+        for i, record in enumerate(history):
+            recorded = record.get("version")
+            current = registry.get(str(record.get("pass"))).version
+            if recorded is not None and str(recorded) != current:
+                problems.append(f"passes[{i}] ({record.get('pass')}): recorded by version {recorded} of the pass, "
+                                f"this snncompress has version {current}; its config may not mean the same")
+        if problems:
+            raise RecipeError(problems, "the pass history")
+        return recipe
 
     # -- writing ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

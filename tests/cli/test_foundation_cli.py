@@ -13,9 +13,9 @@ from snncompress import __version__
 from snncompress.cli.app import main
 from snncompress.data import DataOptions, load_data
 from snncompress.errors import ModelLoadError
-from snncompress.sim.evaluate import evaluate
 from snncompress.fileformat.compressed import read_metadata, save_compressed
 from snncompress.fileformat.loading import load_model
+from snncompress.sim.evaluate import evaluate
 from snncompress.sim.runner import SNNRunner
 from tests.cli.support import assert_input_error, cli
 from tests.models import T, leaky_mlp, picklable
@@ -72,7 +72,7 @@ def test_pickle_needs_trust_pickle(capsys, tmp_path):
     path = tmp_path / "model.pt"
     torch.save(picklable(leaky_mlp()), path)
     assert_input_error(capsys, "inspect", path, match="pass --trust-pickle")
-    code, out, _ = cli(capsys, "inspect", path, "--trust-pickle", "--json")
+    code, out, _ = cli(capsys, "inspect", path, "--trust-pickle", "--json", "-")
     assert code == 0 and json.loads(out)["total_parameters"] == 8 * 12 + 12 + 12 * 4 + 4
 
 
@@ -127,7 +127,7 @@ def test_usage_errors_exit_2(capsys):
 # -- results -------------------------------------------------------------------------------------------------
 
 def test_inspect_json(capsys):
-    code, out, _ = cli(capsys, "inspect", "tests.models:conv2d_net", "--json")
+    code, out, _ = cli(capsys, "inspect", "tests.models:conv2d_net", "--json", "-")
     assert code == 0
     summary = json.loads(out)
     assert summary["style"] == "stepwise" and summary["neuron_layers"] == 3
@@ -140,7 +140,7 @@ def test_inspect_json(capsys):
 
 def test_inspect_with_data_shows_output_shapes(capsys, write_tensors):
     frames = write_tensors("frames.pt", x=(torch.rand(3, 5, 8) > 0.5).float(), y=torch.tensor([0, 1, 2]))
-    code, out, _ = cli(capsys, "inspect", "tests.models:leaky_mlp", "--data", frames, "--json")
+    code, out, _ = cli(capsys, "inspect", "tests.models:leaky_mlp", "--data", frames, "--json", "-")
     assert code == 0
     shapes = {layer["name"]: layer["output_shape"] for layer in json.loads(out)["layers"]}
     assert shapes == {"0": [12], "1": [12], "2": [4], "3": [4]}
@@ -161,7 +161,7 @@ def test_inspect_table_names_layers_and_history(capsys, tmp_path):
 def test_evaluate_json_matches_the_library(capsys):
     code, out, _ = cli(capsys, "evaluate", "tests.models:tutorial_net", "--data",
                        "tests.models:static_loader", "--time-steps", str(T), "--limit", "7",
-                       "--batch-size", "3", "--json")
+                       "--batch-size", "3", "--json", "-")
     assert code == 0
     result = json.loads(out)
     data = load_data("tests.models:static_loader", DataOptions(time_steps=T, limit=7, batch_size=3))
@@ -183,7 +183,7 @@ def test_evaluate_table(capsys):
 
 
 def test_evaluate_rate_encoding_is_seeded(capsys):
-    args = ["evaluate", "demo", "--limit", "24", "-T", "3", "--encoding", "rate", "--json"]
+    args = ["evaluate", "demo", "--limit", "24", "-T", "3", "--encoding", "rate", "--json", "-"]
     runs = [json.loads(cli(capsys, *args, "--seed", seed)[1]) for seed in ("1", "1", "2")]
     assert runs[0] == runs[1]
     assert runs[0]["firing_rates"] != runs[2]["firing_rates"]
@@ -209,7 +209,7 @@ def test_demo_writes_a_file_that_loads_back(capsys, tmp_path):
 def test_installed_command(run_cli):
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"snncompress {__version__}"
-    inspected = run_cli("inspect", "demo", "--json")
+    inspected = run_cli("inspect", "demo", "--json", "-")
     assert inspected.returncode == 0, inspected.stderr
     summary = json.loads(inspected.stdout)
     assert summary["neuron_layers"] == 4 and summary["total_parameters"] == 13706

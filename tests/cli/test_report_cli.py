@@ -11,11 +11,11 @@ import torch
 from rich.console import Console
 
 from snncompress.cli import common
+from snncompress.costing.report import record_baseline
 from snncompress.data import DataOptions, load_data
 from snncompress.fileformat.compressed import save_compressed
 from snncompress.hardware.energy_table import TABLES_DIR
 from snncompress.hardware.report import SCHEMA_PATH
-from snncompress.costing.report import record_baseline
 from snncompress.state import get_state
 from tests.cli.support import assert_input_error, cli
 from tests.models import leaky_mlp
@@ -84,9 +84,9 @@ def demo_report():
     (the figures' widths do not depend on the data, and scikit-learn's digits take seconds to import)."""
     from torch.utils.data import TensorDataset
 
+    from snncompress.costing.report import ReportInputs, make_report
     from snncompress.data.loading import DataBundle
     from snncompress.fileformat.loading import load_model
-    from snncompress.costing.report import ReportInputs, make_report
 
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     data = DataBundle(

@@ -125,7 +125,7 @@ def test_help_has_a_worked_example(capsys):
 
 
 def test_passes_lists_in_process_passes(capsys):
-    code, stdout, _ = cli(capsys, "passes", "--json")
+    code, stdout, _ = cli(capsys, "passes", "--json", "-")
     assert code == 0
     listed = {p["name"]: p for p in json.loads(stdout)["passes"]}
     scale = listed["scale"]

@@ -39,7 +39,7 @@ def test_nir_file_to_onnx_takes_the_input_shape_from_the_graph(tmp_path, capsys)
     assert _exit_code(["export", "demo", "-o", str(nir_path)]) == 0  # format from the suffix
     capsys.readouterr()
     onnx_path = tmp_path / "m.onnx"
-    assert _exit_code(["export", str(nir_path), "-o", str(onnx_path), "--time-steps", "2", "--json"]) == 0
+    assert _exit_code(["export", str(nir_path), "-o", str(onnx_path), "--time-steps", "2", "--json", "-"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["format"] == "onnx" and payload["input_shape"] == [1, 8, 8] and onnx_path.exists()
     assert payload["states"][0]["input"] == "mem_1"

@@ -17,8 +17,8 @@ from snncompress.export.nir_export import METADATA_KEY, export_nir, model_to_nir
 from snncompress.export.nir_import import graph_to_module
 from snncompress.export.nir_io import load_nir
 from snncompress.fileformat.compressed import save_compressed
-from snncompress.models.layers import module_spec
 from snncompress.fileformat.loading import load_model
+from snncompress.models.layers import module_spec
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.state import get_state
 from tests.export.export_nets import (

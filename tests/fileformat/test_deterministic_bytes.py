@@ -6,8 +6,8 @@ import torch
 from safetensors import safe_open
 
 from snncompress.fileformat.compressed import load_compressed, save_compressed
-from snncompress.fileformat.safetensors_writer import save_deterministic
 from snncompress.fileformat.loading import load_model
+from snncompress.fileformat.safetensors_writer import save_deterministic
 from snncompress.quant import parse_weight_scheme
 from snncompress.state import get_state
 

@@ -12,8 +12,8 @@ from torch import nn
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
 from snncompress.models.layers import build_module, check_supported, module_spec
 from snncompress.models.neurons import neuron_layers, neuron_params, surrogate_name
-from snncompress.sim.summary import summarize
 from snncompress.sim.runner import SNNRunner
+from snncompress.sim.summary import summarize
 from tests.models import SEQUENTIAL_MODELS, TINY_MODELS, T, conv2d_net, subtract_reset_mlp, tutorial_net
 
 

@@ -30,6 +30,8 @@ from snncompress.data.loading import DataBundle, DataOptions, load_data
 from snncompress.errors import InputError
 from snncompress.fileformat.compressed import load_compressed, save_compressed
 from snncompress.fileformat.loading import load_model
+from snncompress.models.layers import synaptic_layers
+from snncompress.models.membrane import copy_model
 from snncompress.passes.base import PassContext
 from snncompress.passes.calibration import (
     AdaRoundSettings,
@@ -41,12 +43,10 @@ from snncompress.passes.calibration import (
     supports_adaround,
     weight_matrix,
 )
-from snncompress.models.layers import synaptic_layers
 from snncompress.passes.quantize import QuantizeConfig, apply
 from snncompress.pipeline.run import RunOptions, run_single_pass
 from snncompress.quant import ApotScheme, FixedPointScheme, IntScheme, PotScheme, TernaryScheme
 from snncompress.quant.schemes import parse_weight_scheme
-from snncompress.models.membrane import copy_model
 from snncompress.state import get_state
 from tests.models import CLASSES, TINY_MODELS, T
 

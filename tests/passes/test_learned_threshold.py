@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 import snncompress.sim.training as training_module
-from snncompress.sim.evaluate import evaluate
 from snncompress.fileformat.compressed import save_compressed
 from snncompress.fileformat.loading import load_model
 from snncompress.models.neurons import neuron_layers
 from snncompress.passes.base import PassContext
 from snncompress.pipeline.run import RunOptions, run_single_pass
+from snncompress.sim.evaluate import evaluate
 from snncompress.sim.runner import SNNRunner
-from snncompress.state import get_state
 from snncompress.sim.training import TrainConfig, train
+from snncompress.state import get_state
 from tests.models import TINY_MODELS
 from tests.passes.test_quantize import bundle, run
 

@@ -29,23 +29,22 @@ import snncompress.passes.quantize as quantize_module
 import snncompress.sim.training as training_module
 from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.errors import ConfigError
-from snncompress.sim.evaluate import evaluate
 from snncompress.fileformat.compressed import SEP, read_metadata, save_compressed
-from snncompress.fileformat.packing import unpack_codes
 from snncompress.fileformat.loading import load_model
+from snncompress.fileformat.packing import unpack_codes
+from snncompress.models.layers import synaptic_layers
 from snncompress.models.membrane import no_delayed_reset
 from snncompress.models.neurons import neuron_layers, neuron_type
 from snncompress.passes.base import PassContext
-from snncompress.models.layers import synaptic_layers
-from snncompress.sim.constraints import attached
 from snncompress.passes.quantize import QuantizeConfig
-from snncompress.quant.membrane import default_grid
 from snncompress.pipeline.run import RunOptions, run_recipe, run_single_pass
-from snncompress.quant.membrane import MembraneQuantizer
+from snncompress.quant.membrane import MembraneQuantizer, default_grid
 from snncompress.quant.schemes import parse_weight_scheme
+from snncompress.sim.constraints import attached
+from snncompress.sim.evaluate import evaluate
 from snncompress.sim.runner import SNNRunner
-from snncompress.state import get_state
 from snncompress.sim.training import spike_count_loss
+from snncompress.state import get_state
 from tests.models import CLASSES, TINY_MODELS, T
 
 MODELS = list(TINY_MODELS)
