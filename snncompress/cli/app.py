@@ -32,8 +32,17 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    threads: int = typer.Option(0, "--threads", min=0, metavar="N",
+                                help="CPU threads for torch (0: chosen from the work; small SNNs run fastest on "
+                                     "one, and stay fast when a core is shared). Env: SNNCOMPRESS_THREADS."),
 ) -> None:
     """snncompress: quantize, prune and report on snnTorch models."""
+    if threads:
+        import os
+
+        from snncompress.sim.threads import ENV
+
+        os.environ[ENV] = str(threads)
 
 
 def _register() -> None:

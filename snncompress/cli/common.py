@@ -42,6 +42,17 @@ def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
     return load_model(model, weights, trust_pickle=trust_pickle)
 
 
+def use_threads(model, data=None) -> int:
+    """Set torch's CPU threads for a command that runs ``model`` (see :mod:`snncompress.sim.threads`)."""
+    import torch
+
+    from snncompress.sim.threads import choose_threads
+
+    count = choose_threads(model, data)
+    torch.set_num_threads(count)
+    return count
+
+
 def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, limit: int | None, seed: int,
                   split: str = "test"):
     from snncompress.data import DataOptions, load_data

@@ -29,6 +29,7 @@ from snncompress.passes.base import PassContext
 from snncompress.pipeline.gates import GateResult, check_gates, enforce, gate_metrics, parse_gates
 from snncompress.pipeline.run import RunOptions, RunReport, as_recipe, run_recipe
 from snncompress.recipes import Recipe
+from snncompress.sim.threads import choose_threads, torch_threads
 
 RecipeLike = Recipe | Mapping[str, Any] | str | Path
 
@@ -48,6 +49,8 @@ class CompressJob:
         train_data: training data for passes that fine-tune; default: the train split of ``digits``
             when ``data`` is digits, else none (never the evaluation data, silently).
         model_name: the model's name in the baseline and report (default: the MODEL reference).
+        threads: torch CPU threads for the run (None: chosen from the work,
+            :func:`snncompress.sim.threads.choose_threads`; ``SNNCOMPRESS_THREADS`` also sets it).
         train_batch_size: the training data's batch size (default: ``batch_size``).
         log: called with one line per step (default: quiet).
         warn: called with warnings (default: a line on stderr).
@@ -74,6 +77,7 @@ class CompressJob:
     log: Callable[[str], None] | None = None
     warn: Callable[[str], None] | None = None
     extra_outputs: Sequence[str | Path] = field(default_factory=tuple)
+    threads: int | None = None
 
 
 @dataclass
@@ -137,7 +141,8 @@ def compress(job: CompressJob) -> JobResult:
     if data is None and job.log is not None:
         job.log("no --data: accuracy is not measured")
     ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=job.show_progress)
-    report = run_recipe(model, recipe, ctx, options)
+    with torch_threads(choose_threads(model, data, job.threads)):
+        report = run_recipe(model, recipe, ctx, options)
     if job.output is not None:
         report.output = str(save_compressed(model, job.output, force=job.force))
     figures = gate_metrics(report)
