@@ -43,10 +43,11 @@ def passes(
         _print_keys(specs[0])
         return
     table = Table(title="compression passes")
-    for col in ("pass", "origin", "version", "data", "summary"):
+    for col in ("pass", "kind", "origin", "version", "needs (defaults)", "summary"):
         table.add_column(col, overflow="fold")
     for spec in specs:
-        table.add_row(spec.name, spec.origin, spec.version, "yes" if spec.needs_data else "no", spec.summary)
+        table.add_row(spec.name, spec.kind, spec.origin, spec.version, ", ".join(_default_needs(spec)) or "-",
+                      spec.summary)
     c.console.print(table)  # plugins that failed to load were reported on stderr as they loaded
 
 
@@ -57,12 +58,22 @@ def describe(spec: Any) -> dict[str, Any]:
         "origin": spec.origin,
         "version": spec.version,
         "summary": spec.summary,
-        "needs_data": spec.needs_data,
+        "kind": spec.kind,
+        "needs_data": "data" in _default_needs(spec),
+        "requires": _default_needs(spec),
         "after": list(spec.after),
         "before": list(spec.before),
         "max_per_recipe": spec.max_per_recipe,
         "config_schema": spec.config_class.model_json_schema(),
     }
+
+
+def _default_needs(spec: Any) -> list[str]:
+    """What the pass needs with its default config (per-config needs are checked when a recipe runs)."""
+    try:
+        return sorted(spec.requirements(spec.config_class()))
+    except Exception:  # noqa: BLE001 - a config with required keys has no default to ask about
+        return ["data"] if spec.needs_data else []
 
 
 def _print_keys(spec: Any) -> None:

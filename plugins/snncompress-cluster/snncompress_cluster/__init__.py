@@ -21,9 +21,8 @@ from pydantic import Field
 from torch import nn
 
 from snncompress.errors import ConfigError, DomainError
-from snncompress.models.layers import SYNAPTIC_TYPES
-from snncompress.models.neurons import neuron_layers
-from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec, check_targets
+from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
+from snncompress.passes.kit import select_layers
 from snncompress.state import get_state
 
 __version__ = "0.1.0"
@@ -82,12 +81,6 @@ def _nearest(x: torch.Tensor, sorted_centroids: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(x, midpoints, right=False)
 
 
-def synaptic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    neurons = [n for n, _ in neuron_layers(model)]
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, SYNAPTIC_TYPES) and not any(n.startswith(p + ".") for p in neurons)]
-
-
 def apply(model: nn.Module, config: ClusterConfig, ctx: PassContext) -> PassResult:
     """Snap each targeted synaptic layer's weights to its k-means centroids, in place.
 
@@ -95,20 +88,16 @@ def apply(model: nn.Module, config: ClusterConfig, ctx: PassContext) -> PassResu
         ConfigError: a target names no synaptic layer.
         DomainError: a layer is already quantized (clustering would change its stored codes).
     """
-    candidates = synaptic_layers(model)
-    check_targets(model, config, [n for n, _ in candidates])
     state = get_state(model)
     generator = torch.Generator().manual_seed(ctx.seed)
     layers: dict[str, dict] = {}
     codebook_bits = dense_bits = 0
-    for name, module in candidates:
-        if not config.applies_to(name):
-            continue
+    for layer in select_layers(model, config, "synaptic"):  # targets checked, overrides applied
+        name, module, layer_cfg = layer.name, layer.module, layer.config
         key = f"{name}.weight"
         if key in state.tensors:
             kind = state.tensors[key].scheme.get("kind")
             raise DomainError(f"layer '{name}' is already quantized ({kind}); cluster before quantizing")
-        layer_cfg = config.for_layer(name)
         weight = module.weight
         mask = state.masks.get(key)
         keep = mask.reshape(-1) if mask is not None else torch.ones(weight.numel(), dtype=torch.bool)
