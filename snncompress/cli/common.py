@@ -42,15 +42,12 @@ def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
     return load_model(model, weights, trust_pickle=trust_pickle)
 
 
-def use_threads(model, data=None) -> int:
-    """Set torch's CPU threads for a command that runs ``model`` (see :mod:`snncompress.sim.threads`)."""
-    import torch
+def threads_for(model, data=None):
+    """A ``with`` block running with torch's CPU threads chosen for ``model`` on ``data``
+    (:mod:`snncompress.sim.threads`); the previous count is restored after it."""
+    from snncompress.sim.threads import choose_threads, torch_threads
 
-    from snncompress.sim.threads import choose_threads
-
-    count = choose_threads(model, data)
-    torch.set_num_threads(count)
-    return count
+    return torch_threads(choose_threads(model, data))
 
 
 def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, limit: int | None, seed: int,

@@ -34,8 +34,8 @@ def evaluate(
     c.check_json_target(json_out, force)
     net = c.load_model_cli(model, weights, trust_pickle)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
-    c.use_threads(net, bundle)
-    result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))
+    with c.threads_for(net, bundle):
+        result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))
     c.emit_json(json_out, {"model": model, "data": bundle.name, **result.to_dict()})
     if c.json_to_stdout(json_out):
         return

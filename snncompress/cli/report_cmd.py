@@ -77,8 +77,8 @@ def report(
     net = c.load_model_cli(model, weights, trust_pickle)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
     base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
-    c.use_threads(net, bundle)
-    result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
+    with c.threads_for(net, bundle):
+        result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     if to_stdout:
         c.console.file.write(result.model_dump_json(indent=2) + "\n")
     else:
