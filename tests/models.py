@@ -261,6 +261,16 @@ def example_inputs(name: str, batch: int = BATCH, seed: int = 0) -> torch.Tensor
     return TINY_MODELS[name].example_inputs(batch, seed)
 
 
+def tiny_bundle(name: str, n: int = 8, seed: int = 0, cls=None):
+    """``n`` example inputs of tiny model ``name`` with labels 0..3, batches of 4, T steps (a DataBundle)."""
+    from snncompress.data.loading import DataBundle, DataOptions
+
+    model = TINY_MODELS[name]
+    x, y = model.example_inputs(n, seed), torch.arange(n) % CLASSES
+    return (cls or DataBundle)(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T, CLASSES,
+                               DataOptions(time_steps=T, batch_size=4, seed=seed))
+
+
 # -- data sources for ``--data package.module:function`` ----------------------------------------------
 
 def _static_tensors(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

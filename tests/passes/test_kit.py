@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import torch
 from pydantic import Field
-from torch.utils.data import TensorDataset
 
-from snncompress.data.loading import DataBundle, DataOptions
+from snncompress.data.loading import DataBundle
 from snncompress.errors import ConfigError
 from snncompress.fileformat.loading import load_model
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
@@ -18,16 +16,12 @@ from snncompress.passes.registry import registered
 from snncompress.pipeline.run import RunOptions, run_recipe
 from snncompress.recipes import Recipe, RecipeError
 from snncompress.state import get_state
-from tests.models import CLASSES, TINY_MODELS, T
+from tests.models import TINY_MODELS, tiny_bundle
 
 OPTIONS = RunOptions(hardware=False)
 
 
-def bundle(name: str, n: int = 8, seed: int = 0) -> DataBundle:
-    model = TINY_MODELS[name]
-    x, y = model.example_inputs(n, seed), torch.arange(n) % CLASSES
-    return DataBundle(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T, CLASSES,
-                      DataOptions(time_steps=T, batch_size=4, seed=seed))
+bundle = tiny_bundle
 
 
 class BitsConfig(PassConfig):

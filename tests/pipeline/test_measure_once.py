@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from torch.utils.data import TensorDataset
 
-from snncompress.data.loading import DataBundle, DataOptions
+from snncompress.data.loading import DataBundle
 from snncompress.fileformat.loading import load_model
 from snncompress.passes.base import PassContext
 from snncompress.pipeline.job import CompressJob, compress
 from snncompress.pipeline.run import RunOptions, run_single_pass
-from tests.models import CLASSES, TINY_MODELS, T
+from tests.models import TINY_MODELS, T, tiny_bundle
 
 
 class CountingBundle(DataBundle):
@@ -25,11 +23,8 @@ class CountingBundle(DataBundle):
             yield x, y
 
 
-def bundle(name: str, n: int, seed: int, cls=DataBundle) -> DataBundle:
-    model = TINY_MODELS[name]
-    x, y = model.example_inputs(n, seed), torch.arange(n) % CLASSES
-    return cls(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T, CLASSES,
-               DataOptions(time_steps=T, batch_size=4, seed=seed))
+def bundle(name: str, n: int, seed: int, cls=None):
+    return tiny_bundle(name, n, seed, cls)
 
 
 def count_forward_calls_on(model, data: CountingBundle) -> list[int]:

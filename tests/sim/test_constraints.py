@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import TensorDataset
 
-from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.fileformat.compressed import save_compressed
 from snncompress.fileformat.loading import load_model
 from snncompress.passes.base import PassContext
@@ -21,16 +19,13 @@ from snncompress.sim.constraints import (
 )
 from snncompress.sim.training import TrainConfig, train
 from snncompress.state import get_state
-from tests.models import CLASSES, TINY_MODELS, T
+from tests.models import TINY_MODELS, tiny_bundle
 
 OPTIONS = RunOptions(hardware=False)
 
 
-def bundle(name: str, n: int = 16, seed: int = 0) -> DataBundle:
-    model = TINY_MODELS[name]
-    x, y = model.example_inputs(n, seed), torch.arange(n) % CLASSES
-    return DataBundle(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T, CLASSES,
-                      DataOptions(time_steps=T, batch_size=4, seed=seed))
+def bundle(name: str, n: int = 16, seed: int = 0):
+    return tiny_bundle(name, n, seed)
 
 
 def hand_mask(weight: torch.Tensor, seed: int = 0) -> torch.Tensor:
