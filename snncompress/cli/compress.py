@@ -47,6 +47,7 @@ class CompressJob:
     train_data: str | None = None
     weights: Path | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     encoding: str = "direct"
     time_steps: int = 8
     batch_size: int = 128
@@ -90,7 +91,7 @@ def run_job(make_recipe: Callable[[], Any], job: CompressJob):
         check_output_path(job.json_file, job.force)
     recipe = make_recipe()
     log = (lambda _line: None) if job.quiet else note
-    net = c.load_model_cli(job.model, job.weights, job.trust_pickle)
+    net = c.load_model_cli(job.model, job.weights, job.trust_pickle, job.trust_code)
     data, train = _load_data(job)
     if data is None:
         log("no --data: accuracy is not measured")

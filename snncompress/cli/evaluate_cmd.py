@@ -20,6 +20,7 @@ def evaluate(
     data: c.DataOpt = "digits",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -30,7 +31,7 @@ def evaluate(
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
     from snncompress.sim.evaluate import evaluate as run_eval
 
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     result = run_eval(net, bundle, show_progress=not json_out)
     if json_out:

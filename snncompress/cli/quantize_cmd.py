@@ -76,6 +76,7 @@ def quantize(
     json_file: RunJsonOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -99,7 +100,8 @@ def quantize(
     if membrane_grid is not None:
         config["membrane_grid"] = membrane_grid
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
-                      trust_pickle=trust_pickle, encoding=encoding, time_steps=time_steps, batch_size=batch_size,
+                      trust_pickle=trust_pickle, trust_code=trust_code, encoding=encoding, time_steps=time_steps,
+                      batch_size=batch_size,
                       limit=limit, seed=seed, force=force, json_file=json_file, gates=gates or [], energy=energy,
                       quiet=quiet)
     run_pass_command("quantize", config, job)

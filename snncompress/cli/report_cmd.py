@@ -39,6 +39,7 @@ def report(
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -72,9 +73,9 @@ def report(
     table = load_energy_table(energy)
     outputs = dict(json_path=json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
-    base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
+    base = c.load_model_cli(baseline, None, trust_pickle, trust_code) if baseline else None
     result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     render_rich(result, c.console)
     for path in write_outputs(result, **outputs, force=force):

@@ -153,8 +153,8 @@ def test_unreadable_and_missing_files(tmp_path):
 
 @pytest.mark.parametrize("spec,match", [
     ("tests.models:not_a_dataset", "returned list; it must return a torch Dataset or DataLoader"),
-    ("tests.models:no_such_function", "'tests.models' has no function 'no_such_function'"),
-    ("tests.absent_module:data", "cannot import data module 'tests.absent_module'"),
+    ("tests.models:no_such_function", "module 'tests.models' has no attribute 'no_such_function'"),
+    ("tests.absent_module:data", "cannot import 'tests.absent_module' for data function"),
     ("tests.models:failing_dataset", "failing_dataset failed: FileNotFoundError: raw/ folder missing"),
 ])
 def test_bad_user_functions(spec, match):
@@ -163,8 +163,10 @@ def test_bad_user_functions(spec, match):
 
 
 def test_user_function_in_the_working_directory(tmp_path, monkeypatch):
-    # the installed `snncompress` script does not put the working directory on sys.path; model
-    # factories and data functions must both find the user's module there
+    # the installed `snncompress` script does not put the working directory on sys.path; the CLI finds
+    # the user's module there for a reference the user typed, and the library never edits sys.path
+    from snncompress.cli.common import load_data_cli
+
     (tmp_path / "snnc_user_data_mod.py").write_text(
         "import torch\nfrom torch.utils.data import TensorDataset\n\n"
         "def data():\n    return TensorDataset(torch.zeros(3, 8), torch.tensor([0, 1, 2]))\n"
@@ -172,6 +174,11 @@ def test_user_function_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
     monkeypatch.delitem(sys.modules, "snnc_user_data_mod", raising=False)
-    data = load_data("snnc_user_data_mod:data")
+    before = list(sys.path)
+    with pytest.raises(DataError, match="cannot import 'snnc_user_data_mod'"):
+        load_data("snnc_user_data_mod:data")
+    assert sys.path == before
+    data = load_data_cli("snnc_user_data_mod:data", "direct", 4, 8, None, 0)
     assert len(data) == 3 and data.num_classes == 3
+    assert sys.path == before  # taken off again
     monkeypatch.delitem(sys.modules, "snnc_user_data_mod")
