@@ -173,7 +173,8 @@ def _describe_shapes(model: nn.Module, name: str, stored: dict[str, Any]) -> Mod
         # recorded in the file: a data set it names is read, a function it names is never called
         data = load_data(data_name, DataOptions(limit=1, time_steps=int(steps)), allow_code=False)
     except InputError as exc:
-        raise DataError(f"{name}: cannot load the recorded data set ({exc}); pass --data") from exc
+        fix = "" if "pass --data" in str(exc) else "; pass --data"
+        raise DataError(f"{name}: cannot load the recorded data set ({exc}){fix}") from exc
     return describe_model(model, data, measure=False, name=name)
 
 
