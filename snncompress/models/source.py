@@ -101,7 +101,8 @@ def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | 
 
     if factory is not None:
         model = call_factory(factory)
-        get_state(model).source = {**source, "kind": "factory", "factory": factory}
+        kept = {k: v for k, v in source.items() if k not in ("architecture", "style")}
+        get_state(model).source = {**kept, "kind": "factory", "factory": factory}
         return model
     kind = source.get("kind")
     if kind == "sequential":

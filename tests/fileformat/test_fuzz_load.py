@@ -15,6 +15,7 @@ layout, size and code-range checks behind the digest.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 from pathlib import Path
@@ -36,7 +37,8 @@ from snncompress.state import get_state
 from tests.fileformat.forge import read_raw
 from tests.models import leaky_mlp
 
-EXAMPLES = 150  # per test; about 10 s each on one core (see the README's safety section)
+# examples per test (four tests); 200 take about 5 s each here. SNNCOMPRESS_FUZZ_EXAMPLES=5000 for a long run.
+EXAMPLES = int(os.environ.get("SNNCOMPRESS_FUZZ_EXAMPLES", "200"))
 ALARM_S = 10
 
 
@@ -98,7 +100,8 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -197,8 +200,8 @@ def mutation(draw, meta: dict[str, str], stored: dict[str, torch.Tensor]):
     if kind == "tensor_drop":
         return ("tensor", draw(st.sampled_from(names)), None)
     if kind == "tensor_add":
-        return ("tensor", draw(st.sampled_from([*names, "x", "0.weight::extra"])) + draw(st.sampled_from(["", "::mask"])),
-                torch.zeros(draw(st.integers(0, 8)), dtype=torch.uint8))
+        name = draw(st.sampled_from([*names, "x", "0.weight::extra"])) + draw(st.sampled_from(["", "::mask"]))
+        return ("tensor", name, torch.zeros(draw(st.integers(0, 8)), dtype=torch.uint8))
     if kind == "byte_flip":
         return ("raw", "flip", (draw(st.floats(0, 1, exclude_max=True)), draw(st.integers(1, 255))))
     return ("raw", "truncate", draw(st.floats(0, 1, exclude_max=True)))
@@ -225,6 +228,8 @@ def _apply(original: bytes, folder: Path, edits: list, resign: bool) -> Path:
     data = bytearray(path.read_bytes())
     for _, what, arg in raw_edits:
         if what == "flip":
+            if not data:
+                continue  # an earlier edit truncated the file to nothing
             position, xor = arg
             data[int(position * len(data))] ^= xor
         else:

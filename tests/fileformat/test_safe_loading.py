@@ -20,8 +20,8 @@ from snncompress.quant.membrane import MembraneQuantizer
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.state import get_state
 from tests.cli.support import assert_input_error, cli
-from tests.fileformat.forge import data_region, edit_json, forge, read_raw
-from tests.models import leaky_mlp, tutorial_net
+from tests.fileformat.forge import data_region, edit_json, forge
+from tests.models import leaky_mlp
 
 EVIL_SOURCE = (
     "import pathlib\n"
@@ -158,7 +158,7 @@ def _quantized(tmp_path: Path, spec: str, tensor: str = "0.weight") -> Path:
 def test_every_flipped_tensor_byte_is_refused(dense, tmp_path):
     start, spans = data_region(dense)
     data = dense.read_bytes()
-    for name, (begin, end) in spans.items():
+    for begin, end in spans.values():
         for offset in {begin, (begin + end) // 2, end - 1}:
             bad = bytearray(data)
             bad[start + offset] ^= 0x10
@@ -204,7 +204,6 @@ def test_symmetric_int_code_zero_is_refused(tmp_path):
 
 def test_eight_bit_codes_under_a_four_bit_scheme_are_refused(tmp_path):
     good = _quantized(tmp_path, "pot4")
-    meta, stored = read_raw(good)
     count = 96
 
     def wide(t):
