@@ -8,8 +8,8 @@ compression state, architecture) or raise a snncompress error; no other exceptio
 runs under a 10 s alarm).
 
 A second run re-signs every mutant (recomputes its digest), as someone crafting a malicious file would:
-then any model may load, but still nothing but a snncompress error may escape. That reaches the schema,
-layout, size and code-range checks behind the digest.
+then any model may load (and be summarized, as ``inspect`` does), but still nothing but a snncompress
+error may escape. That reaches the schema, layout, size and code-range checks behind the digest.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from snncompress.models.layers import module_spec
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.quant.membrane import MembraneQuantizer
 from snncompress.quant.schemes import parse_weight_scheme
+from snncompress.sim.summary import summarize
 from snncompress.state import get_state
 from tests.fileformat.forge import read_raw
 from tests.models import leaky_mlp
@@ -287,7 +288,12 @@ def test_resigned_mutants_load_or_fail_with_a_snncompress_error(originals, tmp_p
     original, _ = originals[which]
     meta, stored = read_raw(_write(tmp_path, original))
     edits = data.draw(st.lists(mutation(meta, stored), min_size=1, max_size=2))
-    _load_or_refuse(_apply(original, tmp_path, edits, resign=True))  # any other exception fails the test
+    model = _load_or_refuse(_apply(original, tmp_path, edits, resign=True))  # any other exception fails
+    if model is not None:
+        try:
+            summarize(model)  # what `inspect` shows of it, from the loaded header
+        except SnnCompressError:
+            pass
 
 
 def _write(folder: Path, original: bytes) -> Path:

@@ -332,3 +332,19 @@ def test_a_huge_declared_tensor_is_refused_against_the_stored_bytes(dense, tmp_p
     edit = edit_json("tensors", lambda t: t["0.weight"].update(shape=[10**4, 10**4]))
     with pytest.raises(FileFormatError, match=r"'0.weight' has shape \[12, 8\], header says \[10000, 10000\]"):
         load_compressed(forge(dense, tmp_path / "b.safetensors", metadata=edit))
+
+
+@pytest.mark.parametrize("description,match", [
+    (5, "baseline.description: Input should be a valid dictionary"),
+    ({"layers": 5}, "baseline description: TypeError"),
+    ({"layers": [3]}, "baseline description: TypeError"),
+    ({"layers": [], "name": "x"}, "baseline description: missing 'time_steps'"),
+    ({"layers": [{"layer_type": "neuron", "name": [1]}]}, "baseline description layers[0]"),
+    ({"layers": [], "name": "x", "time_steps": "many"}, "has no layers"),
+])
+def test_report_on_a_forged_baseline_description_is_one_line(capsys, dense, tmp_path, description, match):
+    def edit(baseline):
+        baseline.update(model="x", data="digits", time_steps=3, description=description)
+
+    path = forge(dense, tmp_path / "desc.safetensors", metadata=edit_json("baseline", edit))
+    assert_input_error(capsys, "report", path, "--data", "tests.models:static_dataset", "-T", "3", match=match)
