@@ -328,6 +328,7 @@ def _decode_entry(name: str, spec: TensorSpec, stored: Mapping[str, torch.Tensor
         if scheme.is_identity or spec.bits != scheme.code_bits:
             raise FileFormatError(f"{where}: tensor '{name}' stores {spec.bits}-bit codes, but its scheme "
                                   f"{scheme.describe()} uses {scheme.code_bits}")
+        _check_params(name, spec, scheme, stored, where)
         codes = unpack_codes(stored[name + SEP + "codes"], spec.bits, spec.count)
         bad = ~scheme.valid_codes(codes)
         if bool(bad.any()):
@@ -354,6 +355,22 @@ def _decode_entry(name: str, spec: TensorSpec, stored: Mapping[str, torch.Tensor
         out[mask.reshape(-1)] = values
         return out.view(shape)
     return stored[name]
+
+
+def _check_params(name: str, spec: TensorSpec, scheme, stored: Mapping[str, torch.Tensor], where: str) -> None:
+    """The scheme parameters are exactly those the scheme computes for a tensor of this shape: same names,
+    dtypes and shapes (a per-tensor exponent stored per channel would otherwise broadcast silently)."""
+    expected = scheme.grid_params(torch.zeros(spec.shape))
+    if sorted(expected) != sorted(spec.params or []):
+        raise FileFormatError(f"{where}: tensor '{name}' lists scheme parameters {spec.params}, its scheme "
+                              f"{scheme.describe()} has {sorted(expected)}")
+    for pname, want in expected.items():
+        got = stored[f"{name}{SEP}{pname}"]
+        if got.dtype != want.dtype or got.shape != want.shape:
+            raise FileFormatError(
+                f"{where}: scheme parameter '{name}{SEP}{pname}' is {str(got.dtype).removeprefix('torch.')} "
+                f"{list(got.shape)}, {scheme.describe()} needs {str(want.dtype).removeprefix('torch.')} "
+                f"{list(want.shape)}")
 
 
 def _check_fits(model: nn.Module, header: Header, where: str) -> None:

@@ -348,3 +348,14 @@ def test_report_on_a_forged_baseline_description_is_one_line(capsys, dense, tmp_
 
     path = forge(dense, tmp_path / "desc.safetensors", metadata=edit_json("baseline", edit))
     assert_input_error(capsys, "report", path, "--data", "tests.models:static_dataset", "-T", "3", match=match)
+
+
+def test_a_scheme_parameter_of_the_wrong_shape_is_refused(tmp_path):
+    good = _quantized(tmp_path, "pot4")
+
+    def per_row(t):
+        t["0.weight::exponent"] = t["0.weight::exponent"].reshape(1).repeat(12).reshape(12, 1).clone()
+
+    path = forge(good, tmp_path / "bad.safetensors", tensors=per_row)
+    with pytest.raises(FileFormatError, match=r"'0.weight::exponent' is int32 \[12, 1\], pot4 needs int32 \[\]"):
+        load_model(str(path))
