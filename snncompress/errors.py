@@ -43,6 +43,10 @@ class FileFormatError(InputError):
     """A compressed file is truncated, corrupted or of an unknown version."""
 
 
+class OutputError(InputError):
+    """An output cannot be written: a read-only folder, a full disk (exit code 2; nothing is left behind)."""
+
+
 class DomainError(SnnCompressError):
     """A well-formed request that cannot be carried out (exit code 1)."""
 

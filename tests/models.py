@@ -283,6 +283,11 @@ def static_dataset() -> TensorDataset:
     return TensorDataset(*_static_tensors())
 
 
+def empty_dataset() -> TensorDataset:
+    """No samples at all (a data function that found nothing)."""
+    return TensorDataset(torch.zeros(0, 8), torch.zeros(0, dtype=torch.int64))
+
+
 def static_loader() -> DataLoader:
     return DataLoader(static_dataset(), batch_size=3)
 

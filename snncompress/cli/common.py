@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +23,9 @@ WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="State dict for a factory model (.safetensors, or .pt read with weights_only=True).")]
 TrustPickleOpt = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow loading a pickled whole module (unpickling runs code from the file).")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow a compressed file of a user module to import and run the factory it names "
+                         "(also SNNCOMPRESS_TRUST_CODE=1). Files of built-in layers need no code.")]
 DataOpt = Annotated[str, typer.Option(
     "--data", help="Data: 'digits', a .safetensors/.npz/.pt file with x and y, or package.module:function.")]
 OptionalDataOpt = Annotated[str | None, typer.Option(
@@ -36,10 +42,40 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSO
 JsonFileOpt = JsonOpt
 
 
-def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
-    from snncompress.fileformat.loading import load_model
+def trust_code_requested(flag: bool) -> bool:
+    """``--trust-code``, or ``SNNCOMPRESS_TRUST_CODE=1`` in the environment (for scripts)."""
+    from snncompress.models.source import TRUST_CODE_ENV
 
-    return load_model(model, weights, trust_pickle=trust_pickle)
+    return flag or os.environ.get(TRUST_CODE_ENV, "").strip() == "1"
+
+
+@contextmanager
+def user_modules_importable(active: bool = True) -> Iterator[None]:
+    """Find the user's modules in the working directory while a reference they typed is imported.
+
+    The installed ``snncompress`` script, unlike ``python -m``, does not have the working directory on
+    ``sys.path``. The CLI adds it here, for references the user named (MODEL, ``--data``) or code they
+    trusted (``--trust-code``), and takes it off again; the library never edits ``sys.path``.
+    """
+    cwd = os.getcwd()
+    if not active or "" in sys.path or "." in sys.path or cwd in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False):
+    from snncompress.fileformat.loading import load_model
+    from snncompress.refs import is_ref
+
+    trusted = trust_code_requested(trust_code)
+    with user_modules_importable(is_ref(model) or trusted):
+        return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted)
 
 
 def threads_for(model, data=None):
@@ -53,9 +89,11 @@ def threads_for(model, data=None):
 def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, limit: int | None, seed: int,
                   split: str = "test"):
     from snncompress.data import DataOptions, load_data
+    from snncompress.refs import is_ref
 
-    return load_data(data, DataOptions(encoding=encoding, time_steps=time_steps, batch_size=batch_size,
-                                       limit=limit, seed=seed, split=split))
+    with user_modules_importable(is_ref(data)):
+        return load_data(data, DataOptions(encoding=encoding, time_steps=time_steps, batch_size=batch_size,
+                                           limit=limit, seed=seed, split=split))
 
 
 def print_json(payload: Any) -> None:

@@ -47,6 +47,7 @@ class JobOptions:
     train_data: str | None = None
     weights: Path | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     encoding: str = "direct"
     time_steps: int = 8
     batch_size: int = 128
@@ -79,16 +80,20 @@ def run_job(make_recipe: Callable[[], Any], job: JobOptions):
     from snncompress.fileformat.atomic import check_output_path
     from snncompress.pipeline.job import CompressJob as LibraryJob
     from snncompress.pipeline.job import compress
+    from snncompress.refs import is_ref
 
     to_stdout = str(job.json_file) == "-"
     if job.json_file is not None and not to_stdout:
         check_output_path(job.json_file, job.force)
     log = (lambda _line: None) if job.quiet else note
-    result = compress(LibraryJob(
-        model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
-        weights=job.weights, trust_pickle=job.trust_pickle, encoding=job.encoding,
-        time_steps=job.time_steps, batch_size=job.batch_size, limit=job.limit, seed=job.seed, force=job.force,
-        gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note))
+    trusted = c.trust_code_requested(job.trust_code)
+    typed = any(is_ref(x) for x in (job.model, job.data, job.train_data) if x is not None)
+    with c.user_modules_importable(typed or trusted):  # the user's own modules, never a file's say-so
+        result = compress(LibraryJob(
+            model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
+            weights=job.weights, trust_pickle=job.trust_pickle, trust_code=trusted, encoding=job.encoding,
+            time_steps=job.time_steps, batch_size=job.batch_size, limit=job.limit, seed=job.seed, force=job.force,
+            gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note))
     payload = result.to_dict()
     if to_stdout:
         c.print_json(payload)

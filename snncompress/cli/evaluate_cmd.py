@@ -20,6 +20,7 @@ def evaluate(
     data: c.DataOpt = "digits",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -32,7 +33,7 @@ def evaluate(
     from snncompress.sim.evaluate import evaluate as run_eval
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     with c.threads_for(net, bundle):
         result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))

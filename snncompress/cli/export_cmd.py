@@ -36,6 +36,7 @@ def export(
     fmt: FormatOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
     time_steps: c.TimeStepsOpt = 8,
@@ -61,7 +62,7 @@ def export(
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
     if time_steps < 1:
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     require_sequential(net, f"{kind.upper()} export")
     sample = _sample(net, model, data, input_shape, time_steps)
     if kind == "nir":

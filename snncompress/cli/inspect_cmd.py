@@ -20,6 +20,7 @@ def inspect(
     model: c.ModelArg,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     data: c.OptionalDataOpt = None,
     time_steps: c.TimeStepsOpt = 8,
     json_out: c.JsonOpt = None,
@@ -33,7 +34,7 @@ def inspect(
     from snncompress.sim.summary import summarize
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     sample, is_sequence = None, False
     if data is not None:
         bundle = c.load_data_cli(data, "direct", time_steps, 1, 1, 0)

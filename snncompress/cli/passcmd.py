@@ -34,6 +34,7 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("json_file", RunJsonOpt, None),
     ("weights", c.WeightsOpt, None),
     ("trust_pickle", c.TrustPickleOpt, False),
+    ("trust_code", c.TrustCodeOpt, False),
     ("encoding", c.EncodingOpt, "direct"),
     ("time_steps", c.TimeStepsOpt, 8),
     ("batch_size", c.BatchSizeOpt, 128),

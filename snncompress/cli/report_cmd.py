@@ -39,6 +39,7 @@ def report(
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -74,9 +75,9 @@ def report(
     to_stdout = c.json_to_stdout(json_file)
     outputs = dict(json_path=None if to_stdout else json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
-    base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
+    base = c.load_model_cli(baseline, None, trust_pickle, trust_code) if baseline else None
     with c.threads_for(net, bundle):
         result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     if to_stdout:

@@ -54,6 +54,7 @@ def run(
     train_data: TrainDataOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -74,22 +75,22 @@ def run(
         return Recipe.load(recipe, settings=settings or [])
 
     if check:
-        _check(make_recipe(), model, weights, trust_pickle)
+        _check(make_recipe(), model, weights, trust_pickle, trust_code)
         return
     if output is None:
         raise typer.BadParameter("required: where to write the compressed model",
                                  param_hint="'-o' / '--output'")
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
-                      trust_pickle=trust_pickle, encoding=encoding, time_steps=time_steps,
+                      trust_pickle=trust_pickle, trust_code=trust_code, encoding=encoding, time_steps=time_steps,
                       batch_size=batch_size, limit=limit, seed=seed, force=force, json_file=json_file,
                       gates=gates or [], energy=energy, quiet=quiet)
     run_job(make_recipe, job)
 
 
-def _check(recipe, model: str, weights: Path | None, trust_pickle: bool) -> None:
+def _check(recipe, model: str, weights: Path | None, trust_pickle: bool, trust_code: bool) -> None:
     from snncompress.pipeline.run import check_targets
 
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     check_targets(net, recipe)
     note(f"{recipe.source}: valid ({len(recipe.steps)} step(s): {' -> '.join(recipe.names)})")
     c.console.print(recipe.to_yaml(), end="", markup=False, highlight=False)

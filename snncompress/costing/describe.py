@@ -397,10 +397,17 @@ def description_from_dict(data: dict[str, Any]) -> ModelDescription:
     """Rebuild a description written by :func:`description_to_dict`.
 
     Raises:
-        FileFormatError: Not a description, a newer version, or a layer with missing or unknown
-            fields (the message names the layer and the fields).
+        FileFormatError: Not a description, a newer version, a layer with missing or unknown
+            fields (the message names the layer and the fields), or values of the wrong JSON type.
         InputError: A field with an impossible value (from the description's own validation).
     """
+    try:
+        return _description_from_dict(data)
+    except (TypeError, ValueError, AttributeError) as exc:  # it comes from a file: wrong types are corruption
+        raise FileFormatError(f"stored baseline description: {type(exc).__name__}: {exc}") from None
+
+
+def _description_from_dict(data: dict[str, Any]) -> ModelDescription:
     if not isinstance(data, dict) or "layers" not in data:
         raise FileFormatError("stored baseline description: not a model description (no 'layers')")
     version = data.get("version", 1)

@@ -176,10 +176,14 @@ def _describe_shapes(model: nn.Module, name: str, stored: dict[str, Any]) -> Mod
             "recorded data set: pass --data"
         )
     steps = stored.get("time_steps") or (stored.get("description") or {}).get("time_steps") or 8
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1 << 20:
+        raise DataError(f"{name}: the recorded time steps {steps!r} are not a positive integer; pass --data")
     try:
-        data = load_data(data_name, DataOptions(limit=1, time_steps=int(steps)))
+        # recorded in the file: a data set it names is read, a function it names is never called
+        data = load_data(data_name, DataOptions(limit=1, time_steps=int(steps)), allow_code=False)
     except InputError as exc:
-        raise DataError(f"{name}: cannot load the recorded data set ({exc}); pass --data") from exc
+        fix = "" if "pass --data" in str(exc) else "; pass --data"
+        raise DataError(f"{name}: cannot load the recorded data set ({exc}){fix}") from exc
     return describe_model(model, data, measure=False, name=name)
 
 

@@ -14,8 +14,7 @@ Static samples are presented for ``time_steps`` steps (direct encoding) or Poiss
 
 from __future__ import annotations
 
-import importlib
-import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from snncompress.data.encoding import ENCODINGS, rate_encode
 from snncompress.errors import DataError
+from snncompress.refs import import_ref, is_ref
 
 TENSOR_SUFFIXES = (".safetensors", ".npz", ".pt", ".pth")
+MAX_NPZ_MEMBER_BYTES = 8 << 30  # one array of a .npz archive, inflated: 8 GiB
+MAX_NPZ_MEMBERS = 64
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,18 @@ class DataBundle:
         return x
 
 
-def load_data(spec: str, options: DataOptions | None = None) -> DataBundle:
+def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool = True) -> DataBundle:
     """Load ``spec`` (``digits``, a tensor file, or ``module:function``).
 
+    Args:
+        spec: the data source.
+        options: how to read and present it.
+        allow_code: whether a ``module:function`` may be imported and called. False for a data set
+            named by a file (a compressed model's recorded baseline): a file never runs code.
+
     Raises:
-        DataError: unknown source, unreadable file, missing ``x``/``y``, bad shapes or values.
+        DataError: unknown source, unreadable file, missing ``x``/``y``, bad shapes or values, no samples,
+            or a function reference when ``allow_code`` is False.
     """
     options = options or DataOptions()
     if options.encoding not in ENCODINGS:
@@ -96,6 +105,9 @@ def load_data(spec: str, options: DataOptions | None = None) -> DataBundle:
         x, y = _read_tensor_file(Path(spec))
         name, num_classes = spec, None
     elif ":" in spec:
+        if not allow_code:
+            raise DataError(f"the data set '{spec}' is Python code recorded in a file, which snncompress never "
+                            "runs; pass --data")
         return _from_function(spec, options)
     else:
         raise DataError(
@@ -104,6 +116,8 @@ def load_data(spec: str, options: DataOptions | None = None) -> DataBundle:
         )
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{spec}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise DataError(f"{spec}: the data set holds no samples")
     if not torch.isfinite(x).all():
         raise DataError(f"{spec}: x contains NaN or Inf")
     if options.limit is not None:
@@ -146,6 +160,7 @@ def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
             tensors = load_file(str(path))
         elif suffix == ".npz":
+            _check_npz(path)
             with np.load(path, allow_pickle=False) as npz:
                 tensors = {k: torch.from_numpy(npz[k]) for k in npz.files}
         elif suffix in (".pt", ".pth"):
@@ -171,22 +186,54 @@ def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float(), y.long()
 
 
+def _check_npz(path: Path) -> None:
+    """Refuse a ``.npz`` whose arrays would inflate past :data:`MAX_NPZ_MEMBER_BYTES` (a zip bomb), before reading.
+
+    Both sizes are checked without inflating anything: the size each member declares in the zip directory
+    (Python's zip reader stops at it), and the shape its ``.npy`` header declares (numpy allocates that
+    much before reading the data).
+    """
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_NPZ_MEMBERS:
+                raise DataError(f"{path}: the archive holds {len(members)} arrays; a data file needs x and y")
+            for info in members:
+                if info.file_size > MAX_NPZ_MEMBER_BYTES:
+                    raise DataError(f"{path}: '{info.filename}' inflates to {info.file_size:,} bytes, more than "
+                                    f"{MAX_NPZ_MEMBER_BYTES:,}")
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = npy.read_array_header_2_0(member)
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise DataError(f"{path}: '{info.filename}' declares {nbytes:,} bytes of data but holds "
+                                    f"{info.file_size:,}")
+    except DataError:
+        raise
+    except Exception as exc:  # not a zip, a damaged member, not a .npy member
+        raise DataError(f"{path}: cannot read data file ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
 def _from_function(spec: str, options: DataOptions) -> DataBundle:
-    module_name, _, func_name = spec.partition(":")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like model factories: find the user's modules in the working directory
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DataError(f"cannot import data module '{module_name}': {_first_line(exc)}") from exc
-    func = getattr(module, func_name, None)
+    if not is_ref(spec):
+        raise DataError(
+            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x and y, "
+            "or package.module:function"
+        )
+    func = import_ref(spec, what="data function", error=DataError)
     if not callable(func):
-        raise DataError(f"'{module_name}' has no function '{func_name}'")
+        raise DataError(f"{spec} is not a function")
     try:
         result = func()
     except Exception as exc:  # the user's code; --debug shows the traceback
@@ -201,6 +248,8 @@ def _from_function(spec: str, options: DataOptions) -> DataBundle:
         n = len(dataset)
     except TypeError as exc:
         raise DataError(f"{spec}: the dataset has no length (iterable datasets are not supported)") from exc
+    if n == 0:
+        raise DataError(f"{spec}: the data set holds no samples")
     if options.limit is not None and options.limit < n:
         dataset = Subset(dataset, range(options.limit))
     labels = set()

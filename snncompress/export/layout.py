@@ -142,7 +142,8 @@ def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     if data_name:
         from snncompress.data import DataOptions, load_data
 
-        sample = load_data(data_name, DataOptions(limit=1)).sample_input()
+        # recorded in the file: a data set it names is read, a function it names is never called
+        sample = load_data(data_name, DataOptions(limit=1), allow_code=False).sample_input()
         return tuple(sample.shape)
     leaves = leaf_layers(model) if isinstance(model, nn.Sequential) else []
     if leaves and isinstance(leaves[0][1], nn.Linear):

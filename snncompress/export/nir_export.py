@@ -65,7 +65,7 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
     """
     path = check_output_path(path, force)
     graph, notes = model_to_nir(model, sample, dt=dt)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=force) as tmp:
         nir.write(tmp, graph)
     return ExportResult(path=path, format="nir", notes=notes, details={"nodes": len(graph.nodes)})
 

@@ -20,6 +20,54 @@ from snncompress.state import get_state
 __all__ = ["export_nir", "load_nir", "read_nir"]
 
 
+MAX_NIR_OBJECTS = 100_000
+
+
+def check_self_contained(path: str | Path) -> None:
+    """Refuse a NIR (HDF5) file that reads data from outside itself.
+
+    HDF5 lets a dataset keep its bytes in other files (external storage), be a view of datasets in other
+    files (a virtual dataset), or be a link into another file (an external link). Loading such a file
+    would pull another local file's bytes into the model (and ``export`` would copy them out), so any of
+    them is refused, as is a file that is not HDF5 at all.
+
+    Raises:
+        ModelLoadError: naming the first object that points outside the file.
+    """
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError and others for non-HDF5 input
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a readable NIR graph (corrupted, truncated, or not NIR): {reason}") from exc
+    with f:
+        stack, seen = [f], 0
+        while stack:
+            group = stack.pop()
+            for name in group:
+                seen += 1
+                if seen > MAX_NIR_OBJECTS:
+                    raise ModelLoadError(f"{path}: more than {MAX_NIR_OBJECTS} HDF5 objects; not a NIR graph")
+                link = group.get(name, getlink=True)
+                where = f"{group.name.rstrip('/')}/{name}"
+                if isinstance(link, h5py.ExternalLink):
+                    raise ModelLoadError(f"{path}: '{where}' is a link into another file ({link.filename}); "
+                                         "a NIR file must hold its own data")
+                if isinstance(link, h5py.SoftLink):
+                    continue  # points inside this file; its target is visited on its own
+                item = group[name]
+                if isinstance(item, h5py.Group):
+                    stack.append(item)
+                elif isinstance(item, h5py.Dataset):
+                    if item.is_virtual:
+                        raise ModelLoadError(f"{path}: dataset '{where}' is a virtual dataset (its data lives in "
+                                             "other files); a NIR file must hold its own data")
+                    if item.external:
+                        raise ModelLoadError(f"{path}: dataset '{where}' keeps its data in an external file "
+                                             f"({item.external[0][0]}); a NIR file must hold its own data")
+
+
 def read_nir(path: str | Path) -> nir.NIRGraph:
     """Read a NIR graph file; graphs that fail NIR's type check are read again without it.
 
@@ -27,6 +75,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
         ModelLoadError: not a NIR file (not HDF5, truncated, or not a NIR graph), naming the file.
     """
     path = Path(path)
+    check_self_contained(path)
     try:
         graph = nir.read(path)
     except Exception:  # noqa: BLE001 - nir raises anything from h5py, asserts and ValueErrors

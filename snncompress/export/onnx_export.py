@@ -72,7 +72,7 @@ def export_onnx(model: nn.Module, path: str | Path, sample: torch.Tensor, time_s
     inputs, outputs = _names(step)
     notes = []
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=force) as tmp:
             _export(step, sample, tmp, inputs, outputs)
             _annotate(tmp, step, inputs, outputs, time_steps, sample)
             if verify:

@@ -1,17 +1,16 @@
 """Load a model from any ``MODEL`` argument form.
 
 * ``package.module:factory`` (+ ``weights``: a ``.safetensors`` or a ``.pt`` state dict, read with
-  ``weights_only=True``);
+  ``weights_only=True``, or a compressed file, whose model the factory then builds);
 * ``demo``: the built-in digits convolutional SNN with its shipped weights;
 * a ``.nir`` graph;
-* a compressed ``.safetensors`` written by snncompress;
+* a compressed ``.safetensors`` written by snncompress (one of a user module names a factory, which is
+  imported only with ``trust_code=True``: see :func:`snncompress.fileformat.compressed.load_compressed`);
 * a pickled whole module (``torch.save(model)``), only with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import torch
@@ -20,18 +19,22 @@ from torch import nn
 from snncompress.errors import FileFormatError, ModelLoadError
 from snncompress.models.layers import check_supported
 from snncompress.models.neurons import neuron_layers
+from snncompress.models.source import call_factory
 from snncompress.state import get_state
 
 DEMO_MODEL = "demo"
 
 
-def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False) -> nn.Module:
+def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False,
+               trust_code: bool = False) -> nn.Module:
     """Load a model; see the module docstring for the accepted forms.
 
     Args:
         spec: the model reference.
-        weights: a state dict for a factory model.
+        weights: a state dict, or a compressed file, for a factory model.
         trust_pickle: allow unpickling a whole module (this runs code from the file).
+        trust_code: allow a compressed file to name the factory that rebuilds its model (this imports and
+            runs that code).
 
     Returns:
         The model in eval mode, with its compression state's ``source`` filled in.
@@ -60,16 +63,21 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         _no_weights(weights, spec)
         from snncompress.fileformat.compressed import load_compressed
 
-        model = load_compressed(path)
+        model = load_compressed(path, trust_code=trust_code)
     elif path.suffix.lower() in (".pt", ".pth"):
         _require_file(path)
         _no_weights(weights, spec)
         model = _load_pickled(path, trust_pickle)
     elif ":" in spec and not path.exists():
-        model = call_factory(spec)
-        get_state(model).source = {"kind": "factory", "factory": spec}
-        if weights is not None:
-            load_weights(model, weights)
+        if weights is not None and _is_compressed(weights):
+            from snncompress.fileformat.compressed import load_compressed
+
+            model = load_compressed(weights, factory=spec)  # the user named the code: no trust needed
+        else:
+            model = call_factory(spec)
+            get_state(model).source = {"kind": "factory", "factory": spec}
+            if weights is not None:
+                load_weights(model, weights)
     elif path.exists():
         raise ModelLoadError(
             f"{spec}: unknown model file type '{path.suffix}'; use .safetensors (snncompress), .nir, "
@@ -92,37 +100,15 @@ def _require_file(path: Path) -> None:
         raise ModelLoadError(f"{path} is a directory, not a model file")
 
 
+def _is_compressed(weights: str | Path) -> bool:
+    from snncompress.fileformat.compressed import is_compressed_file
+
+    return Path(weights).suffix.lower() == ".safetensors" and is_compressed_file(weights)
+
+
 def _no_weights(weights, spec: str) -> None:
     if weights is not None:
         raise ModelLoadError(f"--weights applies to a package.module:factory model, not to the file {spec}")
-
-
-def call_factory(ref: str) -> nn.Module:
-    """Import ``package.module:factory`` and call it with no arguments.
-
-    Raises:
-        ModelLoadError: the module cannot be imported, the factory is missing, fails, or returns no module.
-    """
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ModelLoadError(f"'{ref}' is not a package.module:factory reference")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`, find the user's modules in the working directory
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelLoadError(f"cannot import '{module_name}' for model {ref}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise ModelLoadError(f"module '{module_name}' has no attribute '{attr}'")
-    try:
-        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
-    except Exception as exc:  # the user's code; --debug shows the traceback
-        first = str(exc).strip().splitlines()
-        raise ModelLoadError(f"{ref} failed: {type(exc).__name__}: {first[0] if first else ''}") from exc
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch nn.Module")
-    return model
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -39,6 +39,8 @@ def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 RESET_NAMES = {0: "subtract", 1: "zero", 2: "none"}
+SURROGATE_FACTORIES = ("atan", "fast_sigmoid", "sigmoid", "spike_rate_escape", "straight_through_estimator",
+                       "triangular")
 
 
 @dataclass(frozen=True)
@@ -95,5 +97,9 @@ def make_surrogate(name: str):
 
     if name == "heaviside":
         return None
-    factory = getattr(surrogate, name, None)
-    return factory() if callable(factory) else None
+    if name not in SURROGATE_FACTORIES:  # a name read from a file: call only snnTorch's known factories
+        from snncompress.errors import ModelLoadError
+
+        raise ModelLoadError(f"unknown surrogate gradient '{name}'; known: heaviside, "
+                             + ", ".join(SURROGATE_FACTORIES))
+    return getattr(surrogate, name)()

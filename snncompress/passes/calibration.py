@@ -113,7 +113,8 @@ class LayerReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # no seconds: this goes into the file's history, and the same seed must give the same bytes
+        return {k: v for k, v in asdict(self).items() if k != "seconds"}
 
 
 @dataclass
@@ -127,7 +128,8 @@ class CalibrationResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"samples": self.samples, "seconds": round(self.seconds, 3), "unreached": list(self.unreached),
+        # no seconds (see LayerReport.to_dict); the run report times each step
+        return {"samples": self.samples, "unreached": list(self.unreached),
                 "layers": {r.layer: r.to_dict() for r in self.layers}}
 
 

@@ -263,8 +263,8 @@ def _calibrate(model, syn, config: QuantizeConfig, ctx: PassContext, notes: list
     used = sum(r.used == "adaround" for r in layers)
     before = sum(r.error_before for r in layers) / max(len(layers), 1)
     after = sum(r.error_after for r in layers) / max(len(layers), 1)
-    notes.append(f"adaround: {used}/{len(layers)} layers re-rounded on {result.samples} {source} samples in "
-                 f"{result.seconds:.1f} s; mean relative output error {before:.4f} -> {after:.4f}")
+    notes.append(f"adaround: {used}/{len(layers)} layers re-rounded on {result.samples} {source} samples; "
+                 f"mean relative output error {before:.4f} -> {after:.4f}")
     return {"method": "adaround", "data": source, "iters": config.calibration_iters, **result.to_dict()}
 
 

@@ -52,6 +52,8 @@ class CompressJob:
         threads: torch CPU threads for the run (None: chosen from the work,
             :func:`snncompress.sim.threads.choose_threads`; ``SNNCOMPRESS_THREADS`` also sets it).
         train_batch_size: the training data's batch size (default: ``batch_size``).
+        trust_pickle, trust_code: allow a pickled module, or a compressed file that names a factory, to run
+            its code (:func:`snncompress.fileformat.loading.load_model`).
         log: called with one line per step (default: quiet).
         warn: called with warnings (default: a line on stderr).
     """
@@ -63,6 +65,7 @@ class CompressJob:
     train_data: str | DataBundle | None = None
     weights: str | Path | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     encoding: str = "direct"
     time_steps: int = 8
     batch_size: int = 128
@@ -166,7 +169,7 @@ def _load_model(job: CompressJob) -> nn.Module:
         return job.model
     from snncompress.fileformat.loading import load_model
 
-    return load_model(job.model, job.weights, trust_pickle=job.trust_pickle)
+    return load_model(job.model, job.weights, trust_pickle=job.trust_pickle, trust_code=job.trust_code)
 
 
 def load_job_data(job: CompressJob) -> tuple[DataBundle | None, DataBundle | None]:

@@ -128,6 +128,20 @@ class WeightScheme(BaseModel):
             raise InputError(f"{self.describe()}: the tensor holds NaN or infinity; fix the weights first")
         return w32
 
+    def valid_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Which ``codes`` (integers) name a level of this scheme: the codes :meth:`encode` can emit.
+
+        A stored code outside this set (a ternary 3, an 8-bit code under a 4-bit scheme) decodes to a
+        value the scheme never produces, so a file holding one is corrupted.
+        """
+        codes = codes.to(torch.int64)
+        valid = (codes >= 0) & (codes < (1 << self.code_bits))
+        try:
+            levels = self._level_codes()
+        except NotImplementedError:  # a regular grid: every code in range is a level
+            return valid
+        return valid & torch.isin(codes, levels.to(torch.int64))
+
     # --- the grid, for calibrated rounding (AdaRound) ------------------------------------------
     def grid_params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """The decode parameters :meth:`encode` picks for ``w`` (PoT / APoT exponent, int scales,

@@ -70,6 +70,11 @@ class IntScheme(WeightScheme):
         scale = max_abs / self.max_level
         return torch.where(scale > 0, scale, torch.ones_like(scale))
 
+    def valid_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        # symmetric: code 0 (level -2**(b-1)) is never emitted, the levels are clamped to +-max_level
+        codes = codes.to(torch.int64)
+        return (codes >= 1) & (codes < (1 << self.bits))
+
     def _encode(self, w, generator):
         scale = self._scale(w)
         q = round_to_grid(w / scale, self.rounding, _generator(generator, self.seed, self.rounding))

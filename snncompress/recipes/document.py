@@ -174,7 +174,7 @@ class Recipe:
         from snncompress.fileformat.atomic import check_output_path, write_text_atomic
 
         path = check_output_path(path, force)
-        write_text_atomic(path, self.to_yaml())
+        write_text_atomic(path, self.to_yaml(), replace=force)
         return path
 
 

@@ -26,8 +26,7 @@ from torch import nn
 
 from snncompress.errors import DataError, ModelLoadError
 from snncompress.models.neurons import neuron_layers
-
-STYLES = ("stepwise", "sequence")
+from snncompress.models.source import STYLES, detect_style
 
 
 class Observer(Protocol):
@@ -50,14 +49,6 @@ class RunOutput:
 
     def predictions(self) -> torch.Tensor:
         return self.spike_counts.argmax(dim=-1)
-
-
-def detect_style(model: nn.Module) -> str:
-    """``stepwise`` for a Sequential (or a model with ``snncompress_style = "stepwise"``), else ``sequence``."""
-    declared = getattr(model, "snncompress_style", None)
-    if declared in STYLES:
-        return declared
-    return "stepwise" if isinstance(model, nn.Sequential) else "sequence"
 
 
 class SNNRunner:

@@ -40,7 +40,8 @@ class ModelSummary:
 def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequence: bool = False,
               time_steps: int = 1) -> ModelSummary:
     """Describe every leaf layer; with a ``sample`` (no batch dim) also each layer's output shape."""
-    from snncompress.sim.runner import SNNRunner, detect_style
+    from snncompress.models.source import detect_style
+    from snncompress.sim.runner import SNNRunner
 
     shapes: dict[str, list[int]] = {}
     if sample is not None:

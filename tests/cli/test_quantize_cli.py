@@ -70,7 +70,7 @@ def test_sequence_model_ptq_round_trips_through_evaluate(capsys, tmp_path):
                        "fixed2.6", "--quiet")
     assert code == 0, err
     after = json.loads(report.read_text())["after"]["accuracy"]
-    assert evaluate_json(capsys, out, "--data", DATA, "-T", 3)["accuracy"] == after
+    assert evaluate_json(capsys, out, "--data", DATA, "-T", 3, "--trust-code")["accuracy"] == after
     header = read_metadata(out)
     assert header["model"]["kind"] == "factory" and header["model"]["factory"] == SEQUENCE_MODEL
     assert header["neurons"]["lif1"]["membrane_grid"] == 4 and header["neurons"]["lif1"]["membrane"]["levels_low"] == -4

@@ -48,7 +48,14 @@ def compressed(tmp_path) -> Path:
 
     model = leaky_mlp()
     get_state(model).source = {"kind": "factory", "factory": MODEL}
-    data = load_data("tests.models:static_dataset", DataOptions(time_steps=3))
+    # a data file, not a function: a data set a file records is read, a function it records never runs
+    from safetensors.torch import save_file
+
+    from tests.models import _static_tensors
+
+    x, y = _static_tensors()
+    save_file({"x": x.contiguous(), "y": y.contiguous()}, str(tmp_path / "static.safetensors"))
+    data = load_data(str(tmp_path / "static.safetensors"), DataOptions(time_steps=3))
     record_baseline(model, data, spec="leaky_mlp fp32")
     scheme = parse_weight_scheme("pot4")
     for name in ("0", "2"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -153,8 +154,8 @@ def test_unreadable_and_missing_files(tmp_path):
 
 @pytest.mark.parametrize("spec,match", [
     ("tests.models:not_a_dataset", "returned list; it must return a torch Dataset or DataLoader"),
-    ("tests.models:no_such_function", "'tests.models' has no function 'no_such_function'"),
-    ("tests.absent_module:data", "cannot import data module 'tests.absent_module'"),
+    ("tests.models:no_such_function", "module 'tests.models' has no attribute 'no_such_function'"),
+    ("tests.absent_module:data", "cannot import 'tests.absent_module' for data function"),
     ("tests.models:failing_dataset", "failing_dataset failed: FileNotFoundError: raw/ folder missing"),
 ])
 def test_bad_user_functions(spec, match):
@@ -163,8 +164,10 @@ def test_bad_user_functions(spec, match):
 
 
 def test_user_function_in_the_working_directory(tmp_path, monkeypatch):
-    # the installed `snncompress` script does not put the working directory on sys.path; model
-    # factories and data functions must both find the user's module there
+    # the installed `snncompress` script does not put the working directory on sys.path; the CLI finds
+    # the user's module there for a reference the user typed, and the library never edits sys.path
+    from snncompress.cli.common import load_data_cli
+
     (tmp_path / "snnc_user_data_mod.py").write_text(
         "import torch\nfrom torch.utils.data import TensorDataset\n\n"
         "def data():\n    return TensorDataset(torch.zeros(3, 8), torch.tensor([0, 1, 2]))\n"
@@ -172,6 +175,66 @@ def test_user_function_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
     monkeypatch.delitem(sys.modules, "snnc_user_data_mod", raising=False)
-    data = load_data("snnc_user_data_mod:data")
+    before = list(sys.path)
+    with pytest.raises(DataError, match="cannot import 'snnc_user_data_mod'"):
+        load_data("snnc_user_data_mod:data")
+    assert sys.path == before
+    data = load_data_cli("snnc_user_data_mod:data", "direct", 4, 8, None, 0)
     assert len(data) == 3 and data.num_classes == 3
+    assert sys.path == before  # taken off again
     monkeypatch.delitem(sys.modules, "snnc_user_data_mod")
+
+
+# -- issue 10: empty data sets, archive sizes checked before reading ------------------------------------------
+
+def test_an_empty_data_set_is_refused(write_tensors, capsys):
+    from tests.cli.support import assert_input_error
+
+    path = write_tensors("empty.safetensors", x=torch.zeros(0, 8), y=torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(DataError, match="holds no samples"):
+        load_data(str(path))
+    assert_input_error(capsys, "evaluate", "tests.models:leaky_mlp", "--data", path, match="holds no samples")
+    with pytest.raises(DataError, match="holds no samples"):
+        load_data("tests.models:empty_dataset")
+
+
+def _npz_with_member(path, header_shape, data: bytes):
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", buf.getvalue() + data)
+        y = io.BytesIO()
+        np.save(y, np.zeros(2, dtype=np.int64))
+        archive.writestr("y.npy", y.getvalue())
+    return path
+
+
+def test_an_npz_member_declaring_more_data_than_it_holds_is_refused_before_allocating(tmp_path):
+    path = _npz_with_member(tmp_path / "lie.npz", (10**12, 8), b"\0" * 64)
+    with pytest.raises(DataError, match=r"'x.npy' declares 32,000,000,000,000 bytes of data but holds"):
+        load_data(str(path))
+
+
+def test_an_npz_member_inflating_past_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    import snncompress.data.loading as loading
+
+    path = _npz_with_member(tmp_path / "bomb.npz", (4096, 8), b"\0" * 4096 * 8 * 4)  # 128 KiB of zeros
+    assert path.stat().st_size < 4096  # deflated to almost nothing
+    monkeypatch.setattr(loading, "MAX_NPZ_MEMBER_BYTES", 64 * 1024)
+    with pytest.raises(DataError, match=r"'x.npy' inflates to 131,200 bytes, more than 65,536"):
+        load_data(str(path))
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="x has 4096 samples but y has 2"):  # under the real limit it is read
+        load_data(str(path))
+
+
+def test_an_npz_that_is_not_a_zip_is_one_line(tmp_path):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"PK\3\4 not really")
+    with pytest.raises(DataError, match="cannot read data file"):
+        load_data(str(path))

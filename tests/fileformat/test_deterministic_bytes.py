@@ -46,3 +46,25 @@ def test_writer_output_reads_back_with_safetensors(tmp_path):
             assert torch.equal(f.get_tensor(key), value)
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
     assert header_len % 8 == 0
+
+
+def test_ptq_with_the_default_calibration_writes_the_same_bytes_for_a_seed(capsys, tmp_path):
+    """Issue 10: wall-clock seconds used to go into the history; timings belong in the run report."""
+    import json
+
+    from snncompress.fileformat.compressed import read_metadata
+    from tests.cli.support import cli
+
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.safetensors"
+        code, _, err = cli(capsys, "quantize", "tests.models:leaky_mlp", "--data", "tests.models:static_dataset",
+                           "-T", "3", "-o", out, "--weight-quant", "int4", "--calibration-samples", "8",
+                           "--json", tmp_path / f"{name}.json", "--quiet")
+        assert code == 0, err
+        outs.append(out)
+    history = read_metadata(outs[0])["history"]
+    assert history[0]["metrics"]["calibration"]["method"] == "adaround"  # the default calibration ran
+    assert "seconds" not in json.dumps(history)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert json.loads((tmp_path / "a.json").read_text())["seconds"]  # the run report keeps the timings

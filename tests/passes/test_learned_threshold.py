@@ -64,7 +64,7 @@ def test_qat_learns_thresholds_over_fixed_levels(tmp_path, name):
         assert torch.allclose(levels, levels.round(), atol=1e-4), layer  # on the installed grid
         assert levels.min() >= -8 and levels.max() <= 7
     # the file keeps the learned threshold and the fixed levels: identical spikes after loading
-    loaded = load_model(str(save_compressed(model, tmp_path / "q.safetensors")))
+    loaded = load_model(str(save_compressed(model, tmp_path / "q.safetensors")), trust_code=True)
     assert get_state(loaded).neurons == state.neurons
     assert torch.equal(run(model, name).spikes, run(loaded, name).spikes)
     assert evaluate(loaded, bundle(name, n=16)).accuracy == metrics["accuracy_after"]

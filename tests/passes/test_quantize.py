@@ -521,7 +521,7 @@ def test_neuron_quant_puts_threshold_and_beta_on_the_fixed_point_grid(tmp_path, 
     if name == "subtract_reset_mlp":  # per-neuron threshold 0.8 -> 51/64
         assert torch.equal(model.get_submodule("1").threshold.detach(), torch.full((12,), 51 / 64))
     path = save_compressed(model, tmp_path / "q.safetensors")
-    loaded = load_model(str(path))
+    loaded = load_model(str(path), trust_code=True)
     for (layer, a), (_, b) in zip(neuron_layers(model), neuron_layers(loaded), strict=True):
         assert torch.equal(a.threshold, b.threshold) and torch.equal(a.beta, b.beta), layer
     assert torch.equal(run(model, name).spikes, run(loaded, name).spikes)
@@ -625,7 +625,7 @@ def test_save_load_gives_identical_outputs_and_accuracy(tmp_path, name, mode):
     config = {"mode": mode, "epochs": 1, "membrane_quant": "int4", "clip": -1, "neuron_quant": "fixed3.5"}
     model, report = quantize(name, config if mode == "qat" else {**PLAIN, **config})
     path = save_compressed(model, tmp_path / "q.safetensors")
-    loaded = load_model(str(path))
+    loaded = load_model(str(path), trust_code=True)
     a, b = run(model, name), run(loaded, name)
     assert torch.equal(a.spikes, b.spikes)
     assert (a.membrane is None) == (b.membrane is None)

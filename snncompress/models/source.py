@@ -1,0 +1,117 @@
+"""Where a model comes from and how to build it again: its style, its factory, its architecture.
+
+A model's compression state records its ``source``. A compressed file keeps it in its header:
+
+* ``{"kind": "sequential", "architecture": ...}``: an ``nn.Sequential`` of known layers, rebuilt from
+  the architecture spec alone (:func:`snncompress.models.layers.build_module`); no code is imported.
+* ``{"kind": "factory", "factory": "package.module:attr"}``: a user module, rebuilt by importing and
+  calling the factory. That runs the named module's code, so :func:`rebuild` does it only when the
+  caller allows it (``trust_code``) or names the factory itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from snncompress.errors import ModelLoadError
+from snncompress.refs import import_ref
+from snncompress.state import get_state
+
+STYLES = ("stepwise", "sequence")
+TRUST_CODE_ENV = "SNNCOMPRESS_TRUST_CODE"
+
+
+def detect_style(model: nn.Module) -> str:
+    """``stepwise`` for a Sequential (or a model with ``snncompress_style = "stepwise"``), else ``sequence``."""
+    declared = getattr(model, "snncompress_style", None)
+    if declared in STYLES:
+        return declared
+    return "stepwise" if isinstance(model, nn.Sequential) else "sequence"
+
+
+def call_factory(ref: str) -> nn.Module:
+    """Import ``package.module:factory`` and call it with no arguments (a module is used as it is).
+
+    Raises:
+        ModelLoadError: the module cannot be imported, the factory is missing, fails, or returns no module.
+    """
+    factory = import_ref(ref, what="model factory", error=ModelLoadError)
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    except Exception as exc:  # the user's code; --debug shows the traceback
+        first = str(exc).strip().splitlines()
+        raise ModelLoadError(f"{ref} failed: {type(exc).__name__}: {first[0] if first else ''}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{ref} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def describe_source(model: nn.Module) -> dict[str, Any]:
+    """How to rebuild ``model``: its architecture when it is a Sequential of known modules, else its factory.
+
+    Raises:
+        ModelLoadError: a user module that was not loaded from a factory reference.
+    """
+    from snncompress.models.layers import module_spec
+
+    state = get_state(model)
+    source = dict(state.source)
+    if isinstance(model, nn.Sequential):
+        try:
+            return {**source, "kind": "sequential", "architecture": module_spec(model), "style": "stepwise"}
+        except Exception as exc:  # falls back to the factory reference below
+            reason = str(exc)
+        else:
+            reason = ""
+    else:
+        reason = f"{type(model).__name__} is a user module"
+    if source.get("kind") == "factory" and source.get("factory"):
+        return {**source, "style": source.get("style") or detect_style(model)}
+    raise ModelLoadError(
+        f"cannot record how to rebuild this model ({reason}); load it from a package.module:factory reference"
+    )
+
+
+def refuse_code(ref: str, where: str) -> ModelLoadError:
+    """The error for a file that needs ``ref`` imported to rebuild its model, naming every way to allow it."""
+    return ModelLoadError(
+        f"{where} rebuilds its model by importing and running Python code ({ref}), which is refused by default; "
+        f"if you trust that code pass --trust-code (or set {TRUST_CODE_ENV}=1; trust_code=True in Python), "
+        f"or name the factory yourself: snncompress <command> {ref} --weights {where}"
+    )
+
+
+def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | None = None,
+            where: str = "the file") -> nn.Module:
+    """Build the (untrained) module a recorded ``source`` describes.
+
+    Args:
+        source: the ``model`` record of a compressed file (already validated).
+        trust_code: allow importing the factory the record names.
+        factory: a factory reference the user named; used instead of the record's, whatever its kind.
+        where: the file, for messages.
+
+    Raises:
+        ModelLoadError: the record needs code and neither ``trust_code`` nor ``factory`` allows it, or the
+            architecture or factory cannot be built.
+    """
+    from snncompress.models.layers import build_module
+
+    if factory is not None:
+        model = call_factory(factory)
+        kept = {k: v for k, v in source.items() if k not in ("architecture", "style")}
+        get_state(model).source = {**kept, "kind": "factory", "factory": factory}
+        return model
+    kind = source.get("kind")
+    if kind == "sequential":
+        model = build_module(source["architecture"])
+    elif kind == "factory":
+        if not trust_code:
+            raise refuse_code(source["factory"], where)
+        model = call_factory(source["factory"])
+    else:
+        raise ModelLoadError(f"compressed file names an unknown model source '{kind}'")
+    get_state(model).source = source
+    return model
