@@ -25,6 +25,7 @@ from torch.nn.utils import parametrize
 from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
 from snncompress.sim.evaluate import evaluate
+from snncompress.models.fold import fold_batchnorm
 from snncompress.models.layers import SYNAPTIC_TYPES
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.neurons import neuron_layers
@@ -168,6 +169,7 @@ class _FakeQuant(nn.Module):
 
 def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """Quantize ``model`` in place; see the module docstring."""
+    folded = fold_batchnorm(model)  # Conv/Linear + BatchNorm -> one layer, so the codes include the BatchNorm
     syn = [(n, m) for n, m in synaptic_layers(model) if config.applies_to(n)]
     neurons = [(n, m) for n, m in neuron_layers(model) if config.applies_to(n)]
     check_targets(model, config, [n for n, _ in synaptic_layers(model)] + [n for n, _ in neuron_layers(model)])
@@ -182,8 +184,8 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
         before = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="fp32 accuracy").accuracy
     weight_bits_before = _weight_bits(model, syn)
     _install_membrane(model, neurons, config)
-    metrics: dict = {"accuracy_before": before, "mode": config.mode}
-    notes: list[str] = []
+    metrics: dict = {"accuracy_before": before, "mode": config.mode, "batchnorm_folded": folded}
+    notes: list[str] = [f"folded BatchNorm into the layer before it: {', '.join(folded)}"] if folded else []
     if config.mode == "qat":
         metrics.update(_qat(model, syn, neurons, config, ctx))
         if "calibration" in config.model_fields_set and config.calibration != "none":
