@@ -28,6 +28,22 @@ def shift_round_half_even(v: np.ndarray, shift: int) -> np.ndarray:
     return div_round_half_even(v, np.int64(1) << np.int64(shift))
 
 
+def mul_shift_round(v: np.ndarray, m: np.ndarray, shift: int) -> np.ndarray:
+    """``round(v * m / 2**shift)`` exactly, ties to even, for int64 ``v`` and ``0 <= m <= 2**shift``.
+
+    The product can need more than 64 bits (a 24-bit alpha mantissa times a 62-bit current), so it is
+    formed in Python integers (hardware: a wide multiplier); the result is no larger than ``|v|``.
+    """
+    if shift == 0:
+        return v * m
+    prod = v.astype(object) * np.asarray(m).astype(object)
+    d = 1 << shift
+    q = prod // d
+    r2 = 2 * (prod - q * d)
+    up = (r2 > d) | ((r2 == d) & (q % 2 == 1))
+    return (q + up).astype(np.int64)
+
+
 def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarray:
     """``[B, C, *out, *kernel]`` windows of ``x`` ``[B, C, *spatial]`` (padded with ``fill``)."""
     dims = len(kernel)
@@ -95,7 +111,7 @@ def neuron(op: NeuronOp, a: np.ndarray, st: NeuronState) -> np.ndarray:
     current = a << np.int64(op.frac - op.in_frac)
     u = st.level * op.leak
     if op.neuron == "Synaptic":
-        st.syn = shift_round_half_even(st.syn * op.alpha_mult, op.alpha_shift) + current
+        st.syn = mul_shift_round(st.syn, op.alpha_mult, op.alpha_shift) + current
         u = u + st.syn
     else:
         u = u + current

@@ -15,7 +15,7 @@ it integer). The ops, and the equations :mod:`snncompress.integer.execute` runs:
   fraction bits (the membrane ``u`` is ``u_fx * 2**-F``), stored membrane ``L`` an integer level:
 
       I      = a << (F - f_in)
-      syn    = round(alpha_m * syn >> alpha_shift) + I                 (Synaptic; alpha = alpha_m * 2**-alpha_shift)
+      syn    = round(alpha_m * syn / 2**alpha_shift) + I                (Synaptic; alpha = alpha_m * 2**-alpha_shift)
       u      = L * K + I   (Leaky)  |  L * K + syn  (Synaptic)  |  L * K + I + rec(s_prev)  (RLeaky)
       s      = u > Vth_fx
       v      = u - s * R_fx   (subtract)  |  u * (1 - s)  (zero)  |  u  (none)
@@ -279,30 +279,43 @@ class _Compiler:
                 else:
                     rec_real["weight"] = _f64(module.recurrent.weight)
                 rec_real["bias"] = (_f64(module.recurrent.bias) if module.recurrent.bias is not None
-                                    else np.zeros(q.shape[0]))
+                                    else np.zeros(module.recurrent.weight.shape[0]))
             else:
                 rec_real["v"] = _f64(module.V)
             frac = max([frac] + [fraction_bits(v) for v in rec_real.values()])
-        fixed = {k: to_fixed(v, frac, f"{label} {k}") for k, v in reals.items()}
+        level = max(abs(low), abs(high))
+        a_max = float(module.alpha.detach().clamp(0, 1).max()) if kind == "Synaptic" else 0.0
+        syn_steps = self.time_steps if a_max >= 1 else min(self.time_steps, math.ceil(1 / (1 - a_max)) + 1)
+
+        def at(frac: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, int]:
+            """The constants at ``2**-frac`` and the bounds of the input current and of the membrane."""
+            fixed = {k: to_fixed(v, frac, f"{label} {k}") for k, v in reals.items()}
+            rec = {k: to_fixed(v, frac, f"{label} recurrent {k}") for k, v in rec_real.items()}
+            current = self.bound << (frac - self.frac)
+            drive = current * syn_steps if kind == "Synaptic" else current  # alpha * syn: wider than 64 bits
+            if "weight" in rec:
+                drive += int(np.abs(rec["weight"]).sum(axis=1).max()) + int(np.abs(rec["bias"]).max())
+            if "v" in rec:
+                drive += int(np.abs(rec["v"]).max())
+            total = int(np.abs(fixed["leak"]).max()) * level + drive + int(np.abs(fixed["reset"]).max())
+            return fixed, rec, current, total
+
+        fixed, rec, current, total = at(frac)
+        if kind == "Synaptic" and alpha_shift:
+            # alpha * syn gains alpha_shift fraction bits a step: give the register what T steps need, as far
+            # as 62 bits allow; beyond that it rounds (half to even) at 2**-F, where torch rounds in float32
+            want = alpha_shift * max(self.time_steps - 1, 0)
+            extra = max(0, min(want, 61 - max(total, 1).bit_length()))
+            if extra:
+                frac += extra
+                fixed, rec, current, total = at(frac)
+            if extra < want:
+                notes.append(f"{label}: the synaptic current is rounded to 2^-{frac} each step (alpha needs "
+                             f"{alpha_shift} more fraction bits a step); torch rounds it in float32 instead, so "
+                             "a spike can differ where a membrane lands within that rounding of a boundary")
         if np.any(fixed["unit"] <= 0):
             raise UnsupportedLayerError(f"{label}: the membrane unit must be positive")
-        rec = {k: to_fixed(v, frac, f"{label} recurrent {k}") for k, v in rec_real.items()}
-        # bounds of every intermediate (|a| <= bound, |L| <= max(|low|, |high|))
-        current = self.bound << (frac - self.frac)
         _check(current, f"{label}: the input current")
-        level = max(abs(low), abs(high))
-        leak = int(np.abs(fixed["leak"]).max()) * level
-        drive = current
-        if kind == "Synaptic":
-            a_max = float(module.alpha.detach().clamp(0, 1).max())
-            steps = self.time_steps if a_max >= 1 else min(self.time_steps, math.ceil(1 / (1 - a_max)) + 1)
-            drive = current * steps
-            _check(drive * int(np.abs(alpha_mult).max()), f"{label}: alpha times the synaptic current")
-        if "weight" in rec:
-            drive += int(np.abs(rec["weight"]).sum(axis=1).max()) + int(np.abs(rec["bias"]).max())
-        if "v" in rec:
-            drive += int(np.abs(rec["v"]).max())
-        total = leak + drive + int(np.abs(fixed["reset"]).max())
         _check(total, f"{label}: the membrane")
         op = NeuronOp(name, kind, mechanism, frac, self.frac, low, high, fixed["leak"], fixed["threshold"],
                       fixed["reset"], fixed["unit"], alpha_mult, alpha_shift, rec.get("weight"), rec.get("bias"),
