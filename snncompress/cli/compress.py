@@ -26,7 +26,8 @@ OutputOpt = Annotated[Path, typer.Option(
     "--output", "-o", help="Where to write the compressed model (.safetensors).")]
 GateOpt = Annotated[list[str] | None, typer.Option(
     "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-memory-reduction, "
-                   "min-ops-reduction, min-energy-reduction (x). A failed gate exits 1.")]
+                   "min-ops-reduction, min-energy-reduction (x); bit-exact (integer-only reference, "
+                   "no value). A failed gate exits 1.")]
 TrainDataOpt = Annotated[str | None, typer.Option(
     "--train-data", help="Training data for passes that fine-tune (default: the train split for "
                          "--data digits; other data sets need it given).")]
@@ -79,8 +80,8 @@ def run_job(make_recipe: Callable[[], Any], job: CompressJob):
     """
     from snncompress.fileformat.atomic import check_output_path
     from snncompress.fileformat.compressed import save_compressed
-    from snncompress.pipeline.gates import check_gates, enforce, gate_metrics, parse_gates
     from snncompress.passes.base import PassContext
+    from snncompress.pipeline.gates import check_gates, enforce, gate_metrics, model_gate_metrics, parse_gates
     from snncompress.pipeline.run import RunOptions, run_recipe
 
     gates = parse_gates(job.gates, has_data=job.data is not None)
@@ -98,7 +99,7 @@ def run_job(make_recipe: Callable[[], Any], job: CompressJob):
     options = RunOptions(model_name=job.model, energy_table=job.energy, log=log, warn=note)
     report = run_recipe(net, recipe, ctx, options)
     report.output = str(save_compressed(net, job.output, force=job.force))
-    metrics = gate_metrics(report)
+    metrics = {**gate_metrics(report), **model_gate_metrics(gates, net, data)}
     results = check_gates(gates, metrics)
     report.gates = [r.to_dict() for r in results]
     payload = {**report.to_dict(), "figures": metrics}

@@ -47,7 +47,8 @@ def verify(
     """
     from snncompress.errors import DomainError, InputError
     from snncompress.fileformat.atomic import check_output_path
-    from snncompress.integer.bundle import read_bundle, write_bundle as write
+    from snncompress.integer.bundle import read_bundle
+    from snncompress.integer.bundle import write_bundle as write
     from snncompress.integer.verify import verify as run_verify
 
     if bundle is not None and write_bundle is not None:

@@ -50,7 +50,7 @@ def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarr
     pad = [(0, 0), (0, 0)] + [(p, p) for p in padding]
     if any(padding):
         x = np.pad(x, pad, constant_values=fill)
-    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
     w = sliding_window_view(x, span, axis=tuple(range(2, 2 + dims)))
     index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride) + tuple(
         slice(None, None, d) for d in dilation)

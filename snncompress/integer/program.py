@@ -181,7 +181,7 @@ class _Compiler:
         acc_bound = int(per_channel.max()) * self.bound if out else 0
         _check(acc_bound, f"layer '{name}': the accumulator")
         bound = max((int(p) * self.bound * abs(int(m)) + abs(int(b)) for p, m, b in
-                     zip(per_channel, multiplier, bias)), default=0)
+                     zip(per_channel, multiplier, bias, strict=True)), default=0)
         _check(bound, f"layer '{name}': the requantized output")
         if kind == "linear":
             op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac)

@@ -187,3 +187,12 @@ def verify(model: nn.Module, data: DataBundle, *, program: Program | None = None
             bar.advance(task, x.shape[0])
     return VerifyResult(offset, steps, program.input_frac, mismatches, spikes, compared, first, agree,
                         list(program.notes), layer_summary(program), program)
+
+
+def mismatch_count(model: nn.Module, data: DataBundle) -> int:
+    """Mismatching spikes between ``model`` and its integer-only program on ``data`` (the ``bit-exact`` gate).
+
+    Raises:
+        UnsupportedLayerError: the model cannot be executed integer-only.
+    """
+    return verify(model, data).total_mismatches

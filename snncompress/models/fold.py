@@ -38,7 +38,7 @@ def fold_batchnorm(model: nn.Module) -> list[str]:
         if not isinstance(container, nn.Sequential):
             continue
         children = list(container.named_children())
-        for (name, layer), (bn_name, bn) in zip(children, children[1:]):
+        for (name, layer), (bn_name, bn) in zip(children, children[1:], strict=False):
             before = _FOLDABLE.get(type(bn))
             qual = f"{prefix}.{name}" if prefix else name
             if before is None or not isinstance(layer, before) or bn.running_mean is None:

@@ -70,3 +70,23 @@ def test_verify_options_conflict(capsys, tmp_path, quantized_demo):
                        match="pass one of them")
     assert_input_error(capsys, "verify", quantized_demo, "--data", "digits", "--bundle", tmp_path / "missing",
                        match="not a bundle folder")
+
+
+def test_run_with_the_bit_exact_gate(capsys, tmp_path):
+    out, report = tmp_path / "r.safetensors", tmp_path / "r.json"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\npasses:\n  - pass: quantize\n    weight_quant: int8\n    membrane_quant: int4\n"
+                      "    calibration: none\n")
+    code, stdout, err = cli(capsys, "run", "tests.models:conv2d_net", "--recipe", recipe, "--data",
+                            "tests.models:static_images", "-o", out, "--gate", "bit-exact", "--json", report)
+    assert code == 0, err
+    gate = json.loads(report.read_text())["gates"][0]
+    assert gate["gate"] == "bit-exact" and gate["passed"] and gate["value"] == 0
+    assert "bit-exact=0 passed: 0 mismatching spikes" in stdout
+
+    # a model that cannot run integer-only fails the gate (exit 1) with the reason; the file is still written
+    code, stdout, err = cli(capsys, "run", "tests.models:conv2d_net", "--recipe", recipe, "--data",
+                            "tests.models:static_images", "-o", tmp_path / "f.safetensors", "--gate", "bit-exact",
+                            "--set", "quantize.membrane_quant=fp32")
+    assert code == 1
+    assert "keeps an fp32 membrane" in err and (tmp_path / "f.safetensors").exists()

@@ -37,7 +37,7 @@ def test_bundle_round_trip_is_the_same_program(tmp_path, verified):
     folder = write_bundle(result.program, tmp_path / "b")
     back = read_bundle(folder)
     assert [type(op) for op in back.ops] == [type(op) for op in result.program.ops]
-    for ours, theirs in zip(result.program.ops, back.ops):
+    for ours, theirs in zip(result.program.ops, back.ops, strict=True):
         for key, value in ours.__dict__.items():
             if isinstance(value, np.ndarray):
                 np.testing.assert_array_equal(getattr(theirs, key), value)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
+from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.export.nir_export import export_nir
 from snncompress.fileformat.compressed import read_metadata, save_compressed
 from snncompress.fileformat.loading import load_model
@@ -57,9 +59,6 @@ def test_fold_adds_a_bias_when_the_layer_has_none():
 def test_quantize_folds_records_it_and_the_file_rebuilds_and_exports(tmp_path):
     model = TINY_MODELS["conv2d_net"].build()
     x = example_inputs("conv2d_net")
-    from snncompress.data.loading import DataBundle, DataOptions
-    from torch.utils.data import TensorDataset
-
     data = DataBundle("tiny", TensorDataset(x, torch.arange(x.shape[0]) % 4), False, 3, 4, DataOptions(time_steps=3))
     report = run_single_pass("quantize", model, {"calibration": "none"}, PassContext(data=data),
                              RunOptions(hardware=False))
