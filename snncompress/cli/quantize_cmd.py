@@ -72,6 +72,9 @@ def quantize(
         "--validation-split", help="QAT: fraction of the training data held out to choose the best epoch "
                                    "(0: choose on the training data itself).")] = 0.0,
     train_data: TrainDataOpt = None,
+    integer_only: Annotated[bool, typer.Option(
+        "--integer-only", help="Round biases, scales and neuron parameters so the torch model and the "
+                               "integer-only reference (verify) agree by construction.")] = False,
     gates: GateOpt = None,
     json_file: RunJsonOpt = None,
     weights: c.WeightsOpt = None,
@@ -98,6 +101,8 @@ def quantize(
         config["calibration"] = calibration
     if membrane_grid is not None:
         config["membrane_grid"] = membrane_grid
+    if integer_only:
+        config["integer_only"] = True
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
                       trust_pickle=trust_pickle, encoding=encoding, time_steps=time_steps, batch_size=batch_size,
                       limit=limit, seed=seed, force=force, json_file=json_file, gates=gates or [], energy=energy,

@@ -84,6 +84,16 @@ def _print(result, label: str) -> None:
     for name, per_step in result.mismatches.items():
         table.add_row(name, f"{result.spikes[name]:,}", " ".join(str(v) for v in per_step), f"{sum(per_step):,}")
     c.console.print(table)
+    rounding = [f"{r['layer']} ({r['float32_bits']} bits)" if r["float32_bits"] else f"{r['layer']} (float32 "
+                "rounding of the membrane unit or the synaptic current)" for r in result.layers
+                if "float32_exact" in r and not r["float32_exact"]]
+    if rounding:
+        c.err_console.print("note: torch's float32 path can round in layer(s) " + ", ".join(rounding) + "; a spike "
+                            "can differ there where a value lands within a float32 rounding step of a decision",
+                            highlight=False, markup=False, soft_wrap=True)
+    else:
+        c.console.print("float32-exact: every layer's values fit float32's 24-bit significand, so torch cannot "
+                        "round for inputs within this data's range", highlight=False, markup=False, soft_wrap=True)
     for note in result.notes:
         c.err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     total, compared = result.total_mismatches, result.total_compared

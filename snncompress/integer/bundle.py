@@ -29,6 +29,7 @@ Fields per op (``*``: a tensor):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import fields
@@ -100,6 +101,9 @@ def write_bundle(program: prog.Program, folder: str | Path, *, force: bool = Fal
     doc, data = program_to_json(program)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary output folder
     try:
         (tmp / "program.json").write_text(json.dumps(doc, indent=1) + "\n")
         (tmp / "tensors.bin").write_bytes(data)

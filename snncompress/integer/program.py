@@ -67,6 +67,7 @@ class SynapticOp:
     padding: tuple[int, ...] = ()
     dilation: tuple[int, ...] = ()
     groups: int = 1
+    float32_bits: int = 0  # significant bits torch's float32 path needs here; <= 24: it cannot round
     op: str = "synaptic"
 
 
@@ -114,6 +115,7 @@ class NeuronOp:
     rec_bias: np.ndarray | None = None
     rec_v: np.ndarray | None = None  # RLeaky one-to-one, at 2**-F
     out_frac: int = 0
+    float32_bits: int = 0  # significant bits torch's float32 path needs here (99: it can round anyway)
     op: str = "neuron"
 
 
@@ -183,8 +185,13 @@ class _Compiler:
         bound = max((int(p) * self.bound * abs(int(m)) + abs(int(b)) for p, m, b in
                      zip(per_channel, multiplier, bias, strict=True)), default=0)
         _check(bound, f"layer '{name}': the requantized output")
+        # torch computes with fl32(q * step) and float32 sums: exact when every weight and every partial sum
+        # is a multiple of 2**-out_frac below 2**24 of them (any order of summation)
+        steps_fx = to_fixed(step, fraction_bits(step), f"layer '{name}' step")
+        odd = int(max((int(v) >> ((int(v) & -int(v)).bit_length() - 1) for v in np.abs(steps_fx) if v), default=1))
+        float32_bits = max(bound.bit_length(), (int(np.abs(q).max(initial=0)) * odd).bit_length())
         if kind == "linear":
-            op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac)
+            op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac, float32_bits=float32_bits)
         else:
             if module.padding_mode != "zeros":
                 raise UnsupportedLayerError(f"layer '{name}' pads with '{module.padding_mode}'; the reference "
@@ -192,7 +199,8 @@ class _Compiler:
             dims = 1 if kind == "conv1d" else 2
             op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac,
                             stride=_tuple(module.stride, dims), padding=_tuple(module.padding, dims),
-                            dilation=_tuple(module.dilation, dims), groups=int(module.groups))
+                            dilation=_tuple(module.dilation, dims), groups=int(module.groups),
+                            float32_bits=float32_bits)
         self.frac, self.bound = out_frac, bound
         return op
 
@@ -301,6 +309,7 @@ class _Compiler:
             return fixed, rec, current, total
 
         fixed, rec, current, total = at(frac)
+        rounds_syn = False
         if kind == "Synaptic" and alpha_shift:
             # alpha * syn gains alpha_shift fraction bits a step: give the register what T steps need, as far
             # as 62 bits allow; beyond that it rounds (half to even) at 2**-F, where torch rounds in float32
@@ -309,7 +318,8 @@ class _Compiler:
             if extra:
                 frac += extra
                 fixed, rec, current, total = at(frac)
-            if extra < want:
+            rounds_syn = extra < want
+            if rounds_syn:
                 notes.append(f"{label}: the synaptic current is rounded to 2^-{frac} each step (alpha needs "
                              f"{alpha_shift} more fraction bits a step); torch rounds it in float32 instead, so "
                              "a spike can differ where a membrane lands within that rounding of a boundary")
@@ -317,9 +327,13 @@ class _Compiler:
             raise UnsupportedLayerError(f"{label}: the membrane unit must be positive")
         _check(current, f"{label}: the input current")
         _check(total, f"{label}: the membrane")
+        # torch's float32 step is exact when every value is a multiple of 2**-F below 2**24 of them and v / unit
+        # divides by a power of two; otherwise it can round (99: not certified whatever the bits)
+        unit_pow2 = bool(np.all((fixed["unit"] & (fixed["unit"] - 1)) == 0))
+        float32_bits = total.bit_length() if unit_pow2 and not rounds_syn else 99
         op = NeuronOp(name, kind, mechanism, frac, self.frac, low, high, fixed["leak"], fixed["threshold"],
                       fixed["reset"], fixed["unit"], alpha_mult, alpha_shift, rec.get("weight"), rec.get("bias"),
-                      rec.get("v"))
+                      rec.get("v"), float32_bits=float32_bits)
         self.frac, self.bound = 0, 1
         self.notes = notes
         return op

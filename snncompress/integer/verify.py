@@ -97,6 +97,9 @@ def layer_summary(program: Program) -> list[dict[str, Any]]:
     rows = []
     for op in program.ops:
         row: dict[str, Any] = {"layer": op.name, "op": op.op, "kind": getattr(op, "kind", None) or op.neuron}
+        if op.op in ("synaptic", "neuron"):
+            row["float32_exact"] = op.float32_bits <= 24
+            row["float32_bits"] = op.float32_bits if op.float32_bits < 99 else None
         if op.op == "synaptic":
             row.update(in_frac=op.in_frac, out_frac=op.out_frac,
                        multiplier_bits=int(np.abs(op.multiplier).max()).bit_length(),

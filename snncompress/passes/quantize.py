@@ -73,6 +73,9 @@ class QuantizeConfig(PassConfig):
         description="Calibration samples, drawn from the training data (the evaluation data when there is none).")
     calibration_iters: int = Field(DEFAULT_ITERS, ge=1, le=100_000,
                                    description="Adam steps per layer of the rounding calibration.")
+    integer_only: bool = Field(
+        False, description="Round biases, scales and neuron parameters onto grids float32 holds exactly, so the "
+                           "torch model and the integer-only reference (snncompress verify) agree by construction.")
 
     @field_validator("weight_quant")
     @classmethod
@@ -194,6 +197,10 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     else:
         metrics["calibration"] = _calibrate(model, syn, config, ctx, notes)
     _convert_neuron_params(model, neurons, config, ctx.seed)
+    if config.integer_only:  # after every value is quantized: it rounds what float32 would otherwise round
+        from snncompress.integer.constrain import make_float32_exact
+
+        metrics["integer_only"] = make_float32_exact(model, ctx.data)
     after = evaluate(model, ctx.data, show_progress=ctx.show_progress, description="quantized accuracy").accuracy
     ctx.measured["accuracy"] = after
     metrics.update(

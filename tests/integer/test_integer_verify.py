@@ -85,6 +85,14 @@ def _neuron_shapes(model, data):
     return shapes
 
 
+def test_float32_certificate_of_float_biases_and_scales():
+    """A float bias or a 24-bit int scale needs more than float32's 24 significant bits: not certified."""
+    model, data = _quantized("leaky_mlp", "int8", "ternary")
+    layers = verify(model, data).layers
+    assert [r["float32_exact"] for r in layers if "float32_exact" in r] == [False] * 4
+    assert all(r["float32_bits"] > 24 for r in layers if "float32_exact" in r)
+
+
 def test_saved_file_verifies(tmp_path):
     model, data = _quantized("conv2d_net", "int8", "int4")
     path = save_compressed(model, tmp_path / "q.safetensors")
@@ -185,6 +193,12 @@ def test_property_reference_step_equals_torch_step(kind, mechanism, beta, thresh
     program = compile_program(model, 0, 3, 4)
     theirs = run_program(program, x.numpy().astype(np.int64), is_sequence=True, time_steps=4)["1"]
     np.testing.assert_array_equal(ours, theirs)
+    # the float32 certificate: short values fit 24 bits; v / unit is exact only for a power-of-two unit, and the
+    # subtract reset Vth / beta is short only for beta = 0 or a power of two (0.75: a 24-bit 2/3)
+    unit = threshold / grid
+    short_reset = mechanism == "zero" or beta != 0.75
+    assert program.ops[0].float32_bits <= 24
+    assert (program.ops[1].float32_bits <= 24) == (unit == 2.0 ** round(np.log2(unit)) and short_reset)
 
 
 @settings(max_examples=200, deadline=None)
@@ -204,3 +218,32 @@ def test_mul_shift_round_is_exact(v, shift, data):
     q, r = divmod(v * m, 1 << shift)
     want = q + (1 if 2 * r > (1 << shift) or (2 * r == (1 << shift) and q % 2) else 0)
     assert got == want
+
+
+# -- quantize --integer-only: torch's float32 path made exact by construction -------------------------------
+
+@pytest.mark.parametrize("weight", SCHEMES)
+@pytest.mark.parametrize("name", ["leaky_mlp", "rleaky_mlp", "zero_reset_mlp", "conv2d_net", "conv1d_net"])
+def test_integer_only_certifies_every_layer_and_verifies(name, weight):
+    model, data = TINY_MODELS[name].build(), _data(name)
+    config = QuantizeConfig(weight_quant=weight, membrane_quant="int4", calibration="none", integer_only=True)
+    result = quantize(model, config, PassContext(data=data))
+    bits = result.metrics["integer_only"]["float32_bits"]
+    assert bits and all(b <= 24 for b in bits.values())
+    check = verify(model, data)
+    assert check.bit_exact and all(r["float32_exact"] for r in check.layers if "float32_exact" in r)
+    for layer, changes in result.metrics["integer_only"]["changed"].items():
+        assert model.get_submodule(layer) is not None and changes
+
+
+@pytest.mark.parametrize("name, message", [
+    ("subtract_reset_mlp", "resets by subtraction with beta"),
+    ("synaptic_mlp", "(Synaptic) has alpha"),
+])
+def test_integer_only_refuses_what_float32_cannot_hold(name, message):
+    from snncompress.errors import ConfigError
+
+    model, data = TINY_MODELS[name].build(), _data(name)
+    config = QuantizeConfig(weight_quant="pot4", calibration="none", integer_only=True)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        quantize(model, config, PassContext(data=data))
