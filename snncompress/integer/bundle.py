@@ -3,9 +3,9 @@
 A bundle is a folder with two files:
 
 * ``program.json``: ``format`` (``"snncompress-integer-bundle"``), ``format_version`` (1), ``input``
-  (``fraction_bits`` f: feed ``x_int = x * 2**f`` as integers; ``time_steps`` T the program's bounds
-  were checked for), ``equations`` (each op kind's integer step, the text of
-  :mod:`snncompress.integer.program`), and ``ops``: one object per layer in execution order with its
+  (``fraction_bits`` f: feed ``x_int = x * 2**f`` as integers; ``max_abs`` and ``time_steps``: the
+  largest ``|x_int|`` and the most steps the program's int64 bounds were checked for), ``equations``
+  (each op kind's integer step, the text of :mod:`snncompress.integer.program`), and ``ops``: one object per layer in execution order with its
   ``op`` (``synaptic``, ``pool``, ``reshape``, ``neuron``), ``name``, ``kind`` and its integer fields.
   A tensor field is ``{"offset": BYTES, "shape": [...], "dtype": "int64"}``.
 * ``tensors.bin``: every tensor back to back, little-endian int64, C order (row-major), at the offsets
@@ -77,7 +77,8 @@ def program_to_json(program: prog.Program) -> tuple[dict[str, Any], bytes]:
     doc = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
-        "input": {"fraction_bits": program.input_frac, "time_steps": program.time_steps,
+        "input": {"fraction_bits": program.input_frac, "max_abs": program.input_bound,
+                  "time_steps": program.time_steps,
                   "dtype": "int64", "note": "x_int = x * 2**fraction_bits, exactly (checked by verify)"},
         "equations": _equations(),
         "ops": ops,
@@ -137,7 +138,7 @@ def read_bundle(folder: str | Path) -> prog.Program:
     try:
         ops = [_op(entry, data) for entry in doc["ops"]]
         return prog.Program(ops, int(doc["input"]["fraction_bits"]), int(doc["input"]["time_steps"]),
-                            list(doc.get("notes", [])))
+                            list(doc.get("notes", [])), int(doc["input"]["max_abs"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(f"{folder}/program.json: corrupted entry ({exc})") from None
 

@@ -127,6 +127,21 @@ class Program:
     input_frac: int
     time_steps: int
     notes: list[str] = field(default_factory=list)
+    input_bound: int = 0  # the largest |x_int| the bounds were checked for
+
+    def check_input(self, frac: int, bound: int, steps: int) -> None:
+        """Raise unless inputs of ``frac`` fraction bits up to ``bound`` over ``steps`` steps fit this program.
+
+        Raises:
+            InputError: finer inputs, larger inputs or more steps than its int64 bounds were checked for.
+        """
+        from snncompress.errors import InputError
+
+        if frac > self.input_frac:
+            raise InputError(f"the inputs need {frac} fraction bits; this program reads {self.input_frac}")
+        if bound << (self.input_frac - frac) > self.input_bound or steps > self.time_steps:
+            raise InputError(f"the inputs (max |x_int| {bound << (self.input_frac - frac)}, {steps} steps) exceed "
+                             f"what this program was checked for ({self.input_bound}, {self.time_steps} steps)")
 
     @property
     def neuron_layers(self) -> list[str]:
@@ -380,7 +395,7 @@ def compile_program(model: nn.Module, input_frac: int, input_bound: int, time_st
                                         f"step; supported: {SUPPORTED}")
     if not any(op.op == "neuron" for op in ops):
         raise UnsupportedLayerError("the model has no neuron layers to run")
-    return Program(ops, input_frac, time_steps, notes)
+    return Program(ops, input_frac, time_steps, notes, input_bound)
 
 
 def input_format(x: torch.Tensor) -> tuple[int, int]:

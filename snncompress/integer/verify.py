@@ -146,9 +146,10 @@ def verify(model: nn.Module, data: DataBundle, *, program: Program | None = None
 
     runner = prepare(model, data)
     steps = data.sample_input().shape[0] if data.is_sequence else data.time_steps
+    frac, bound = scan_inputs(data)
     if program is None:
-        frac, bound = scan_inputs(data)
         program = compile_program(model, frac, bound, steps)
+    program.check_input(frac, bound, steps)
     names = program.neuron_layers
     torch_layers = [n for n, _ in runner.neurons]
     if names != torch_layers:

@@ -68,3 +68,13 @@ def test_damaged_bundles_are_refused(tmp_path, verified):
         read_bundle(folder)
     with pytest.raises(FileFormatError, match="program.json is missing"):
         read_bundle(tmp_path / "nowhere")
+
+
+def test_a_bundle_refuses_inputs_beyond_what_it_was_checked_for(tmp_path, verified):
+    model, data, result = verified
+    back = read_bundle(write_bundle(result.program, tmp_path / "b"))
+    x, y = data.dataset.tensors
+    for bad_x, steps, message in [(x + 2**-6, 3, "fraction bits"), (x * 4, 3, "exceed"), (x, 5, "exceed")]:
+        bad = DataBundle("bad", TensorDataset(bad_x, y), False, steps, CLASSES, DataOptions(time_steps=steps))
+        with pytest.raises(InputError, match=message):
+            verify(model, bad, program=back)
