@@ -5,8 +5,9 @@ A bundle is a folder with two files:
 * ``program.json``: ``format`` (``"snncompress-integer-bundle"``), ``format_version`` (1), ``input``
   (``fraction_bits`` f: feed ``x_int = x * 2**f`` as integers; ``max_abs`` and ``time_steps``: the
   largest ``|x_int|`` and the most steps the program's int64 bounds were checked for), ``equations``
-  (each op kind's integer step, the text of :mod:`snncompress.integer.program`), and ``ops``: one object per layer in execution order with its
-  ``op`` (``synaptic``, ``pool``, ``reshape``, ``neuron``), ``name``, ``kind`` and its integer fields.
+  (each op kind's integer step, the text of :mod:`snncompress.integer.program`), and ``ops``: one
+  object per layer in execution order with its ``op`` (``synaptic``, ``pool``, ``reshape``,
+  ``neuron``), ``name``, ``kind`` and its integer fields.
   A tensor field is ``{"offset": BYTES, "shape": [...], "dtype": "int64"}``.
 * ``tensors.bin``: every tensor back to back, little-endian int64, C order (row-major), at the offsets
   ``program.json`` gives (multiples of 8).
