@@ -222,8 +222,8 @@ def test_mul_shift_round_is_exact(v, shift, data):
 
 # -- quantize --integer-only: torch's float32 path made exact by construction -------------------------------
 
-@pytest.mark.parametrize("weight", SCHEMES)
-@pytest.mark.parametrize("name", ["leaky_mlp", "rleaky_mlp", "zero_reset_mlp", "conv2d_net", "conv1d_net"])
+@pytest.mark.parametrize("weight", ["pot4", "apot4", "int8", "ternary", "fixed3.5"])
+@pytest.mark.parametrize("name", ["zero_reset_mlp", "rleaky_mlp", "conv2d_net"])
 def test_integer_only_certifies_every_layer_and_verifies(name, weight):
     model, data = TINY_MODELS[name].build(), _data(name)
     config = QuantizeConfig(weight_quant=weight, membrane_quant="int4", calibration="none", integer_only=True)
