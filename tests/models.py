@@ -288,6 +288,12 @@ def empty_dataset() -> TensorDataset:
     return TensorDataset(torch.zeros(0, 8), torch.zeros(0, dtype=torch.int64))
 
 
+def static_images() -> TensorDataset:
+    """8 static ``[1, 8, 8]`` images on a 1/16 grid (like the digits: integer-only inputs), labels 0..3."""
+    gen = torch.Generator().manual_seed(12)
+    return TensorDataset(torch.randint(0, 17, (8, 1, 8, 8), generator=gen) / 16, torch.arange(8) % CLASSES)
+
+
 def static_loader() -> DataLoader:
     return DataLoader(static_dataset(), batch_size=3)
 

@@ -100,3 +100,19 @@ def test_a_plugin_gate_registers_and_reads_its_own_figure():
             register_gate("min-steps", kind)
     finally:
         GATES.pop("min-steps", None)
+
+
+def test_bit_exact_gate_takes_no_value_and_reports_why_it_was_not_measured():
+    from snncompress.pipeline.gates import model_gate_metrics
+
+    gate = parse_gate("bit-exact")
+    assert (gate.name, gate.threshold) == ("bit-exact", 0.0)
+    assert parse_gate("bit-exact=3").threshold == 3.0
+    with pytest.raises(ConfigError, match="pass --data"):
+        parse_gates(["bit-exact"], has_data=False)
+    assert model_gate_metrics([parse_gate("max-accuracy-drop=1")], object(), object()) == {}
+    passed, failed = check_gates([gate], {"bit_exact_mismatches": 0}), check_gates([gate], {"bit_exact_mismatches": 2})
+    assert passed[0].passed and "0 mismatching spikes" in passed[0].reason
+    assert not failed[0].passed and "2 mismatching spikes" in failed[0].reason
+    unmeasured = check_gates([gate], {"bit_exact_mismatches": None, "bit_exact_mismatches_error": "layer '1' x"})
+    assert not unmeasured[0].passed and "layer '1' x" in unmeasured[0].reason

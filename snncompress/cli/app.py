@@ -55,9 +55,11 @@ def _register() -> None:
         quantize_cmd,
         report_cmd,
         run_cmd,
+        verify_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd,
+                   verify_cmd):
         module.register(app)
 
 

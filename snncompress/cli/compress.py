@@ -26,7 +26,8 @@ OutputOpt = Annotated[Path, typer.Option(
     "--output", "-o", help="Where to write the compressed model (.safetensors).")]
 GateOpt = Annotated[list[str] | None, typer.Option(
     "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-memory-reduction, "
-                   "min-ops-reduction, min-energy-reduction (x). A failed gate exits 1.")]
+                   "min-ops-reduction, min-energy-reduction (x); bit-exact (integer-only reference, "
+                   "no value). A failed gate exits 1.")]
 TrainDataOpt = Annotated[str | None, typer.Option(
     "--train-data", help="Training data for passes that fine-tune (default: the train split for "
                          "--data digits; other data sets need it given).")]

@@ -40,6 +40,8 @@ def export(
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
     time_steps: c.TimeStepsOpt = 8,
+    unroll: Annotated[bool, typer.Option(
+        "--unroll", help="ONNX: unroll --time-steps steps into one graph, spikes [T, B, ...] = graph(input).")] = False,
     force: c.ForceOpt = False,
     json_out: c.JsonOpt = None,
 ) -> None:
@@ -62,6 +64,8 @@ def export(
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
     if time_steps < 1:
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
+    if unroll and kind != "onnx":
+        raise InputError("--unroll applies to ONNX export; NIR graphs are continuous-time")
     net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     require_sequential(net, f"{kind.upper()} export")
     sample = _sample(net, model, data, input_shape, time_steps)
@@ -69,6 +73,10 @@ def export(
         from snncompress.export.nir_export import export_nir
 
         result = export_nir(net, output, sample, force=force)
+    elif unroll:
+        from snncompress.export.onnx_unrolled import export_onnx_unrolled
+
+        result = export_onnx_unrolled(net, output, sample, time_steps, force=force)
     else:
         from snncompress.export.onnx_export import export_onnx
 

@@ -31,6 +31,7 @@ from snncompress import __version__
 from snncompress.errors import DataError, DomainError, UnsupportedLayerError
 from snncompress.export.discretize import DEFAULT_DT, cuba_params, lif_params
 from snncompress.export.layout import ExportResult, Leaf, probe_shapes, require_sequential
+from snncompress.export.nir_quant import QUANT_KEY, node_quantization
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
 from snncompress.models.neurons import RESET_NAMES, is_neuron, surrogate_name
@@ -85,7 +86,10 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
             notes.append(f"layer '{leaf.name}' ({type(leaf.module).__name__}) is the identity at inference "
                          "and is left out")
             continue
+        quantization = node_quantization(model, leaf.name)
         for suffix, node in _convert(leaf, previous, dt):
+            if quantization is not None and not suffix:  # codes, scales, membrane levels (export/nir_quant.py)
+                node.metadata[QUANT_KEY] = quantization
             name = _unique(_node_name(leaf.name) + suffix, nodes)
             nodes[name] = node
             chain.append(name)
@@ -168,7 +172,9 @@ def _graph_metadata(model: nn.Module, sample: torch.Tensor, dt: float, notes: li
         "input_shape": list(sample.shape),
         "membrane_quantization": membrane_quantizers(model),
         "membrane_quantization_in_graph": False,
-        "weights": "float32; quantized weights as their dequantized values",
+        "weights": "float32; quantized weights as their dequantized values, with their codes and scales (and "
+                   "each quantized neuron's membrane levels) in the node's metadata under "
+                   f"'{QUANT_KEY}' (snncompress.export.nir_quant)",
         "history": [h.get("pass", h.get("name", "?")) for h in state.history] if state else [],
         "notes": notes,
     }

@@ -23,6 +23,7 @@ from torch import nn
 
 from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
+from snncompress.models.fold import fold_batchnorm
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
 from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
@@ -74,6 +75,9 @@ class QuantizeConfig(PassConfig):
         description="Calibration samples, drawn from the training data (the evaluation data when there is none).")
     calibration_iters: int = Field(DEFAULT_ITERS, ge=1, le=100_000,
                                    description="Adam steps per layer of the rounding calibration.")
+    integer_only: bool = Field(
+        False, description="Round biases, scales and neuron parameters onto grids float32 holds exactly, so the "
+                           "torch model and the integer-only reference (snncompress verify) agree by construction.")
 
     @field_validator("weight_quant")
     @classmethod
@@ -118,6 +122,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     The pipeline measures accuracy before and after (``ctx.before`` and the next measurement); the
     pass itself runs only calibration (PTQ) or training (QAT), on the training data.
     """
+    folded = fold_batchnorm(model)  # Conv/Linear + BatchNorm -> one layer, so the codes include the BatchNorm
     layers = select_layers(model, config, ("synaptic", "neuron"))
     syn = [(s.name, s.module) for s in layers if s.kind == "synaptic"]
     neurons = [(s.name, s.module) for s in layers if s.kind == "neuron"]
@@ -130,10 +135,12 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     clip = _resolve_clip(config, ctx)
     weight_bits_before = _weight_bits(model, syn)
     _install_membrane(model, neurons, config, clip)
-    metrics: dict = {"mode": config.mode}
+    metrics: dict = {"mode": config.mode, "batchnorm_folded": folded}
     if clip is not None and config.clip == "auto":
         metrics["clip"] = clip
-    notes: list[str] = [f"clip: auto -> {clip:g} x Vth (suggested by an earlier pass)"] if config.clip == "auto" else []
+    notes: list[str] = [f"folded BatchNorm into the layer before it: {', '.join(folded)}"] if folded else []
+    if config.clip == "auto":
+        notes.append(f"clip: auto -> {clip:g} x Vth (suggested by an earlier pass)")
     if config.mode == "qat":
         metrics.update(_qat(model, syn, neurons, config, ctx))
         if "calibration" in config.model_fields_set and config.calibration != "none":
@@ -142,6 +149,10 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     else:
         metrics["calibration"] = _calibrate(model, syn, config, ctx, notes)
     _convert_neuron_params(model, neurons, config, ctx.seed)
+    if config.integer_only:  # after every value is quantized: it rounds what float32 would otherwise round
+        from snncompress.integer.constrain import make_float32_exact
+
+        metrics["integer_only"] = make_float32_exact(model, ctx.data if ctx.data is not None else ctx.train_data)
     metrics.update(
         weight_bits_before=weight_bits_before,
         weight_bits_after=_weight_bits(model, syn),

@@ -35,6 +35,7 @@ class GateKind:
     what: str
     needs_data: bool = True
     compute: Callable[[Any], float | None] | None = None
+    default: float | None = None  # the threshold of a bare ``--gate NAME``; None: a value is required
 
 
 GATES: dict[str, GateKind] = {
@@ -43,6 +44,8 @@ GATES: dict[str, GateKind] = {
                                      needs_data=False),
     "min-ops-reduction": GateKind("ops_reduction", "min", "synaptic-op reduction (baseline / now)"),
     "min-energy-reduction": GateKind("energy_reduction", "min", "energy reduction (baseline / now)"),
+    "bit-exact": GateKind("bit_exact_mismatches", "max", "mismatching spikes against the integer-only reference",
+                          default=0.0),
 }
 
 
@@ -94,6 +97,8 @@ def parse_gate(text: str) -> Gate:
     if name not in GATES:
         hint = did_you_mean(name, GATES) or f"; gates: {', '.join(GATES)}"
         raise ConfigError(f"--gate {text}: unknown gate '{name}'{hint}")
+    if not sep and GATES[name].default is not None:
+        return Gate(name, GATES[name].default)
     if not sep or not raw.strip():
         raise ConfigError(f"--gate {text}: expected {name}=NUMBER, e.g. {name}=1.0")
     try:
@@ -151,6 +156,21 @@ def gate_metrics(report: Any) -> dict[str, Any]:
     }
 
 
+def model_gate_metrics(gates: Iterable[Gate], model: Any, data: Any) -> dict[str, Any]:
+    """Figures of the gates that run the compressed model itself: ``bit_exact_mismatches`` (the
+    :func:`snncompress.integer.verify.mismatch_count` on ``data``), or ``bit_exact_mismatches_error``
+    when the model cannot run integer-only. Empty when no such gate was asked for."""
+    if data is None or not any(g.name == "bit-exact" for g in gates):
+        return {}
+    from snncompress.errors import SnnCompressError
+    from snncompress.integer.verify import mismatch_count
+
+    try:
+        return {"bit_exact_mismatches": mismatch_count(model, data)}
+    except SnnCompressError as exc:
+        return {"bit_exact_mismatches": None, "bit_exact_mismatches_error": str(exc)}
+
+
 def _accuracy_reference(before: Mapping[str, Any], baseline: Mapping[str, Any]) -> tuple[float | None, str]:
     """The fp32 baseline's accuracy when it was measured on the same data, else this run's start."""
     base = baseline.get("accuracy")
@@ -166,7 +186,8 @@ def check_gates(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> list[GateR
     for gate in gates:
         value = metrics.get(gate.kind.metric)
         if value is None:
-            why = f" ({metrics['hardware_error']})" if metrics.get("hardware_error") else ""
+            error = metrics.get(f"{gate.kind.metric}_error") or metrics.get("hardware_error")
+            why = f" ({error})" if error else ""
             results.append(GateResult(gate, None, False, f"{gate} failed: the {gate.kind.what} was not "
                                                          f"measured{why}"))
             continue
@@ -181,6 +202,8 @@ def _reason(gate: Gate, value: float, passed: bool, metrics: Mapping[str, Any]) 
         detail = (f"accuracy {metrics['accuracy_reference']:.2f}% -> {metrics['accuracy']:.2f}% "
                   f"(drop {value:.2f} points against {metrics['accuracy_reference_is']}, "
                   f"limit {gate.threshold:g})")
+    elif gate.name == "bit-exact":
+        detail = f"{int(value)} {gate.kind.what} (limit {gate.threshold:g})"
     else:
         detail = f"{gate.kind.what} {value:.2f}x (need >= {gate.threshold:g}x)"
     return f"{gate} {verdict}: {detail}"

@@ -26,7 +26,14 @@ from torch import nn
 from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError
 from snncompress.passes.base import PassContext
-from snncompress.pipeline.gates import GateResult, check_gates, enforce, gate_metrics, parse_gates
+from snncompress.pipeline.gates import (
+    GateResult,
+    check_gates,
+    enforce,
+    gate_metrics,
+    model_gate_metrics,
+    parse_gates,
+)
 from snncompress.pipeline.run import RunOptions, RunReport, as_recipe, run_recipe
 from snncompress.recipes import Recipe
 from snncompress.sim.threads import choose_threads, torch_threads
@@ -148,7 +155,7 @@ def compress(job: CompressJob) -> JobResult:
         report = run_recipe(model, recipe, ctx, options)
     if job.output is not None:
         report.output = str(save_compressed(model, job.output, force=job.force))
-    figures = gate_metrics(report)
+    figures = {**gate_metrics(report), **model_gate_metrics(gates, model, data)}
     results = check_gates(gates, figures)
     report.gates = [r.to_dict() for r in results]
     return JobResult(model=model, report=report, figures=figures, gates=results, data=data)

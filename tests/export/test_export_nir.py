@@ -262,3 +262,34 @@ def test_input_shape_travels_with_the_model(tmp_path):
 
     assert infer_input_shape(load_model(str(path))) == (2, 10)
     assert T == 4
+
+
+def test_quantized_nodes_carry_codes_scales_and_membrane_levels(tmp_path):
+    """Issue 17: NIR holds floats; the codes, scales and membrane levels travel in node metadata."""
+    import json as _json
+
+    from torch.utils.data import TensorDataset as _Dataset
+
+    from snncompress.data.loading import DataBundle, DataOptions
+    from snncompress.export.nir_quant import QUANT_KEY
+    from snncompress.passes.base import PassContext
+    from snncompress.passes.quantize import QuantizeConfig
+    from snncompress.passes.quantize import apply as quantize
+    from snncompress.state import get_state
+    from tests.models import TINY_MODELS
+
+    model = TINY_MODELS["conv2d_net"].build()
+    x = TINY_MODELS["conv2d_net"].example_inputs()
+    data = DataBundle("tiny", _Dataset(x, torch.arange(x.shape[0]) % 4), False, 3, 4, DataOptions(time_steps=3))
+    quantize(model, QuantizeConfig(weight_quant="int4", membrane_quant="int4", calibration="none"),
+             PassContext(data=data))
+    path = tmp_path / "q.nir"
+    export_nir(model, path, x[0])
+    graph = nir.read(str(path))
+    state = get_state(model)
+    conv = _json.loads(graph.nodes["0"].metadata[QUANT_KEY])
+    assert conv["codes"] == state.tensors["0.weight"].codes.reshape(-1).tolist()
+    assert conv["scheme"]["kind"] == "int" and conv["bits"] == 4 and conv["shape"] == [4, 1, 3, 3]
+    assert conv["params"]["scale"] == state.tensors["0.weight"].params["scale"].tolist()
+    lif = _json.loads(graph.nodes["2"].metadata[QUANT_KEY])["membrane"]
+    assert (lif["levels_low"], lif["levels_high"], lif["grid"]) == (-8, 7, 4)

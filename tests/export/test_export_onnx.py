@@ -115,3 +115,32 @@ def test_threshold_moved_off_the_membrane_grid_matches(tmp_path):
     with torch.no_grad():
         layer.threshold.mul_(0.8)
     _check(model, (6,), tmp_path / "moved.onnx")
+
+
+@pytest.mark.parametrize("name", ["leaky_mlp", "synaptic_mlp", "rleaky_mlp", "conv2d_net"])
+def test_unrolled_graph_gives_the_quantized_models_spikes(tmp_path, name):
+    """Issue 17: T steps unrolled into one graph, spikes [T, B, ...] = graph(input), checked in onnxruntime."""
+    import numpy as np
+    import onnxruntime as ort
+    from torch.utils.data import TensorDataset
+
+    from snncompress.data.loading import DataBundle, DataOptions
+    from snncompress.export.onnx_unrolled import export_onnx_unrolled
+    from snncompress.passes.base import PassContext
+    from snncompress.passes.quantize import QuantizeConfig
+    from snncompress.passes.quantize import apply as quantize
+    from snncompress.sim.runner import SNNRunner
+    from tests.models import TINY_MODELS
+
+    tiny = TINY_MODELS[name]
+    model, x = tiny.build(), tiny.example_inputs()
+    data = DataBundle("tiny", TensorDataset(x, torch.arange(x.shape[0]) % 4), False, 3, 4, DataOptions(time_steps=3))
+    quantize(model, QuantizeConfig(weight_quant="pot4", membrane_quant="int4", calibration="none"),
+             PassContext(data=data))
+    result = export_onnx_unrolled(model, tmp_path / "u.onnx", x[0], time_steps=4)
+    assert result.details["unrolled"] and "exactly" in result.notes[0]
+    got = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(
+        ["spikes"], {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = SNNRunner(model).run(x, is_sequence=False, time_steps=4).spikes.numpy()
+    assert got.shape == (4, x.shape[0], 4) and np.array_equal(got, want)

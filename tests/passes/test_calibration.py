@@ -236,6 +236,9 @@ def test_same_seed_same_codes():
 
 def test_none_keeps_the_schemes_own_codes():
     model = load_model(TINY_MODELS["conv2d_net"].ref)
+    from snncompress.models.fold import fold_batchnorm
+
+    fold_batchnorm(model)  # the pass folds Conv + BatchNorm first; its codes encode the folded weights
     original = {n: m.weight.detach().clone() for n, m in synaptic_layers(model)}
     result = apply(model, QuantizeConfig(weight_quant="pot4", membrane_quant="int4", calibration="none"),
                    PassContext(data=bundle("conv2d_net"), train_data=bundle("conv2d_net", seed=1)))

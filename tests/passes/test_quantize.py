@@ -32,6 +32,7 @@ from snncompress.errors import ConfigError
 from snncompress.fileformat.compressed import SEP, read_metadata, save_compressed
 from snncompress.fileformat.loading import load_model
 from snncompress.fileformat.packing import unpack_codes
+from snncompress.models.fold import fold_batchnorm
 from snncompress.models.layers import synaptic_layers
 from snncompress.models.membrane import no_delayed_reset
 from snncompress.models.neurons import neuron_layers, neuron_type
@@ -174,7 +175,9 @@ CODE_CASES = [("leaky_mlp", s) for s in SCHEMES] + [("conv2d_net", "pot4"), ("co
                          ids=[f"{n}-{s if isinstance(s, str) else '-'.join(s)}" for n, s in CODE_CASES])
 def test_saved_codes_are_the_schemes_encoding(tmp_path, name, spec):
     weight_quant, rounding = (spec, "nearest") if isinstance(spec, str) else spec
-    original = weights_of(load_model(TINY_MODELS[name].ref))
+    reference = load_model(TINY_MODELS[name].ref)
+    fold_batchnorm(reference)  # the pass folds Conv + BatchNorm first (issue 17): its codes encode the folded weights
+    original = weights_of(reference)
     model, _ = quantize(name, {**PLAIN, "weight_quant": weight_quant, "rounding": rounding})
     path = save_compressed(model, tmp_path / "q.safetensors")
     scheme = parse_weight_scheme(weight_quant, rounding=rounding)
