@@ -24,6 +24,10 @@ class ModelLoadError(InputError):
     """A model could not be loaded or rebuilt."""
 
 
+class ModelRunError(InputError):
+    """The user's model raised an exception while it ran (the message names the layer)."""
+
+
 class DataError(InputError):
     """A data set could not be loaded or does not fit the model."""
 

@@ -283,3 +283,35 @@ def not_a_dataset() -> list[int]:
 
 def failing_dataset() -> TensorDataset:
     raise FileNotFoundError("raw/ folder missing")
+
+
+# -- models whose own code fails while running (the error must name the layer) -----------------------
+
+class BrokenStepNet(TutorialNet):
+    """Tutorial style with a bug in the loop: ``lif2`` is called with a stray third argument."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2, "stray")
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def broken_step_net() -> BrokenStepNet:
+    return _init(BrokenStepNet(), seed=8, gain=2.5)
+
+
+class BrokenForwardNet(TutorialNet):
+    """Tutorial style whose own forward raises (a config lookup that is not there)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = {"train": self.num_steps}["eval"]
+        return super().forward(x[:steps])
+
+
+def broken_forward_net() -> BrokenForwardNet:
+    return _init(BrokenForwardNet(), seed=8, gain=2.5)

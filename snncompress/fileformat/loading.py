@@ -146,12 +146,41 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{path}: cannot read as a state dict with weights_only=True ({type(exc).__name__}); "
                 "save model.state_dict(), not the whole model"
             ) from exc
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise ModelLoadError(f"{path}: does not hold a state dict of tensors")
-        return sd
+        return _checkpoint_state_dict(sd, path)
     raise ModelLoadError(f"{path}: unknown weights file type '{suffix}'; use .safetensors or .pt")
+
+
+# where training scripts put the model's state dict in a checkpoint, in the order they are tried
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _checkpoint_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``obj``: ``obj`` itself, or a training checkpoint's entry under one of
+    :data:`CHECKPOINT_KEYS` (e.g. ``{"model_state_dict": ..., "optimizer_state_dict": ..., "epoch": ...}``),
+    named on stderr so the user sees which entry was taken.
+
+    Raises:
+        ModelLoadError: no state dict of tensors, with the checkpoint's keys.
+    """
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                others = [str(k) for k in obj if k != key]
+                print(f"note: {path}: using the state dict under '{key}'"
+                      + (f" (also holds: {', '.join(others[:6])})" if others else ""), file=sys.stderr)
+                return obj[key]
+        keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) + (" ..." if len(obj) > 8 else "")
+        raise ModelLoadError(
+            f"{path}: does not hold a state dict of tensors: a dict with keys {keys} and none under "
+            f"{', '.join(CHECKPOINT_KEYS)}; save model.state_dict() (or checkpoint['model_state_dict'])"
+        )
+    raise ModelLoadError(f"{path}: does not hold a state dict of tensors (a {type(obj).__name__})")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -201,8 +230,17 @@ def _load_pickled(path: Path, trust_pickle: bool) -> nn.Module:
         raise ModelLoadError(
             f"{path} holds a state dict, not a model; load it as package.module:factory --weights {path}"
         )
+    # the classes a pickle names are imported by module name: look in the working directory first, as
+    # for package.module:factory references (and `python -m`), so a model pickled from there loads
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"{path}: the pickle needs module '{exc.name}', which is not importable from here; run from the "
+            "folder that holds it or put it on PYTHONPATH"
+        ) from exc
     except Exception as exc:
         raise ModelLoadError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, nn.Module):

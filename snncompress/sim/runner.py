@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from snncompress.errors import DataError, ModelLoadError
+from snncompress.errors import DataError, ModelLoadError, ModelRunError, SnnCompressError
 from snncompress.models.neurons import neuron_layers
 
 STYLES = ("stepwise", "sequence")
@@ -100,18 +100,28 @@ class SNNRunner:
             steps = x.shape[1] if is_sequence else time_steps
             spikes, membranes = [], []
             for t in range(steps):
-                out = self.model(x[:, t] if is_sequence else x)
+                out = self._call(x[:, t] if is_sequence else x, t)
                 spk, mem = _split_output(out)
                 spikes.append(spk)
                 if mem is not None:
                     membranes.append(mem)
             return RunOutput(torch.stack(spikes), torch.stack(membranes) if membranes else None)
         inp = x.transpose(0, 1) if is_sequence else x
-        out = self.model(inp)
+        out = self._call(inp, None)
         spk, mem = _split_output(out)
         spk = _time_first(spk, batch, "spike record")
         mem = _time_first(mem, batch, "membrane record") if mem is not None else None
         return RunOutput(spk, mem)
+
+    def _call(self, x: torch.Tensor, step: int | None):
+        """Call the model; an exception from its own code becomes a one-line :class:`ModelRunError`
+        naming the innermost layer that raised (found in the traceback: no hooks, no cost when it runs)."""
+        try:
+            return self.model(x)
+        except SnnCompressError:
+            raise
+        except Exception as exc:
+            raise ModelRunError(_describe_failure(self.model, exc, list(x.shape), step)) from exc
 
     def reset(self) -> None:
         """Zero the hidden state of this model's own neurons.
@@ -154,6 +164,31 @@ class SNNRunner:
         return hook
 
 
+def failing_layer(model: nn.Module, exc: BaseException) -> tuple[str, nn.Module] | None:
+    """The innermost of ``model``'s modules whose code is on ``exc``'s traceback (``self`` of a frame)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names:
+            found = (names[id(owner)], owner)
+        tb = tb.tb_next
+    return found
+
+
+def _describe_failure(model: nn.Module, exc: BaseException, shape: list[int], step: int | None) -> str:
+    lines = str(exc).strip().splitlines()
+    error = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    where = failing_layer(model, exc)
+    at = f" at time step {step}" if step is not None else ""
+    if where is None or where[0] == "":
+        who = f"the model's forward ({type(model).__name__})"
+    else:
+        who = f"layer '{where[0]}' ({type(where[1]).__name__})"
+    return f"{who} failed{at} on input {shape}: {error}"
+
+
 def _split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(out, torch.Tensor):
         return out, None
@@ -174,6 +209,10 @@ def _time_first(rec: torch.Tensor, batch: int, what: str) -> torch.Tensor:
         f"the model's {what} has shape {list(rec.shape)}; a model with its own time loop must return "
         f"records over time, [T, B, ...] with B = {batch}"
     )
+
+
+# what a model raises when the data's layout does not fit it (shape, index and dtype complaints)
+_LAYOUT_ERRORS = (RuntimeError, ValueError, IndexError)
 
 
 def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
@@ -201,7 +240,9 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
         try:
             with torch.no_grad():
                 out = runner.run(probe, is_sequence=is_sequence, time_steps=min(time_steps, 2))
-        except (RuntimeError, ValueError, IndexError, ModelLoadError) as exc:
+        except (ModelRunError, ModelLoadError) as exc:
+            if isinstance(exc, ModelRunError) and not isinstance(exc.__cause__, _LAYOUT_ERRORS):
+                raise  # a bug in the model's code, not a reading of the data it rejects
             errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             continue
         if out.spikes.dim() == 3 and out.spikes.shape[1] == probe.shape[0]:
