@@ -20,8 +20,8 @@ def evaluate(
     data: c.DataOpt = "digits",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
-    encoding: c.EncodingOpt = "direct",
-    time_steps: c.TimeStepsOpt = 8,
+    encoding: c.RecordedEncodingOpt = None,
+    time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
     seed: c.SeedOpt = 0,
@@ -31,7 +31,9 @@ def evaluate(
     from snncompress.sim.evaluate import evaluate as run_eval
 
     net = c.load_model_cli(model, weights, trust_pickle)
+    time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
+    c.check_recorded_shape(net, model, bundle)
     result = run_eval(net, bundle, show_progress=not json_out)
     if json_out:
         c.print_json({"model": model, "data": bundle.name, **result.to_dict()})

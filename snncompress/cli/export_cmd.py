@@ -38,7 +38,7 @@ def export(
     trust_pickle: c.TrustPickleOpt = False,
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
-    time_steps: c.TimeStepsOpt = 8,
+    time_steps: c.RecordedTimeStepsOpt = None,
     force: c.ForceOpt = False,
     json_out: c.JsonFlag = False,
 ) -> None:
@@ -58,9 +58,10 @@ def export(
     check_output_path(output, force)
     if data is not None and input_shape is not None:
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
-    if time_steps < 1:
+    if time_steps is not None and time_steps < 1:
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
     net = c.load_model_cli(model, weights, trust_pickle)
+    time_steps, _ = c.recorded_defaults(net, model, time_steps, None, with_encoding=False)
     require_sequential(net, f"{kind.upper()} export")
     sample = _sample(net, model, data, input_shape, time_steps)
     if kind == "nir":
@@ -130,4 +131,6 @@ def _sample(net, model: str, data: str | None, input_shape: str | None, time_ste
         if shape is None:
             raise InputError("the input shape is not known from the model; pass --data or --input-shape "
                              "(one time step without the batch dimension, e.g. --input-shape 1,8,8)")
+        c.err_console.print(f"note: input shape {list(shape)} per step, from the model (--input-shape to change)",
+                            highlight=False, markup=False, soft_wrap=True)
     return torch.rand(shape, generator=torch.Generator().manual_seed(0))

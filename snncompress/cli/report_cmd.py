@@ -39,8 +39,8 @@ def report(
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
-    encoding: c.EncodingOpt = "direct",
-    time_steps: c.TimeStepsOpt = 8,
+    encoding: c.RecordedEncodingOpt = None,
+    time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
     seed: c.SeedOpt = 0,
@@ -73,7 +73,11 @@ def report(
     outputs = dict(json_path=json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
     net = c.load_model_cli(model, weights, trust_pickle)
-    bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
+    bundle = None
+    if data:
+        time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
+        bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
+        c.check_recorded_shape(net, model, bundle)
     base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
     result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     render_rich(result, c.console)
