@@ -315,3 +315,68 @@ class BrokenForwardNet(TutorialNet):
 
 def broken_forward_net() -> BrokenForwardNet:
     return _init(BrokenForwardNet(), seed=8, gain=2.5)
+
+
+class OneStepNet(nn.Module):
+    """snnTorch tutorial 6's class ``Net``: ``forward(x)`` initialises the membranes and runs ONE step,
+    returning ``spk, mem`` of shape ``[B, 4]`` (no time loop), with functional pooling and a ``view``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.fc1 = nn.Linear(4 * 4 * 4, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        cur1 = torch.nn.functional.max_pool2d(self.conv1(x), 2)
+        spk1, mem1 = self.lif1(cur1, mem1)
+        cur2 = self.fc1(spk1.view(x.shape[0], -1))
+        spk2, mem2 = self.lif2(cur2, mem2)
+        return spk2, mem2
+
+
+def one_step_net() -> OneStepNet:
+    return _init(OneStepNet(), seed=12, gain=2.0)
+
+
+class TutorialConvNet(nn.Module):
+    """A convolutional network written with a time loop (snnTorch tutorial 6's layers): Conv2d - Leaky -
+    MaxPool2d module - ``view(batch, -1)`` - Linear - Leaky over a static ``[B, 1, 8, 8]`` input. ``functional_pool``
+    pools with ``F.max_pool2d`` instead (which breaks the chain of modules), ``scale`` multiplies the
+    hidden spikes in forward (which too)."""
+
+    def __init__(self, functional_pool: bool = False, scale: float | None = None):
+        super().__init__()
+        self.functional_pool, self.scale = functional_pool, scale
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.fc1 = nn.Linear(4 * 4 * 4, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(T):
+            spk1, mem1 = self.lif1(self.conv1(x), mem1)
+            pooled = torch.nn.functional.max_pool2d(spk1, 2) if self.functional_pool else self.pool1(spk1)
+            hidden = pooled.view(x.shape[0], -1)
+            spk2, mem2 = self.lif2(self.fc1(hidden * self.scale if self.scale else hidden), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_conv_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(), seed=13, gain=2.5)
+
+
+def functional_pool_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(functional_pool=True), seed=13, gain=2.5)
+
+
+def scaled_spikes_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(scale=2.0), seed=13, gain=2.5)

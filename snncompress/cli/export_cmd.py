@@ -42,7 +42,11 @@ def export(
     force: c.ForceOpt = False,
     json_out: c.JsonFlag = False,
 ) -> None:
-    """Export a stepwise model (an nn.Sequential) to NIR or to a one-step ONNX graph.
+    """Export a model to NIR or to a one-step ONNX graph.
+
+    An nn.Sequential is exported as it is; a module with its own time loop as the chain of its layers,
+    when one recorded step shows each layer takes the previous one's output (else the error names the
+    call that breaks the chain).
 
     NIR: the graph other SNN tools read; the reset mechanism and dt are kept in its metadata.
 
@@ -50,6 +54,8 @@ def export(
 
     The input shape comes from --data, --input-shape, or the model (first Linear, NIR file, demo).
     """
+    from torch import nn
+
     from snncompress.errors import InputError
     from snncompress.export.layout import require_sequential
     from snncompress.fileformat.atomic import check_output_path
@@ -62,7 +68,8 @@ def export(
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
     net = c.load_model_cli(model, weights, trust_pickle)
     time_steps, _ = c.recorded_defaults(net, model, time_steps, None, with_encoding=False)
-    require_sequential(net, f"{kind.upper()} export")
+    if isinstance(net, nn.Sequential):
+        require_sequential(net, f"{kind.upper()} export")  # before any data is read
     sample = _sample(net, model, data, input_shape, time_steps)
     if kind == "nir":
         from snncompress.export.nir_export import export_nir

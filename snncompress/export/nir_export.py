@@ -30,7 +30,8 @@ from torch import nn
 from snncompress import __version__
 from snncompress.errors import DataError, DomainError, UnsupportedLayerError
 from snncompress.export.discretize import DEFAULT_DT, cuba_params, lif_params
-from snncompress.export.layout import ExportResult, Leaf, probe_shapes, require_sequential
+from snncompress.export.chain import exportable
+from snncompress.export.layout import ExportResult, Leaf, probe_shapes
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
 from snncompress.models.neurons import RESET_NAMES, is_neuron, surrogate_name
@@ -73,11 +74,10 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
 def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
                  dt: float = DEFAULT_DT) -> tuple[nir.NIRGraph, list[str]]:
     """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes."""
-    require_sequential(model, "NIR export")
+    model, notes = exportable(model, sample, "NIR export")
     leaves = probe_shapes(model, sample)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(sample.shape))}
     chain = ["input"]
-    notes: list[str] = []
     other_reset: list[str] = []
     previous: Leaf | None = None
     for leaf in leaves:

@@ -27,7 +27,8 @@ from torch import nn
 
 from snncompress import __version__
 from snncompress.errors import DomainError, InputError
-from snncompress.export.layout import ExportResult, probe_shapes, require_sequential
+from snncompress.export.chain import exportable
+from snncompress.export.layout import ExportResult, probe_shapes
 from snncompress.export.onnx_step import StepModel
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
@@ -61,16 +62,15 @@ def export_onnx(model: nn.Module, path: str | Path, sample: torch.Tensor, time_s
         DomainError: onnxruntime's spikes differ from the torch model's.
     """
     path = check_output_path(path, force)
-    require_sequential(model, "ONNX export")
     if time_steps < 1:
         raise InputError(f"time_steps must be >= 1, got {time_steps}")
+    model, notes = exportable(model, sample, "ONNX export")
     leaves = probe_shapes(model, sample)
     was_training = model.training
     # export and check the inference graph (Dropout off, BatchNorm running statistics); the step model
     # shares the layers, and the exporter restores the step model's own mode, so it must be eval too
     step = StepModel(leaves, membrane_quantizers(model)).eval()
     inputs, outputs = _names(step)
-    notes = []
     try:
         with atomic_path(path) as tmp:
             _export(step, sample, tmp, inputs, outputs)

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from snncompress.errors import DataError, ModelLoadError, ModelRunError, SnnCompressError
+from snncompress.errors import DataError, ModelLoadError, ModelRunError, NoTimeLoopError, SnnCompressError
 from snncompress.models.neurons import neuron_layers
 
 STYLES = ("stepwise", "sequence")
@@ -109,6 +109,13 @@ class SNNRunner:
         inp = x.transpose(0, 1) if is_sequence else x
         out = self._call(inp, None)
         spk, mem = _split_output(out)
+        if spk.dim() == 2 and spk.shape[0] == batch and self._calls_per_neuron(inp) == 1:
+            raise NoTimeLoopError(
+                f"this model has no time loop: its forward(x) runs each neuron layer once and returns spikes of "
+                f"shape {list(spk.shape)}, one time step per call (as tutorial 6's class Net); loop over time "
+                "steps in forward and return records [T, B, ...] (snnTorch tutorial 5), or make it an "
+                "nn.Sequential of init_hidden=True neurons, which snncompress steps itself"
+            )
         spk = _time_first(spk, batch, "spike record")
         mem = _time_first(mem, batch, "membrane record") if mem is not None else None
         return RunOutput(spk, mem)
@@ -122,6 +129,23 @@ class SNNRunner:
             raise
         except Exception as exc:
             raise ModelRunError(_describe_failure(self.model, exc, list(x.shape), step)) from exc
+
+    def _calls_per_neuron(self, x: torch.Tensor) -> int:
+        """How often one forward call runs each neuron layer (at most; the rare error path runs it again)."""
+        counts = {name: 0 for name, _ in self.neurons}
+
+        def counter(name: str):
+            def hook(*_):
+                counts[name] += 1
+            return hook
+
+        handles = [m.register_forward_hook(counter(n)) for n, m in self.neurons]
+        try:
+            self._call(x, None)
+        finally:
+            for h in handles:
+                h.remove()
+        return max(counts.values(), default=0)
 
     def reset(self) -> None:
         """Zero the hidden state of this model's own neurons.
@@ -234,6 +258,7 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
     probe = torch.stack([sample, sample])
     order = (True, False) if runner.style == "sequence" else (False, True)
     errors = []
+    no_loop: NoTimeLoopError | None = None
     for is_sequence in order:
         if is_sequence and sample.dim() < 2:
             continue
@@ -243,12 +268,16 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
         except (ModelRunError, ModelLoadError) as exc:
             if isinstance(exc, ModelRunError) and not isinstance(exc.__cause__, _LAYOUT_ERRORS):
                 raise  # a bug in the model's code, not a reading of the data it rejects
+            if isinstance(exc, NoTimeLoopError):
+                no_loop = exc
             errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             continue
         if out.spikes.dim() == 3 and out.spikes.shape[1] == probe.shape[0]:
             return is_sequence
         errors.append(f"the model's output spikes have shape {list(out.spikes.shape)} for a batch of "
                       f"{probe.shape[0]}, expected [T, {probe.shape[0]}, classes]")
+    if no_loop is not None:
+        raise no_loop  # the model, not the data's layout, is what does not fit
     raise DataError(
         f"data samples of shape {list(sample.shape)} do not fit the model: {errors[0]}"
     )
