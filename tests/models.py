@@ -110,6 +110,32 @@ def conv1d_net() -> nn.Sequential:
     ), seed=7, gain=1.5)
 
 
+def rsynaptic_mlp() -> nn.Sequential:
+    """Linear - RSynaptic (all-to-all recurrent Linear 12->12) - Linear - RSynaptic (one-to-one V) (output)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.RSynaptic(alpha=0.6, beta=0.5, linear_features=12, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.RSynaptic(alpha=0.5, beta=0.6, V=0.3, all_to_all=False, init_hidden=True, output=True),
+    ), seed=17, gain=1.5)
+
+
+def lapicque_mlp() -> nn.Sequential:
+    """Linear - Lapicque(beta=0.9) - Linear - Lapicque(R=5, C=0.8) (output): snnTorch's two ways
+    to give the RC circuit (its leak is 1 - dt/(RC), its input gain dt/C); reset by subtraction."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.Lapicque(beta=0.9, init_hidden=True),
+        nn.Linear(12, CLASSES), snn.Lapicque(R=5.0, C=0.8, init_hidden=True, output=True),
+    ), seed=15, gain=5.0)
+
+
+def alpha_mlp() -> nn.Sequential:
+    """snnTorch's own Sequential example for ``Alpha``: Linear - Alpha(0.9, 0.8) - Linear - Alpha (output)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+        nn.Linear(12, CLASSES), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True, output=True),
+    ), seed=16, gain=10.0)
+
+
 # -- a user module with explicit states and its own time loop (snnTorch tutorial 5 style) -------------
 
 class TutorialNet(nn.Module):
@@ -173,8 +199,9 @@ def lstm_net() -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, 12), _lif(), nn.LSTM(12, CLASSES))
 
 
-def alpha_net() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(8, CLASSES), snn.Alpha(alpha=0.6, beta=0.5, init_hidden=True, output=True))
+def leaky_parallel_net() -> nn.Sequential:
+    """snnTorch's LeakyParallel (an nn.RNN inside) is refused by its own name."""
+    return nn.Sequential(nn.Linear(8, 12), snn.LeakyParallel(input_size=12, hidden_size=CLASSES))
 
 
 def no_neuron_net() -> nn.Sequential:
@@ -244,16 +271,21 @@ TINY_MODELS: dict[str, TinyModel] = {m.name: m for m in (
     TinyModel("zero_reset_mlp", zero_reset_mlp, (8,), "stepwise", ("Leaky", "Leaky")),
     TinyModel("conv2d_net", conv2d_net, (1, 8, 8), "stepwise", ("Leaky", "Leaky", "Leaky")),
     TinyModel("conv1d_net", conv1d_net, (2, 12), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("rsynaptic_mlp", rsynaptic_mlp, (8,), "stepwise", ("RSynaptic", "RSynaptic")),
+    TinyModel("lapicque_mlp", lapicque_mlp, (8,), "stepwise", ("Lapicque", "Lapicque")),
+    TinyModel("alpha_mlp", alpha_mlp, (8,), "stepwise", ("Alpha", "Alpha")),
     TinyModel("tutorial_net", tutorial_net, (8,), "sequence", ("Leaky", "Leaky")),
     TinyModel("tutorial_sequence_net", tutorial_sequence_net, (T, 8), "sequence", ("Synaptic", "Leaky"),
               is_sequence=True),
 )}
 SEQUENTIAL_MODELS = [name for name, m in TINY_MODELS.items() if m.style == "stepwise"]
+# neurons whose membrane is computed afresh every step (no stored membrane to quantize)
+NO_STORED_MEMBRANE_MODELS = ["alpha_mlp"]
 
 # factory -> the layer name and type the error must mention
 UNSUPPORTED: dict[str, tuple[str, str]] = {
     "lstm_net": ("2", "LSTM"),
-    "alpha_net": ("1", "Alpha"),
+    "leaky_parallel_net": ("1", "LeakyParallel"),
 }
 
 
