@@ -8,7 +8,8 @@ Node mapping: Affine/Linear -> ``nn.Linear``; Conv1d/Conv2d -> conv; Flatten; Av
 SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Threshold(t), 0 <= t < 1,
 on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
 IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
-subgraph) -> ``RLeaky``. Parameters are converted as ``snncompress.export.discretize`` describes.
+subgraph) -> ``RLeaky``, a recurrent CubaLIF likewise -> ``RSynaptic``; a LIF our exporter wrote for a
+``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as ``snncompress.export.discretize`` describes.
 
 Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
 ``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations
@@ -42,7 +43,7 @@ from snncompress.models.neurons import is_neuron
 RESETS = ("subtract", "zero", "none")
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
-             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF")
+             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF")
 
 
 @dataclass
@@ -456,8 +457,34 @@ def _fill(module: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
     return module
 
 
+def _lapicque(name: str, node: Any, ours: dict[str, Any], mechanism: str) -> nn.Module:
+    """The Lapicque neuron our exporter wrote as a LIF, rebuilt from its recorded R, C, dt and beta (the LIF's
+    tau and r say the same, up to rounding; the recorded values give the exact module back)."""
+    _check_zero(name, node, "v_reset")
+    tensors = {}
+    for key in ("R", "C", "time_step", "beta"):
+        entry = ours.get(key)
+        if not isinstance(entry, dict) or "values" not in entry:
+            raise ModelLoadError(f"NIR node '{name}': snncompress metadata of a Lapicque neuron lacks '{key}'")
+        tensors[key] = torch.tensor(entry["values"], dtype=getattr(torch, entry.get("dtype", "float32"))).reshape(
+            entry.get("shape", []))
+    threshold = torch.as_tensor(_fit(_array(node.v_threshold).astype(np.float64), ours.get("threshold_shape")))
+    tensors["threshold"] = threshold
+    args = {"beta_shape": list(tensors["beta"].shape), "beta_dtype": str(tensors["beta"].dtype).removeprefix("torch."),
+            "threshold_shape": list(threshold.shape), "learn_beta": bool(ours.get("learn_beta", False)),
+            "learn_threshold": bool(ours.get("learn_threshold", False)), "init_hidden": True, "output": False,
+            "inhibition": False, "reset_mechanism": mechanism, "spike_grad": str(ours.get("spike_grad", "atan"))}
+    for key in ("R", "C", "time_step"):
+        args[f"{key}_shape"] = list(tensors[key].shape)
+        args[f"{key}_dtype"] = str(tensors[key].dtype).removeprefix("torch.")
+    return _fill(build_module({"type": "Lapicque", "args": args}), tensors)
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    if ours.get("module") == "Lapicque" and isinstance(node, nir.LIF):
+        mechanism, _ = _reset(name, node_meta, ours, ctx)
+        return _lapicque(name, node, ours, mechanism)
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, node, ctx)
     kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky"
@@ -494,11 +521,7 @@ def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module
 
 
 def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
-    if isinstance(neuron, nir.CubaLIF):
-        raise UnsupportedLayerError(
-            f"NIR node '{name}' is a recurrent CubaLIF (snnTorch "
-            "RSynaptic), which snncompress does not support"
-        )
+    kind = "RSynaptic" if isinstance(neuron, nir.CubaLIF) else "RLeaky"  # a recurrent CubaLIF: RSynaptic
     ours = _parse_metadata(node_meta, name)
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, neuron, ctx)
@@ -514,8 +537,7 @@ def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx:
     if not all_to_all and not diagonal:
         raise ModelLoadError(f"NIR node '{name}': metadata says one-to-one recurrence, but the weight is not "
                              "diagonal (or has a bias)")
-    spec, tensors = _neuron_spec("RLeaky", values, ours, mechanism, delay)
-    spec["type"] = "RLeaky"
+    spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     spec["args"].update(all_to_all=all_to_all, linear_features=n if all_to_all else None,
                         conv2d_channels=None, kernel_size=None,
                         learn_recurrent=bool(ours.get("learn_recurrent", True)))
