@@ -35,7 +35,8 @@ def report(
         ),
     ] = None,
     energy: Annotated[
-        str, typer.Option("--energy", help="Energy table: 45nm, 7nm, or a YAML file with the same keys.")
+        str, typer.Option("--energy", help="Energy table: a process node (45nm, 7nm), a chip (loihi, truenorth, "
+                                           "spinnaker, spinnaker2, tianjic, seneca), or a YAML file with the same keys.")
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
