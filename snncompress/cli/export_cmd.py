@@ -41,6 +41,9 @@ def export(
     time_steps: c.RecordedTimeStepsOpt = None,
     force: c.ForceOpt = False,
     json_out: c.JsonFlag = False,
+    nir_compat: Annotated[bool, typer.Option(
+        "--nir-compat", help="NIR only: write what readers pinned to nir 1.0.4 (Norse, sinabs) load: no v_reset "
+                             "(0 here), no metadata where nir 1.0.4 takes none.")] = False,
 ) -> None:
     """Export a model to NIR or to a one-step ONNX graph.
 
@@ -61,6 +64,8 @@ def export(
     from snncompress.fileformat.atomic import check_output_path
 
     kind = _format(fmt, output)
+    if nir_compat and kind != "nir":
+        raise InputError("--nir-compat applies to NIR export only")
     check_output_path(output, force)
     if data is not None and input_shape is not None:
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
@@ -74,7 +79,7 @@ def export(
     if kind == "nir":
         from snncompress.export.nir_export import export_nir
 
-        result = export_nir(net, output, sample, force=force)
+        result = export_nir(net, output, sample, force=force, compat=nir_compat)
     else:
         from snncompress.export.onnx_export import export_onnx
 

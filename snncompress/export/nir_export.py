@@ -47,7 +47,7 @@ _SKIPPED = (nn.Dropout, nn.Identity)
 
 
 def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, force: bool = False,
-               dt: float = DEFAULT_DT) -> ExportResult:
+               dt: float = DEFAULT_DT, compat: bool = False) -> ExportResult:
     """Write ``model`` to ``path`` as a NIR graph, atomically.
 
     Args:
@@ -56,6 +56,8 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
         sample: one input time step without the batch dimension (e.g. ``[1, 8, 8]``); fixes the shapes.
         force: overwrite an existing file.
         dt: the Euler step the continuous-time parameters are computed for.
+        compat: write only what nir 1.0.4 readers (Norse's and sinabs's importers) take
+            (``snncompress.export.nir_compat``).
 
     Returns:
         The path and the notes on what NIR could not carry.
@@ -69,6 +71,12 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
     graph, notes = model_to_nir(model, sample, dt=dt)
     with atomic_path(path) as tmp:
         nir.write(tmp, graph)
+        if compat:
+            from snncompress.export.nir_compat import make_compatible
+
+            left_out = make_compatible(tmp)
+            notes.append("written for nir 1.0.4 readers (Norse, sinabs); left out: " + "; ".join(left_out)
+                         if left_out else "written for nir 1.0.4 readers (Norse, sinabs); nothing left out")
     return ExportResult(path=path, format="nir", notes=notes, details={"nodes": len(graph.nodes)})
 
 
