@@ -40,10 +40,27 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 JsonFileOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")]
 
 
-def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
+NirDtOpt = Annotated[float | None, typer.Option(
+    "--nir-dt", help="A .nir MODEL: the time step its time constants are read with (default: the graph's "
+                     "metadata, else 1e-4 with a note per node).")]
+NirResetOpt = Annotated[str | None, typer.Option(
+    "--nir-reset", help="A .nir MODEL: reset (zero, subtract, none) for neuron nodes that record none "
+                        "(default: NIR's zero reset, with a note per node).")]
+
+
+def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, nir_dt: float | None = None,
+                   nir_reset: str | None = None):
     from snncompress.fileformat.loading import load_model
 
-    return load_model(model, weights, trust_pickle=trust_pickle)
+    options = None
+    if nir_dt is not None or nir_reset is not None:
+        from snncompress.errors import InputError
+        from snncompress.export.nir_io import NirReadOptions
+
+        if not model.lower().endswith(".nir"):
+            raise InputError("--nir-dt and --nir-reset apply to a .nir MODEL")
+        options = NirReadOptions(dt=nir_dt, reset=nir_reset)
+    return load_model(model, weights, trust_pickle=trust_pickle, nir_options=options)
 
 
 def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, limit: int | None, seed: int,

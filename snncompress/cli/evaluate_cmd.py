@@ -20,6 +20,8 @@ def evaluate(
     data: c.DataOpt = "digits",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
     encoding: c.RecordedEncodingOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
@@ -30,7 +32,7 @@ def evaluate(
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
     from snncompress.sim.evaluate import evaluate as run_eval
 
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, nir_dt, nir_reset)
     time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     c.check_recorded_shape(net, model, bundle)

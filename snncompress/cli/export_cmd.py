@@ -36,6 +36,8 @@ def export(
     fmt: FormatOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
@@ -71,7 +73,7 @@ def export(
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
     if time_steps is not None and time_steps < 1:
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, nir_dt, nir_reset)
     time_steps, _ = c.recorded_defaults(net, model, time_steps, None, with_encoding=False)
     if isinstance(net, nn.Sequential):
         require_sequential(net, f"{kind.upper()} export")  # before any data is read

@@ -20,6 +20,8 @@ def inspect(
     model: c.ModelArg,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
     data: c.OptionalDataOpt = None,
     time_steps: c.TimeStepsOpt = 8,
     json_out: c.JsonFlag = False,
@@ -31,7 +33,7 @@ def inspect(
     from snncompress.sim.summary import summarize
     from snncompress.sim.runner import SNNRunner, resolve_layout
 
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, nir_dt, nir_reset)
     sample, is_sequence = None, False
     if data is not None:
         bundle = c.load_data_cli(data, "direct", time_steps, 1, 1, 0)

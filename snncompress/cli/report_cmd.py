@@ -40,6 +40,8 @@ def report(
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
     encoding: c.RecordedEncodingOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
@@ -73,7 +75,7 @@ def report(
     table = load_energy_table(energy)
     outputs = dict(json_path=json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, nir_dt, nir_reset)
     bundle = None
     if data:
         time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)

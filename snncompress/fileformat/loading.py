@@ -25,13 +25,15 @@ from snncompress.state import get_state
 DEMO_MODEL = "demo"
 
 
-def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False) -> nn.Module:
+def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False,
+               nir_options=None) -> nn.Module:
     """Load a model; see the module docstring for the accepted forms.
 
     Args:
         spec: the model reference.
         weights: a state dict for a factory model.
         trust_pickle: allow unpickling a whole module (this runs code from the file).
+        nir_options: how to read what a ``.nir`` graph leaves open (``export.nir_io.NirReadOptions``).
 
     Returns:
         The model in eval mode, with its compression state's ``source`` filled in.
@@ -54,7 +56,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         _no_weights(weights, spec)
         from snncompress.export.nir_io import load_nir
 
-        model = load_nir(path)
+        model = load_nir(path, nir_options)
     elif path.suffix.lower() == ".safetensors":
         _require_file(path)
         _no_weights(weights, spec)
