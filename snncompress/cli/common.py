@@ -32,6 +32,9 @@ RecordedEncodingOpt = Annotated[str | None, typer.Option(
 RecordedTimeStepsOpt = Annotated[int | None, typer.Option(
     "--time-steps", "-T", help="Time steps to present static inputs for; default: as the compressed MODEL "
                                "records, else 8.")]
+RecordedSeedOpt = Annotated[int | None, typer.Option(
+    "--seed", help="Random seed (same seed, same output); default: as the compressed MODEL records for its "
+                   "rate coding, else 0.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N samples.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
@@ -69,6 +72,21 @@ def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, li
 
     return load_data(data, DataOptions(encoding=encoding, time_steps=time_steps, batch_size=batch_size,
                                        limit=limit, seed=seed, split=split))
+
+
+def recorded_seed(net, model: str, seed: int | None, encoding: str) -> int:
+    """The seed for presenting data to ``net``: as given, else the one its file records when the data is
+    rate coded (the same Poisson draws as when it was compressed, with a note), else 0."""
+    from snncompress.state import recorded_run
+
+    if seed is not None:
+        return seed
+    recorded = recorded_run(net).get("seed")
+    if encoding == "rate" and recorded is not None and recorded != 0:
+        err_console.print(f"note: using --seed {recorded} recorded in {model} for the rate coding",
+                          highlight=False, markup=False, soft_wrap=True)
+        return int(recorded)
+    return 0
 
 
 def recorded_defaults(net, model: str, time_steps: int | None, encoding: str | None,

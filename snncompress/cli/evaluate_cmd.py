@@ -26,7 +26,7 @@ def evaluate(
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
-    seed: c.SeedOpt = 0,
+    seed: c.RecordedSeedOpt = None,
     json_out: c.JsonFlag = False,
 ) -> None:
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
@@ -34,6 +34,7 @@ def evaluate(
 
     net = c.load_model_cli(model, weights, trust_pickle, nir_dt, nir_reset)
     time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
+    seed = c.recorded_seed(net, model, seed, encoding)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     c.check_recorded_shape(net, model, bundle)
     result = run_eval(net, bundle, show_progress=not json_out)

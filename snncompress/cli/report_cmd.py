@@ -46,7 +46,7 @@ def report(
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
-    seed: c.SeedOpt = 0,
+    seed: c.RecordedSeedOpt = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON (report_schema.json).")
     ] = None,
@@ -79,6 +79,7 @@ def report(
     bundle = None
     if data:
         time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
+        seed = c.recorded_seed(net, model, seed, encoding)
         bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
         c.check_recorded_shape(net, model, bundle)
     base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None

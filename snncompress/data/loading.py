@@ -132,6 +132,7 @@ def run_settings(bundle: DataBundle) -> dict[str, Any]:
         "encoding": encoding,
         "sample_shape": [int(s) for s in bundle.sample_input().shape],
         "is_sequence": bool(bundle.is_sequence),
+        "seed": int(bundle.options.seed),  # the Poisson draws of rate coding
     }
 
 

@@ -43,17 +43,18 @@ def rate_coded(capsys, tmp_path, data_file) -> tuple[Path, dict, Path]:
 def test_the_file_records_t_encoding_and_sample_shape(rate_coded):
     out, _, data = rate_coded
     assert read_metadata(out)["baseline"]["run"] == {"time_steps": 3, "encoding": "rate", "sample_shape": [3, 8],
-                                                     "is_sequence": True}
+                                                     "is_sequence": True, "seed": 5}
     assert recorded_run(load_model(str(out))) == read_metadata(out)["baseline"]["run"]
 
 
 def test_evaluate_without_flags_uses_the_record_and_reproduces_quantize(capsys, rate_coded):
     out, report, data = rate_coded
-    code, stdout, err = cli(capsys, "evaluate", out, "--data", data, "--seed", 5, "--json")
+    code, stdout, err = cli(capsys, "evaluate", out, "--data", data, "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["time_steps"] == 3 and result["accuracy"] == report["after"]["accuracy"]
     assert "records how it was run; using --time-steps 3, --encoding rate" in err
+    assert "using --seed 5 recorded in" in err  # the same Poisson draws
     assert "as asked" not in err
 
 
@@ -65,7 +66,7 @@ def test_an_explicit_different_t_is_used_with_a_note(capsys, rate_coded):
     assert "with --time-steps 2 (compressed with 3), --encoding direct (compressed with rate) as asked" in err
     assert "records how it was run" not in err
     # the same values as recorded: no note at all
-    code, _, err = cli(capsys, "evaluate", out, "--data", data, "-T", 3, "--encoding", "rate", "--json")
+    code, _, err = cli(capsys, "evaluate", out, "--data", data, "-T", 3, "--encoding", "rate", "--seed", 5, "--json")
     assert code == 0 and "note" not in err
 
 
