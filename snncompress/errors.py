@@ -27,6 +27,14 @@ class ModelLoadError(InputError):
     """A model could not be loaded or rebuilt."""
 
 
+class ModelRunError(InputError):
+    """The user's model raised an exception while it ran (the message names the layer)."""
+
+
+class NoTimeLoopError(ModelLoadError):
+    """A user module whose ``forward`` runs one time step per call (it returns no records over time)."""
+
+
 class DataError(InputError):
     """A data set could not be loaded or does not fit the model."""
 

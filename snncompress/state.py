@@ -54,6 +54,22 @@ class CompressionState:
         return clone
 
 
+def recorded_run(model: nn.Module) -> dict[str, Any]:
+    """How the model was run when it was compressed, from its baseline record: ``time_steps``,
+    ``encoding``, ``sample_shape`` (one sample, with time first when ``is_sequence``) and
+    ``is_sequence``, each only where recorded. Files written before the ``run`` record existed give
+    only the T of their baseline measurement."""
+    if not has_state(model):
+        return {}
+    baseline = get_state(model).baseline
+    run = dict(baseline.get("run") or {})
+    if "time_steps" not in run:
+        steps = baseline.get("time_steps") or (baseline.get("description") or {}).get("time_steps")
+        if steps:
+            run["time_steps"] = int(steps)
+    return run
+
+
 def get_state(model: nn.Module) -> CompressionState:
     """The model's compression state, created empty on first use."""
     state = model.__dict__.get(ATTR)

@@ -110,6 +110,32 @@ def conv1d_net() -> nn.Sequential:
     ), seed=7, gain=1.5)
 
 
+def rsynaptic_mlp() -> nn.Sequential:
+    """Linear - RSynaptic (all-to-all recurrent Linear 12->12) - Linear - RSynaptic (one-to-one V) (output)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.RSynaptic(alpha=0.6, beta=0.5, linear_features=12, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.RSynaptic(alpha=0.5, beta=0.6, V=0.3, all_to_all=False, init_hidden=True, output=True),
+    ), seed=17, gain=1.5)
+
+
+def lapicque_mlp() -> nn.Sequential:
+    """Linear - Lapicque(beta=0.9) - Linear - Lapicque(R=5, C=0.8) (output): snnTorch's two ways
+    to give the RC circuit (its leak is 1 - dt/(RC), its input gain dt/C); reset by subtraction."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.Lapicque(beta=0.9, init_hidden=True),
+        nn.Linear(12, CLASSES), snn.Lapicque(R=5.0, C=0.8, init_hidden=True, output=True),
+    ), seed=15, gain=5.0)
+
+
+def alpha_mlp() -> nn.Sequential:
+    """snnTorch's own Sequential example for ``Alpha``: Linear - Alpha(0.9, 0.8) - Linear - Alpha (output)."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+        nn.Linear(12, CLASSES), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True, output=True),
+    ), seed=16, gain=10.0)
+
+
 # -- a user module with explicit states and its own time loop (snnTorch tutorial 5 style) -------------
 
 class TutorialNet(nn.Module):
@@ -173,8 +199,9 @@ def lstm_net() -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, 12), _lif(), nn.LSTM(12, CLASSES))
 
 
-def alpha_net() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(8, CLASSES), snn.Alpha(alpha=0.6, beta=0.5, init_hidden=True, output=True))
+def leaky_parallel_net() -> nn.Sequential:
+    """snnTorch's LeakyParallel (an nn.RNN inside) is refused by its own name."""
+    return nn.Sequential(nn.Linear(8, 12), snn.LeakyParallel(input_size=12, hidden_size=CLASSES))
 
 
 def no_neuron_net() -> nn.Sequential:
@@ -244,16 +271,21 @@ TINY_MODELS: dict[str, TinyModel] = {m.name: m for m in (
     TinyModel("zero_reset_mlp", zero_reset_mlp, (8,), "stepwise", ("Leaky", "Leaky")),
     TinyModel("conv2d_net", conv2d_net, (1, 8, 8), "stepwise", ("Leaky", "Leaky", "Leaky")),
     TinyModel("conv1d_net", conv1d_net, (2, 12), "stepwise", ("Leaky", "Leaky")),
+    TinyModel("rsynaptic_mlp", rsynaptic_mlp, (8,), "stepwise", ("RSynaptic", "RSynaptic")),
+    TinyModel("lapicque_mlp", lapicque_mlp, (8,), "stepwise", ("Lapicque", "Lapicque")),
+    TinyModel("alpha_mlp", alpha_mlp, (8,), "stepwise", ("Alpha", "Alpha")),
     TinyModel("tutorial_net", tutorial_net, (8,), "sequence", ("Leaky", "Leaky")),
     TinyModel("tutorial_sequence_net", tutorial_sequence_net, (T, 8), "sequence", ("Synaptic", "Leaky"),
               is_sequence=True),
 )}
 SEQUENTIAL_MODELS = [name for name, m in TINY_MODELS.items() if m.style == "stepwise"]
+# neurons whose membrane is computed afresh every step (no stored membrane to quantize)
+NO_STORED_MEMBRANE_MODELS = ["alpha_mlp"]
 
 # factory -> the layer name and type the error must mention
 UNSUPPORTED: dict[str, tuple[str, str]] = {
     "lstm_net": ("2", "LSTM"),
-    "alpha_net": ("1", "Alpha"),
+    "leaky_parallel_net": ("1", "LeakyParallel"),
 }
 
 
@@ -304,3 +336,100 @@ def not_a_dataset() -> list[int]:
 
 def failing_dataset() -> TensorDataset:
     raise FileNotFoundError("raw/ folder missing")
+
+
+# -- models whose own code fails while running (the error must name the layer) -----------------------
+
+class BrokenStepNet(TutorialNet):
+    """Tutorial style with a bug in the loop: ``lif2`` is called with a stray third argument."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2, "stray")
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def broken_step_net() -> BrokenStepNet:
+    return _init(BrokenStepNet(), seed=8, gain=2.5)
+
+
+class BrokenForwardNet(TutorialNet):
+    """Tutorial style whose own forward raises (a config lookup that is not there)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = {"train": self.num_steps}["eval"]
+        return super().forward(x[:steps])
+
+
+def broken_forward_net() -> BrokenForwardNet:
+    return _init(BrokenForwardNet(), seed=8, gain=2.5)
+
+
+class OneStepNet(nn.Module):
+    """snnTorch tutorial 6's class ``Net``: ``forward(x)`` initialises the membranes and runs ONE step,
+    returning ``spk, mem`` of shape ``[B, 4]`` (no time loop), with functional pooling and a ``view``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.fc1 = nn.Linear(4 * 4 * 4, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        cur1 = torch.nn.functional.max_pool2d(self.conv1(x), 2)
+        spk1, mem1 = self.lif1(cur1, mem1)
+        cur2 = self.fc1(spk1.view(x.shape[0], -1))
+        spk2, mem2 = self.lif2(cur2, mem2)
+        return spk2, mem2
+
+
+def one_step_net() -> OneStepNet:
+    return _init(OneStepNet(), seed=12, gain=2.0)
+
+
+class TutorialConvNet(nn.Module):
+    """A convolutional network written with a time loop (snnTorch tutorial 6's layers): Conv2d - Leaky -
+    MaxPool2d module - ``view(batch, -1)`` - Linear - Leaky over a static ``[B, 1, 8, 8]`` input. ``functional_pool``
+    pools with ``F.max_pool2d`` instead (which breaks the chain of modules), ``scale`` multiplies the
+    hidden spikes in forward (which too)."""
+
+    def __init__(self, functional_pool: bool = False, scale: float | None = None):
+        super().__init__()
+        self.functional_pool, self.scale = functional_pool, scale
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.fc1 = nn.Linear(4 * 4 * 4, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(T):
+            spk1, mem1 = self.lif1(self.conv1(x), mem1)
+            pooled = torch.nn.functional.max_pool2d(spk1, 2) if self.functional_pool else self.pool1(spk1)
+            hidden = pooled.view(x.shape[0], -1)
+            spk2, mem2 = self.lif2(self.fc1(hidden * self.scale if self.scale else hidden), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_conv_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(), seed=13, gain=2.5)
+
+
+def functional_pool_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(functional_pool=True), seed=13, gain=2.5)
+
+
+def scaled_spikes_net() -> TutorialConvNet:
+    return _init(TutorialConvNet(scale=2.0), seed=13, gain=2.5)

@@ -32,6 +32,15 @@ OptionalDataOpt = Annotated[str | None, typer.Option(
     "--data", help="Data: 'digits', a .safetensors/.npz/.pt file with x and y, or package.module:function.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="Static inputs: direct (repeat) or rate (Poisson).")]
 TimeStepsOpt = Annotated[int, typer.Option("--time-steps", "-T", help="Time steps to present static inputs for.")]
+RecordedEncodingOpt = Annotated[str | None, typer.Option(
+    "--encoding", help="Static inputs: direct (repeat) or rate (Poisson); default: as the compressed MODEL "
+                       "records, else direct.")]
+RecordedTimeStepsOpt = Annotated[int | None, typer.Option(
+    "--time-steps", "-T", help="Time steps to present static inputs for; default: as the compressed MODEL "
+                               "records, else 8.")]
+RecordedSeedOpt = Annotated[int | None, typer.Option(
+    "--seed", help="Random seed (same seed, same output); default: as the compressed MODEL records for its "
+                   "rate coding, else 0.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N samples.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
@@ -69,13 +78,30 @@ def user_modules_importable(active: bool = True) -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False):
+NirDtOpt = Annotated[float | None, typer.Option(
+    "--nir-dt", help="A .nir MODEL: the time step its time constants are read with (default: the graph's "
+                     "metadata, else 1e-4 with a note per node).")]
+NirResetOpt = Annotated[str | None, typer.Option(
+    "--nir-reset", help="A .nir MODEL: reset (zero, subtract, none) for neuron nodes that record none "
+                        "(default: NIR's zero reset, with a note per node).")]
+
+
+def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False,
+                   nir_dt: float | None = None, nir_reset: str | None = None):
     from snncompress.fileformat.loading import load_model
     from snncompress.refs import is_ref
 
+    options = None
+    if nir_dt is not None or nir_reset is not None:
+        from snncompress.errors import InputError
+        from snncompress.export.nir_io import NirReadOptions
+
+        if not model.lower().endswith(".nir"):
+            raise InputError("--nir-dt and --nir-reset apply to a .nir MODEL")
+        options = NirReadOptions(dt=nir_dt, reset=nir_reset)
     trusted = trust_code_requested(trust_code)
-    with user_modules_importable(is_ref(model) or trusted):
-        return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted)
+    with user_modules_importable(is_ref(model) or trusted or trust_pickle):  # a pickle names modules too
+        return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted, nir_options=options)
 
 
 def threads_for(model, data=None):
@@ -94,6 +120,68 @@ def load_data_cli(data: str, encoding: str, time_steps: int, batch_size: int, li
     with user_modules_importable(is_ref(data)):
         return load_data(data, DataOptions(encoding=encoding, time_steps=time_steps, batch_size=batch_size,
                                            limit=limit, seed=seed, split=split))
+
+
+def recorded_seed(net, model: str, seed: int | None, encoding: str) -> int:
+    """The seed for presenting data to ``net``: as given, else the one its file records when the data is
+    rate coded (the same Poisson draws as when it was compressed, with a note), else 0."""
+    from snncompress.state import recorded_run
+
+    if seed is not None:
+        return seed
+    recorded = recorded_run(net).get("seed")
+    if encoding == "rate" and recorded is not None and recorded != 0:
+        err_console.print(f"note: using --seed {recorded} recorded in {model} for the rate coding",
+                          highlight=False, markup=False, soft_wrap=True)
+        return int(recorded)
+    return 0
+
+
+def recorded_defaults(net, model: str, time_steps: int | None, encoding: str | None,
+                      *, with_encoding: bool = True) -> tuple[int, str]:
+    """T and encoding for running ``net``: as given, else as its compressed file records (so that
+    ``evaluate`` reproduces what ``quantize`` printed), else 8 and direct; one note on stderr says
+    which recorded values were used, or which given ones differ from the record (the encoding only
+    ``with_encoding``: export presents no data, so it has none)."""
+    from snncompress.state import recorded_run
+
+    record = recorded_run(net)
+    used, overridden = [], []
+    chosen = {}
+    for flag, key, value, default in (("--time-steps", "time_steps", time_steps, 8),
+                                      ("--encoding", "encoding", encoding, "direct")):
+        recorded = record.get(key) if with_encoding or key != "encoding" else None
+        if value is None:
+            chosen[key] = default if recorded is None else recorded
+            if recorded is not None:
+                used.append(f"{flag} {recorded}")
+        else:
+            chosen[key] = value
+            if recorded is not None and value != recorded:
+                overridden.append(f"{flag} {value} (compressed with {recorded})")
+    if used:
+        err_console.print(f"note: {model} records how it was run; using {', '.join(used)}",
+                          highlight=False, markup=False, soft_wrap=True)
+    if overridden:
+        err_console.print(f"note: running {model} with {', '.join(overridden)} as asked: figures may differ "
+                          "from those measured when it was compressed", highlight=False, markup=False, soft_wrap=True)
+    return int(chosen["time_steps"]), str(chosen["encoding"])
+
+
+def check_recorded_shape(net, model: str, bundle) -> None:
+    """A note when the data's samples differ in shape from those ``net`` was compressed with."""
+    from snncompress.state import recorded_run
+
+    record = recorded_run(net)
+    recorded = record.get("sample_shape")
+    shape = [int(s) for s in bundle.sample_input().shape]
+    if not recorded:
+        return
+    if record.get("is_sequence") and bundle.is_sequence and shape[1:] == list(recorded)[1:]:
+        return  # rate coded here over another T: the T note says so
+    if list(recorded) != shape:
+        err_console.print(f"note: {bundle.name} has samples of shape {shape}; {model} was compressed on samples "
+                          f"of shape {list(recorded)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_json(payload: Any) -> None:

@@ -21,11 +21,13 @@ def evaluate(
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
     trust_code: c.TrustCodeOpt = False,
-    encoding: c.EncodingOpt = "direct",
-    time_steps: c.TimeStepsOpt = 8,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
+    encoding: c.RecordedEncodingOpt = None,
+    time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
-    seed: c.SeedOpt = 0,
+    seed: c.RecordedSeedOpt = None,
     json_out: c.JsonOpt = None,
     force: c.ForceOpt = False,
 ) -> None:
@@ -33,8 +35,11 @@ def evaluate(
     from snncompress.sim.evaluate import evaluate as run_eval
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
+    seed = c.recorded_seed(net, model, seed, encoding)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
+    c.check_recorded_shape(net, model, bundle)
     with c.threads_for(net, bundle):
         result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))
     c.emit_json(json_out, {"model": model, "data": bundle.name, **result.to_dict()})

@@ -37,15 +37,24 @@ def export(
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
     trust_code: c.TrustCodeOpt = False,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
-    time_steps: c.TimeStepsOpt = 8,
+    time_steps: c.RecordedTimeStepsOpt = None,
     unroll: Annotated[bool, typer.Option(
         "--unroll", help="ONNX: unroll --time-steps steps into one graph, spikes [T, B, ...] = graph(input).")] = False,
     force: c.ForceOpt = False,
     json_out: c.JsonOpt = None,
+    nir_compat: Annotated[bool, typer.Option(
+        "--nir-compat", help="NIR only: write what readers pinned to nir 1.0.4 (Norse, sinabs) load: no v_reset "
+                             "(0 here), no metadata where nir 1.0.4 takes none.")] = False,
 ) -> None:
-    """Export a stepwise model (an nn.Sequential) to NIR or to a one-step ONNX graph.
+    """Export a model to NIR or to a one-step ONNX graph.
+
+    An nn.Sequential is exported as it is; a module with its own time loop as the chain of its layers,
+    when one recorded step shows each layer takes the previous one's output (else the error names the
+    call that breaks the chain).
 
     NIR: the graph other SNN tools read; the reset mechanism and dt are kept in its metadata.
 
@@ -53,26 +62,32 @@ def export(
 
     The input shape comes from --data, --input-shape, or the model (first Linear, NIR file, demo).
     """
+    from torch import nn
+
     from snncompress.errors import InputError
     from snncompress.export.layout import require_sequential
     from snncompress.fileformat.atomic import check_output_path
 
     kind = _format(fmt, output)
+    if nir_compat and kind != "nir":
+        raise InputError("--nir-compat applies to NIR export only")
     check_output_path(output, force)
     c.check_json_target(json_out, force)
     if data is not None and input_shape is not None:
         raise InputError("--data and --input-shape both give the input shape; pass one of them")
-    if time_steps < 1:
+    if time_steps is not None and time_steps < 1:
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
     if unroll and kind != "onnx":
         raise InputError("--unroll applies to ONNX export; NIR graphs are continuous-time")
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
-    require_sequential(net, f"{kind.upper()} export")
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    time_steps, _ = c.recorded_defaults(net, model, time_steps, None, with_encoding=False)
+    if isinstance(net, nn.Sequential):
+        require_sequential(net, f"{kind.upper()} export")  # before any data is read
     sample = _sample(net, model, data, input_shape, time_steps)
     if kind == "nir":
         from snncompress.export.nir_export import export_nir
 
-        result = export_nir(net, output, sample, force=force)
+        result = export_nir(net, output, sample, force=force, compat=nir_compat)
     elif unroll:
         from snncompress.export.onnx_unrolled import export_onnx_unrolled
 
@@ -140,4 +155,6 @@ def _sample(net, model: str, data: str | None, input_shape: str | None, time_ste
         if shape is None:
             raise InputError("the input shape is not known from the model; pass --data or --input-shape "
                              "(one time step without the batch dimension, e.g. --input-shape 1,8,8)")
+        c.err_console.print(f"note: input shape {list(shape)} per step, from the model (--input-shape to change)",
+                            highlight=False, markup=False, soft_wrap=True)
     return torch.rand(shape, generator=torch.Generator().manual_seed(0))

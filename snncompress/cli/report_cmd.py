@@ -35,16 +35,20 @@ def report(
         ),
     ] = None,
     energy: Annotated[
-        str, typer.Option("--energy", help="Energy table: 45nm, 7nm, or a YAML file with the same keys.")
+        str, typer.Option("--energy", help="Energy table: a process node (45nm, 7nm), a chip (loihi, truenorth, "
+                                           "spinnaker, spinnaker2, tianjic, seneca), or a YAML file with the "
+                                           "same keys.")
     ] = "45nm",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
     trust_code: c.TrustCodeOpt = False,
-    encoding: c.EncodingOpt = "direct",
-    time_steps: c.TimeStepsOpt = 8,
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
+    encoding: c.RecordedEncodingOpt = None,
+    time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
     limit: c.LimitOpt = None,
-    seed: c.SeedOpt = 0,
+    seed: c.RecordedSeedOpt = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", metavar="FILE", help="Also write the report as JSON "
                                   "(report_schema.json) to FILE; '-': to stdout, instead of the tables.")
@@ -75,8 +79,13 @@ def report(
     to_stdout = c.json_to_stdout(json_file)
     outputs = dict(json_path=None if to_stdout else json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
-    bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    bundle = None
+    if data:
+        time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
+        seed = c.recorded_seed(net, model, seed, encoding)
+        bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
+        c.check_recorded_shape(net, model, bundle)
     base = c.load_model_cli(baseline, None, trust_pickle, trust_code) if baseline else None
     with c.threads_for(net, bundle):
         result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)

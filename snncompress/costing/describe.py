@@ -30,7 +30,7 @@ from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 from snncompress.models.layers import synaptic_layers
-from snncompress.models.neurons import is_neuron, neuron_layers
+from snncompress.models.neurons import RECURRENT_NEURONS, is_neuron, leak_factor, neuron_layers
 from snncompress.quant.membrane import level_bits
 from snncompress.state import CompressionState, get_state, has_state
 
@@ -294,7 +294,9 @@ def _neuron_layer(
         params["alpha"] = module.alpha
     recurrent = fan_out = 0
     rec_bits, rec_label = 32, "fp32"
-    if type(module).__name__ == "RLeaky":
+    if type(module).__name__ == "Lapicque":
+        params.update(R=module.R, C=module.C, time_step=module.time_step)  # its leak: 1 - dt/(RC)
+    if type(module).__name__ in RECURRENT_NEURONS:
         if getattr(module, "all_to_all", True):
             rec = module.recurrent
             rec_name, rec_weight = "recurrent.weight", rec.weight
@@ -319,7 +321,7 @@ def _neuron_layer(
         neuron_type=type(module).__name__,
         neurons=neurons,
         time_steps=steps,
-        beta=_decay(module.beta),
+        beta=_decay(leak_factor(module)),
         alpha=_decay(module.alpha) if hasattr(module, "alpha") else None,
         membrane_bits=mem_bits,
         membrane_scheme=mem_label,

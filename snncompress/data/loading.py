@@ -17,6 +17,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,6 +133,21 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
     bundle = DataBundle(name, TensorDataset(x, y), is_sequence, options.time_steps, num_classes, options)
     return bundle
 
+
+
+def run_settings(bundle: DataBundle) -> dict[str, Any]:
+    """How ``bundle`` presents its samples: what a compressed file records so that it is evaluated,
+    reported and exported the way it was compressed (T, encoding, one sample's shape)."""
+    encoding = bundle.options.encoding
+    if encoding == "rate" and not bundle.is_sequence:
+        encoding = "direct"  # a package.module:function source is presented as it comes: no rate coding
+    return {
+        "time_steps": int(bundle.time_steps),
+        "encoding": encoding,
+        "sample_shape": [int(s) for s in bundle.sample_input().shape],
+        "is_sequence": bool(bundle.is_sequence),
+        "seed": int(bundle.options.seed),  # the Poisson draws of rate coding
+    }
 
 
 def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -138,6 +138,12 @@ def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     recorded = get_state(model).source.get("input_shape") if has_state(model) else None
     if recorded:
         return tuple(int(s) for s in recorded)
+    from snncompress.state import recorded_run
+
+    run = recorded_run(model)
+    if run.get("sample_shape"):
+        shape = tuple(int(s) for s in run["sample_shape"])
+        return shape[1:] if run.get("is_sequence") else shape
     data_name = get_state(model).baseline.get("data") if has_state(model) else None
     if data_name:
         from snncompress.data import DataOptions, load_data

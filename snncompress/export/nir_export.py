@@ -29,24 +29,26 @@ from torch import nn
 
 from snncompress import __version__
 from snncompress.errors import DataError, DomainError, UnsupportedLayerError
+from snncompress.export.chain import exportable
 from snncompress.export.discretize import DEFAULT_DT, cuba_params, lif_params
-from snncompress.export.layout import ExportResult, Leaf, probe_shapes, require_sequential
+from snncompress.export.layout import ExportResult, Leaf, probe_shapes
 from snncompress.export.nir_quant import QUANT_KEY, node_quantization
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
-from snncompress.models.neurons import RESET_NAMES, is_neuron, surrogate_name
+from snncompress.models.neurons import RECURRENT_NEURONS, RESET_NAMES, is_neuron, leak_factor, surrogate_name
 from snncompress.state import get_state, has_state
 
 METADATA_KEY = "snncompress"
 FORMAT_NAME = "snncompress-nir"
 FORMAT_VERSION = 1
 NIR_LAYERS = ("Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "MaxPool2d (after a spiking layer)",
-              "Dropout/Identity (left out)", "Leaky", "Synaptic", "RLeaky (linear recurrence)")
+              "Dropout/Identity (left out)", "Leaky", "Synaptic", "Lapicque (as LIF)", "RLeaky (linear recurrence)",
+              "RSynaptic (linear recurrence)")
 _SKIPPED = (nn.Dropout, nn.Identity)
 
 
 def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, force: bool = False,
-               dt: float = DEFAULT_DT) -> ExportResult:
+               dt: float = DEFAULT_DT, compat: bool = False) -> ExportResult:
     """Write ``model`` to ``path`` as a NIR graph, atomically.
 
     Args:
@@ -55,6 +57,8 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
         sample: one input time step without the batch dimension (e.g. ``[1, 8, 8]``); fixes the shapes.
         force: overwrite an existing file.
         dt: the Euler step the continuous-time parameters are computed for.
+        compat: write only what nir 1.0.4 readers (Norse's and sinabs's importers) take
+            (``snncompress.export.nir_compat``).
 
     Returns:
         The path and the notes on what NIR could not carry.
@@ -68,17 +72,22 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
     graph, notes = model_to_nir(model, sample, dt=dt)
     with atomic_path(path, replace=force) as tmp:
         nir.write(tmp, graph)
+        if compat:
+            from snncompress.export.nir_compat import make_compatible
+
+            left_out = make_compatible(tmp)
+            notes.append("written for nir 1.0.4 readers (Norse, sinabs); left out: " + "; ".join(left_out)
+                         if left_out else "written for nir 1.0.4 readers (Norse, sinabs); nothing left out")
     return ExportResult(path=path, format="nir", notes=notes, details={"nodes": len(graph.nodes)})
 
 
 def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
                  dt: float = DEFAULT_DT) -> tuple[nir.NIRGraph, list[str]]:
     """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes."""
-    require_sequential(model, "NIR export")
+    model, notes = exportable(model, sample, "NIR export")
     leaves = probe_shapes(model, sample)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(sample.shape))}
     chain = ["input"]
-    notes: list[str] = []
     other_reset: list[str] = []
     previous: Leaf | None = None
     for leaf in leaves:
@@ -351,9 +360,14 @@ def _neuron_meta(leaf: Leaf) -> dict[str, Any]:
         "learn_beta": isinstance(m.beta, nn.Parameter),
         "learn_threshold": isinstance(m.threshold, nn.Parameter),
     }
-    if kind == "Synaptic":
+    if kind in ("Synaptic", "RSynaptic"):
         meta.update(alpha_shape=list(m.alpha.shape), learn_alpha=isinstance(m.alpha, nn.Parameter))
-    if kind == "RLeaky":
+    if kind == "Lapicque":  # the RC circuit itself, so our importer rebuilds it exactly
+        for key in ("R", "C", "time_step", "beta"):
+            value = getattr(m, key).detach().cpu()
+            meta[key] = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
+                         "values": value.reshape(-1).tolist()}
+    if kind in RECURRENT_NEURONS:
         meta.update(all_to_all=bool(m.all_to_all), learn_recurrent=bool(m.learn_recurrent))
         if not m.all_to_all:
             meta["V_shape"] = list(m.V.shape)
@@ -364,9 +378,35 @@ def _neuron_node(leaf: Leaf, dt: float) -> nir.NIRNode:
     _check_neuron(leaf)
     meta = _neuron_meta(leaf)
     node_meta = {"reset_mechanism": meta["reset_mechanism"], METADATA_KEY: json.dumps(meta)}
-    if meta["module"] == "RLeaky":
+    if meta["module"] == "Alpha":
+        raise UnsupportedLayerError(
+            f"neuron layer '{leaf.name}' (Alpha): NIR has no node for snnTorch's Alpha neuron (a membrane that is "
+            "a weighted sum of an excitatory and an inhibitory synaptic trace); export it to ONNX instead"
+        )
+    if meta["module"] in RECURRENT_NEURONS:
         return _rleaky_subgraph(leaf, dt, node_meta)
+    if meta["module"] == "Lapicque":
+        return _lapicque_node(leaf, dt, node_meta)
     return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] == "Synaptic")
+
+
+def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:
+    """Lapicque ``u[t] = k u[t-1] + g I[t]`` (``k = 1 - dt_l/(RC)``, ``g = dt_l/C``) as NIR's LIF with
+    ``tau = dt/(1 - k)`` and ``r = g/(1 - k)`` (the Euler step of NIR's LIF: leak ``1 - dt/tau``, gain
+    ``r dt/tau``)."""
+    m = leaf.module
+    shape = leaf.in_shape
+    leak = torch.broadcast_to(leak_factor(m).detach().to(torch.float64), shape).numpy()
+    if (leak < 0).any() or (leak >= 1).any():
+        raise UnsupportedLayerError(
+            f"neuron layer '{leaf.name}' (Lapicque) has a leak 1 - dt/(RC) outside [0, 1) "
+            f"({float(leak.min()):g} .. {float(leak.max()):g}); NIR's LIF needs a finite positive tau"
+        )
+    gain = torch.broadcast_to((m.time_step / m.C).detach().to(torch.float64), shape).numpy()
+    tau = dt / (1.0 - leak)
+    threshold = _per_neuron(m.threshold, shape, clamp=False)
+    return nir.LIF(tau=tau, r=gain / (1.0 - leak), v_leak=np.zeros(shape, dtype=np.float64),
+                   v_threshold=threshold, v_reset=np.zeros(shape, dtype=np.float32), metadata=meta)
 
 
 def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any],
@@ -380,7 +420,7 @@ def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any
         alpha = _per_neuron(m.alpha, shape, clamp=True)
         if (alpha >= 1).any() or (beta >= 1).any():
             raise UnsupportedLayerError(
-                f"neuron layer '{leaf.name}' (Synaptic) has alpha or "
+                f"neuron layer '{leaf.name}' ({type(m).__name__}) has alpha or "
                 "beta = 1; NIR's CubaLIF needs finite time constants"
             )
         p = cuba_params(alpha, beta, dt)
@@ -400,11 +440,13 @@ def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any
 
 
 def _rleaky_subgraph(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRGraph:
-    """RLeaky as snnTorch exports it: a subgraph ``input -> lif <-> w_rec``, ``lif -> output``."""
+    """RLeaky (RSynaptic) as snnTorch exports it: a subgraph ``input -> lif <-> w_rec``, ``lif -> output``
+    with a LIF (a CubaLIF, whose input is the synaptic current the recurrence adds to)."""
     m = leaf.module
+    kind = type(m).__name__
     if len(leaf.in_shape) != 1:
         raise UnsupportedLayerError(
-            f"neuron layer '{leaf.name}' (RLeaky) has a convolutional recurrence; NIR "
+            f"neuron layer '{leaf.name}' ({kind}) has a convolutional recurrence; NIR "
             "export supports linear (all-to-all or one-to-one) recurrence only"
         )
     n = int(leaf.in_shape[0])
@@ -415,7 +457,7 @@ def _rleaky_subgraph(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRGrap
     else:
         v = torch.broadcast_to(m.V.detach().to(torch.float32), (n,))
         w_rec = nir.Linear(weight=_np(torch.diag(v)))
-    lif = _lif_node(leaf, (n,), dt, {"reset_mechanism": meta["reset_mechanism"]}, synaptic=False)
+    lif = _lif_node(leaf, (n,), dt, {"reset_mechanism": meta["reset_mechanism"]}, synaptic=kind == "RSynaptic")
     return nir.NIRGraph(
         nodes={"input": nir.Input(input_type=np.array([n])), "lif": lif, "w_rec": w_rec,
                "output": nir.Output(output_type=np.array([n]))},

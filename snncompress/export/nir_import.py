@@ -8,7 +8,8 @@ Node mapping: Affine/Linear -> ``nn.Linear``; Conv1d/Conv2d -> conv; Flatten; Av
 SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Threshold(t), 0 <= t < 1,
 on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
 IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
-subgraph) -> ``RLeaky``. Parameters are converted as ``snncompress.export.discretize`` describes.
+subgraph) -> ``RLeaky``, a recurrent CubaLIF likewise -> ``RSynaptic``; a LIF our exporter wrote for a
+``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as ``snncompress.export.discretize`` describes.
 
 Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
 ``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations
@@ -42,7 +43,29 @@ from snncompress.models.neurons import is_neuron
 RESETS = ("subtract", "zero", "none")
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
-             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF")
+             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF")
+
+
+class NirReadOptions:
+    """How to read what a NIR graph leaves open (CLI ``--nir-dt``, ``--nir-reset``).
+
+    Attributes:
+        dt: the Euler step the graph's time constants are read with. None: the graph's own metadata
+            (snncompress's, or a top-level ``dt``), else snnTorch's 1e-4 with a note per node.
+        reset: the reset mechanism of neuron nodes that do not record one (``zero``, ``subtract``,
+            ``none``; applied in the same step). None: NIR's own equations (to ``v_reset`` = 0 in the
+            same step) with a note per node.
+    """
+
+    def __init__(self, dt: float | None = None, reset: str | None = None):
+        from snncompress.errors import InputError
+
+        if dt is not None and not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
+            raise InputError(f"--nir-dt must be a positive number of seconds, got {dt!r}")
+        if reset is not None and reset not in RESETS:
+            raise InputError(f"--nir-reset '{reset}' is unknown; use one of {', '.join(RESETS)}")
+        self.dt = None if dt is None else float(dt)
+        self.reset = reset
 
 
 @dataclass
@@ -51,8 +74,13 @@ class _Context:
 
     dt: float
     dt_recorded: bool
+    reset_given: str | None = None
     reset_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)  # node -> how it was read, per open point
+
+    def ambiguity(self, name: str, reason: str) -> None:
+        self.ambiguous.setdefault(name, []).append(reason)
 
 
 @dataclass(frozen=True)
@@ -64,12 +92,14 @@ class _Recurrent:
     metadata: dict[str, Any]
 
 
-def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph") -> tuple[nn.Sequential, list[str]]:
+def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
+                    options: NirReadOptions | None = None) -> tuple[nn.Sequential, list[str]]:
     """Convert a chain-shaped NIR graph into an ``nn.Sequential``.
 
     Args:
         graph: the graph (as ``nir.read`` returns it).
         source: how to name the graph in messages (its path).
+        options: dt and reset for what the graph leaves open (:class:`NirReadOptions`).
 
     Returns:
         The model (eval mode) and the notes for the user (conventions assumed, gains folded).
@@ -78,8 +108,22 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph") -> tuple[nn.
         UnsupportedLayerError: a node has no snnTorch equivalent, or the graph branches (names the node).
         ModelLoadError: the graph has no single input and output, or its metadata is malformed.
     """
+    options = options or NirReadOptions()
     meta = _metadata(graph, source)
-    ctx = _Context(dt=float(meta.get("dt", DEFAULT_DT)), dt_recorded="dt" in meta)
+    recorded = meta.get("dt", (graph.metadata or {}).get("dt"))
+    try:
+        recorded = None if recorded is None else float(np.ravel(recorded)[0])
+    except (TypeError, ValueError, IndexError):
+        recorded = None
+    pre_notes = []
+    if options.dt is not None:
+        if recorded is not None and not np.isclose(recorded, options.dt):
+            pre_notes.append(f"{source} records dt = {recorded:g}; reading it with dt = {options.dt:g} as asked")
+        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset)
+    else:
+        ctx = _Context(dt=recorded if recorded is not None else DEFAULT_DT, dt_recorded=recorded is not None,
+                       reset_given=options.reset)
+    ctx.notes.extend(pre_notes)
     order, nodes = _chain(graph, source)
     modules: list[nn.Module] = []
     i = 0
@@ -100,11 +144,8 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph") -> tuple[nn.
     model = nn.Sequential(*modules)
     model.eval()
     notes = list(ctx.notes)
-    if ctx.reset_missing:
-        missing = ", ".join(ctx.reset_missing)
-        dt_part = "" if ctx.dt_recorded else f", with dt = {DEFAULT_DT:g} (snnTorch's convention)"
-        notes.insert(0, f"{source} does not record the reset mechanism of {missing}; using reset to zero in "
-                        f"the same step (NIR's v_reset equations, as snnTorch's import_from_nir){dt_part}")
+    # one line per node whose reading the graph leaves open, saying how it was read and how to say otherwise
+    notes[:0] = [f"{source}: NIR node {name}: {'; '.join(reasons)}" for name, reasons in ctx.ambiguous.items()]
     return model, notes
 
 
@@ -370,7 +411,11 @@ def _reduce(full: torch.Tensor, shape: list[int]) -> torch.Tensor | None:
 def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context) -> tuple[str, bool]:
     mechanism = node_meta.get("reset_mechanism", ours.get("reset_mechanism"))
     if mechanism is None:
+        if ctx.reset_given is not None:
+            return ctx.reset_given, False  # the user's reading, in the same step as NIR's equations
         ctx.reset_missing.append(f"'{name}'")
+        ctx.ambiguity(f"'{name}'", "no reset recorded: reset to zero in the same step (NIR's v_reset equations, as "
+                                   "snnTorch's import_from_nir; --nir-reset subtract|zero|none to say otherwise)")
         return DEFAULT_RESET, False
     mechanism = mechanism.decode() if isinstance(mechanism, bytes) else str(mechanism)
     if mechanism not in RESETS:
@@ -399,6 +444,11 @@ def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]
         _check_zero(name, node, "v_leak")
         tau = _array(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
         out["beta"] = _decay(name, node, tau, ctx.dt, "tau_mem" if isinstance(node, nir.CubaLIF) else "tau")
+        if not ctx.dt_recorded:
+            beta = np.unique(np.round(out["beta"], 6))
+            shown = f"{beta[0]:g}" if beta.size == 1 else f"{beta.min():g}..{beta.max():g}"
+            ctx.ambiguity(f"'{name}'", f"no dt recorded: time constants read with dt = {ctx.dt:g} (snnTorch's "
+                                       f"convention), beta {shown}; --nir-dt to say otherwise")
         if isinstance(node, nir.CubaLIF):
             out["alpha"] = _decay(name, node, _array(node.tau_syn), ctx.dt, "tau_syn")
             gain = cuba_gain(node.tau_syn, node.w_in, node.tau_mem, node.r, ctx.dt)
@@ -421,9 +471,11 @@ def _decay(name: str, node: Any, tau: np.ndarray, dt: float, what: str) -> np.nd
     with np.errstate(divide="ignore"):
         decay = decay_from_tau(tau, dt)
     if np.any(~np.isfinite(decay)) or np.any(decay < 0) or np.any(decay > 1):
+        low = float(np.min(tau))
         raise UnsupportedLayerError(
             f"NIR node '{name}' ({_type(node)}) has {what} outside [dt, inf] "
-            f"for dt = {dt:g}; its decay 1 - dt/tau must lie in [0, 1]"
+            f"for dt = {dt:g}; its decay 1 - dt/tau must lie in [0, 1] (the smallest {what} is {low:g}: "
+            "read the graph with --nir-dt at most that, the step its producer simulates)"
         )
     return decay
 
@@ -456,8 +508,34 @@ def _fill(module: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
     return module
 
 
+def _lapicque(name: str, node: Any, ours: dict[str, Any], mechanism: str) -> nn.Module:
+    """The Lapicque neuron our exporter wrote as a LIF, rebuilt from its recorded R, C, dt and beta (the LIF's
+    tau and r say the same, up to rounding; the recorded values give the exact module back)."""
+    _check_zero(name, node, "v_reset")
+    tensors = {}
+    for key in ("R", "C", "time_step", "beta"):
+        entry = ours.get(key)
+        if not isinstance(entry, dict) or "values" not in entry:
+            raise ModelLoadError(f"NIR node '{name}': snncompress metadata of a Lapicque neuron lacks '{key}'")
+        tensors[key] = torch.tensor(entry["values"], dtype=getattr(torch, entry.get("dtype", "float32"))).reshape(
+            entry.get("shape", []))
+    threshold = torch.as_tensor(_fit(_array(node.v_threshold).astype(np.float64), ours.get("threshold_shape")))
+    tensors["threshold"] = threshold
+    args = {"beta_shape": list(tensors["beta"].shape), "beta_dtype": str(tensors["beta"].dtype).removeprefix("torch."),
+            "threshold_shape": list(threshold.shape), "learn_beta": bool(ours.get("learn_beta", False)),
+            "learn_threshold": bool(ours.get("learn_threshold", False)), "init_hidden": True, "output": False,
+            "inhibition": False, "reset_mechanism": mechanism, "spike_grad": str(ours.get("spike_grad", "atan"))}
+    for key in ("R", "C", "time_step"):
+        args[f"{key}_shape"] = list(tensors[key].shape)
+        args[f"{key}_dtype"] = str(tensors[key].dtype).removeprefix("torch.")
+    return _fill(build_module({"type": "Lapicque", "args": args}), tensors)
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    if ours.get("module") == "Lapicque" and isinstance(node, nir.LIF):
+        mechanism, _ = _reset(name, node_meta, ours, ctx)
+        return _lapicque(name, node, ours, mechanism)
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, node, ctx)
     kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky"
@@ -494,11 +572,7 @@ def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module
 
 
 def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
-    if isinstance(neuron, nir.CubaLIF):
-        raise UnsupportedLayerError(
-            f"NIR node '{name}' is a recurrent CubaLIF (snnTorch "
-            "RSynaptic), which snncompress does not support"
-        )
+    kind = "RSynaptic" if isinstance(neuron, nir.CubaLIF) else "RLeaky"  # a recurrent CubaLIF: RSynaptic
     ours = _parse_metadata(node_meta, name)
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, neuron, ctx)
@@ -514,8 +588,7 @@ def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx:
     if not all_to_all and not diagonal:
         raise ModelLoadError(f"NIR node '{name}': metadata says one-to-one recurrence, but the weight is not "
                              "diagonal (or has a bias)")
-    spec, tensors = _neuron_spec("RLeaky", values, ours, mechanism, delay)
-    spec["type"] = "RLeaky"
+    spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     spec["args"].update(all_to_all=all_to_all, linear_features=n if all_to_all else None,
                         conv2d_channels=None, kernel_size=None,
                         learn_recurrent=bool(ours.get("learn_recurrent", True)))

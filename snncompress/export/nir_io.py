@@ -14,10 +14,10 @@ from torch import nn
 
 from snncompress.errors import ModelLoadError
 from snncompress.export.nir_export import export_nir
-from snncompress.export.nir_import import graph_to_module, input_shape
+from snncompress.export.nir_import import NirReadOptions, graph_to_module, input_shape
 from snncompress.state import get_state
 
-__all__ = ["export_nir", "load_nir", "read_nir"]
+__all__ = ["NirReadOptions", "export_nir", "load_nir", "read_nir"]
 
 
 MAX_NIR_OBJECTS = 100_000
@@ -91,11 +91,11 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     return graph
 
 
-def load_nir(path: str | Path) -> nn.Module:
+def load_nir(path: str | Path, options: NirReadOptions | None = None) -> nn.Module:
     """Load a chain-shaped NIR graph as an ``nn.Sequential`` of built-in layers (see ``nir_import``).
 
-    Notes on assumed conventions (a file that does not record its reset mechanism, folded gains) are
-    printed on stderr, one line each.
+    Notes on assumed conventions are printed on stderr, one line each: one per node whose reading the
+    graph leaves open (no dt, no reset recorded; ``options`` settles them), and folded gains.
 
     Raises:
         ModelLoadError: not a NIR file, or no single input/output.
@@ -104,12 +104,29 @@ def load_nir(path: str | Path) -> nn.Module:
     """
     path = Path(path)
     graph = read_nir(path)
-    model, notes = graph_to_module(graph, source=str(path))
+    model, notes = graph_to_module(graph, source=str(path), options=options)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     source = {"kind": "nir", "path": str(path)}
     shape = input_shape(graph)
     if shape is not None:
+        shape = _per_step(shape, model, path)
         source["input_shape"] = shape
     get_state(model).source = source
     return model
+
+
+_RANKS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3}  # dims of one sample's step, without batch
+
+
+def _per_step(shape: list[int], model: nn.Module, path: Path) -> list[int]:
+    """The Input node's shape as one time step: some producers record leading time (or batch) dims,
+    ``[T, C, H, W]`` before a Conv2d; the first layer says how many dims a step has."""
+    first = next((m for m in model.modules() if type(m) in _RANKS), None)
+    rank = _RANKS.get(type(first)) if first is not None else None
+    if rank is None or len(shape) <= rank:
+        return shape
+    step = shape[-rank:]
+    print(f"note: {path}: its Input records shape {shape}; one time step is {step} for the first layer "
+          f"({type(first).__name__}), the leading dims are read as time (or batch)", file=sys.stderr)
+    return step

@@ -8,9 +8,10 @@ The batch dimension is dynamic. The ONNX ``metadata_props`` describe the states 
 Exporter: torch 2.13's default ``torch.onnx.export`` is the dynamo exporter, which needs ``onnxscript``
 (not a dependency); we use the TorchScript exporter (``dynamo=False``, opset 17), which works offline.
 
-After writing, the graph is checked with onnxruntime: ``time_steps`` steps of the sample (plus three
-seeded random inputs) must give exactly the torch model's output spikes and its output membrane to
-1e-5; otherwise nothing is written.
+After writing, the graph is checked with onnxruntime on ``time_steps`` steps of the sample (plus three
+seeded random inputs): the output spikes exactly, every neuron state within 1e-5 of its scale, and a
+difference that follows a neuron within float rounding of its threshold reported as such, not refused
+(``verify_onnx``); otherwise nothing is written.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from torch import nn
 
 from snncompress import __version__
 from snncompress.errors import DomainError, InputError
-from snncompress.export.layout import ExportResult, probe_shapes, require_sequential
+from snncompress.export.chain import exportable
+from snncompress.export.layout import ExportResult, probe_shapes
 from snncompress.export.onnx_step import StepModel
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
@@ -35,7 +37,6 @@ from snncompress.sim.runner import SNNRunner
 
 OPSET = 17
 FORMAT_NAME = "snncompress-onnx-step"
-MEMBRANE_ATOL = 1e-5
 VERIFY_EXTRA_INPUTS = 3
 
 
@@ -61,16 +62,15 @@ def export_onnx(model: nn.Module, path: str | Path, sample: torch.Tensor, time_s
         DomainError: onnxruntime's spikes differ from the torch model's.
     """
     path = check_output_path(path, force)
-    require_sequential(model, "ONNX export")
     if time_steps < 1:
         raise InputError(f"time_steps must be >= 1, got {time_steps}")
+    model, notes = exportable(model, sample, "ONNX export")
     leaves = probe_shapes(model, sample)
     was_training = model.training
     # export and check the inference graph (Dropout off, BatchNorm running statistics); the step model
     # shares the layers, and the exporter restores the step model's own mode, so it must be eval too
     step = StepModel(leaves, membrane_quantizers(model)).eval()
     inputs, outputs = _names(step)
-    notes = []
     try:
         with atomic_path(path, replace=force) as tmp:
             _export(step, sample, tmp, inputs, outputs)
@@ -188,28 +188,155 @@ def run_onnx(path: str | Path, x: torch.Tensor, time_steps: int) -> OnnxRun:
 def verify_onnx(model: nn.Module, path: str | Path, x: torch.Tensor, time_steps: int) -> str:
     """Compare the ONNX step graph in onnxruntime with the torch model over ``time_steps`` steps.
 
+    What "verified" means for a float model: the output spikes are the torch model's exactly, and every
+    neuron state of every layer (membranes, synaptic currents, recurrent spikes) at every step is within
+    ``MEMBRANE_RTOL`` of that state's scale (its largest magnitude, at least the layer's threshold): the
+    two runtimes round float32 differently, by a few ulps of the values involved. A neuron whose membrane
+    lands within ``NEAR_THRESHOLD_RTOL`` of its threshold can fire in one runtime and not in the other;
+    a difference that starts at or after such a neuron (in its layer or a later one) is that rounding, not
+    an export error: the file is written and the note names the neuron, the step and what differed.
+
     Returns:
-        A one-line summary.
+        A one-line summary (with any near-threshold flips).
 
     Raises:
-        DomainError: the output spikes differ, or the output membrane differs by more than 1e-5.
+        DomainError: spikes or states differ with no near-threshold neuron to explain it.
     """
-    with torch.no_grad():
-        reference = SNNRunner(model).run(x, is_sequence=False, time_steps=time_steps)
-    got = run_onnx(path, x, time_steps)
-    if not torch.equal(reference.spikes.to(got.spikes.dtype), got.spikes):
-        diff = (reference.spikes != got.spikes).nonzero()
-        step = int(diff[0, 0]) if len(diff) else -1
-        raise DomainError(
-            f"onnxruntime's output spikes differ from the torch model's ({len(diff)} "
-            f"values, first at step {step}); the ONNX file was not written"
-        )
-    detail = ""
-    if reference.membrane is not None and got.membrane is not None:
-        gap = float((reference.membrane - got.membrane).abs().max())
-        if gap > MEMBRANE_ATOL:
-            raise DomainError(f"onnxruntime's output membrane differs from the torch model's by {gap:.3g} "
-                              f"(> {MEMBRANE_ATOL:g}); the ONNX file was not written")
-        detail = f", output membrane max difference {gap:.2g}"
-    return (f"verified in onnxruntime: {time_steps} steps x {x.shape[0]} inputs give the torch model's "
-            f"output spikes exactly{detail}")
+    reference = _torch_trace(model, x, time_steps)
+    got = _onnx_trace(path, x, time_steps, reference.keys)
+    first = _first_divergence(reference, got)
+    if first is None:
+        worst = max((_relative_gap(reference, got, key) for key in reference.keys), default=0.0)
+        return (f"verified in onnxruntime: {time_steps} steps x {x.shape[0]} inputs give the torch model's "
+                f"output spikes exactly and every neuron state within {worst:.2g} of its scale "
+                f"(tolerance {MEMBRANE_RTOL:g})")
+    step, layer_index, what = first
+    near = _near_threshold(reference, step, layer_index)
+    if near is None:
+        raise DomainError(f"onnxruntime differs from the torch model: {what} (no neuron was near its threshold "
+                          "before, so this is not float rounding); the ONNX file was not written")
+    near_layer, near_step, margin = near
+    spikes = ("the output spikes are exact" if torch.equal(reference.spikes, got.spikes) else
+              f"{int((reference.spikes != got.spikes).sum())} output spike values differ")
+    return (f"verified in onnxruntime with a near-threshold flip: {time_steps} steps x {x.shape[0]} inputs; layer "
+            f"'{near_layer}' has a neuron {margin:.2g} from its threshold at step {near_step}, where float32 "
+            f"rounding in torch and onnxruntime can fall either side; from there {what}; {spikes}")
+
+
+MEMBRANE_RTOL = 1e-5  # a state may differ by this fraction of its scale (float32 rounding in two runtimes)
+NEAR_THRESHOLD_RTOL = 1e-5  # a membrane this close to the threshold (relative to its scale) may flip
+
+
+@dataclass
+class _Trace:
+    """Per step: the output spikes, every neuron state by (layer, state), and each layer's closest approach
+    to its threshold."""
+
+    spikes: torch.Tensor
+    keys: list[tuple[int, str, str]]  # (layer index, layer, state)
+    states: dict[tuple[int, str, str], torch.Tensor]  # [T, B, ...]
+    margins: dict[str, list[float]] = None  # layer -> per step min |u - Vth| / scale
+    scales: dict[str, float] = None
+
+
+def _torch_trace(model: nn.Module, x: torch.Tensor, time_steps: int) -> _Trace:
+    from snncompress.export.onnx_step import STATES
+    from snncompress.models.neurons import neuron_layers
+
+    neurons = neuron_layers(model)
+    keys = [(i, name, state) for i, (name, m) in enumerate(neurons) for state in STATES.get(type(m).__name__, ())]
+    states: dict[tuple[int, str, str], list[torch.Tensor]] = {k: [] for k in keys}
+    gaps: dict[str, list[torch.Tensor]] = {name: [] for name, _ in neurons}
+    handles = []
+    for i, (name, module) in enumerate(neurons):
+        def before(mod, _inputs, _output, name=name):
+            # u[t] as compared with the threshold, before any storage quantization rewrites it
+            gaps[name].append((mod.mem.detach() - mod.threshold.detach()).abs())
+
+        def after(mod, _inputs, _output, i=i, name=name):
+            for state in STATES.get(type(mod).__name__, ()):
+                states[(i, name, state)].append(getattr(mod, state).detach().clone())
+
+        handles.append(module.register_forward_hook(before, prepend=True))
+        handles.append(module.register_forward_hook(after))
+    try:
+        with torch.no_grad():
+            out = SNNRunner(model).run(x, is_sequence=False, time_steps=time_steps)
+    finally:
+        for h in handles:
+            h.remove()
+    stacked = {k: torch.stack(v) for k, v in states.items() if v}
+    scales, margins = {}, {}
+    for name, module in neurons:
+        u = torch.stack(gaps[name]) if gaps[name] else torch.zeros(1)
+        scale = max(float(module.threshold.detach().abs().max()),
+                    max((float(v.abs().max()) for k, v in stacked.items() if k[1] == name), default=0.0), 1e-12)
+        scales[name] = scale
+        margins[name] = [float(step.min()) / scale for step in u] if gaps[name] else []
+    return _Trace(out.spikes, [k for k in keys if k in stacked], stacked, margins, scales)
+
+
+def _onnx_trace(path: str | Path, x: torch.Tensor, time_steps: int, keys: list[tuple[int, str, str]]) -> _Trace:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    feeds: dict[str, Any] = {"input": x.detach().cpu().numpy().astype(np.float32)}
+    for spec in inputs[1:]:
+        feeds[spec.name] = np.zeros((x.shape[0], *spec.shape[1:]), dtype=np.float32)
+    output_names = [o.name for o in session.get_outputs()]
+    spikes, per_step = [], []
+    for _ in range(time_steps):
+        results = session.run(output_names, feeds)
+        spikes.append(results[0])
+        for spec, value in zip(inputs[1:], results[1:], strict=True):
+            feeds[spec.name] = value
+        per_step.append({spec.name: value for spec, value in zip(inputs[1:], results[1:], strict=True)})
+    states = {}
+    for key in keys:
+        name = f"{key[2]}_{key[1].replace('.', '_')}"
+        if per_step and name in per_step[0]:
+            states[key] = torch.from_numpy(np.stack([s[name] for s in per_step]))
+    return _Trace(torch.from_numpy(np.stack(spikes)), keys, states)
+
+
+def _relative_gap(reference: _Trace, got: _Trace, key: tuple[int, str, str]) -> float:
+    if key not in got.states:
+        return 0.0
+    return float((reference.states[key] - got.states[key]).abs().max()) / reference.scales[key[1]]
+
+
+def _first_divergence(reference: _Trace, got: _Trace) -> tuple[int, int, str] | None:
+    """(step, layer index, description) of the earliest difference beyond the tolerance, or None."""
+    found: list[tuple[int, int, str]] = []
+    for key in reference.keys:
+        if key not in got.states:
+            continue
+        gap = (reference.states[key] - got.states[key].to(reference.states[key].dtype)).abs()
+        tol = MEMBRANE_RTOL * reference.scales[key[1]]
+        bad = (gap.reshape(gap.shape[0], -1) > tol).any(dim=1).nonzero()
+        if len(bad):
+            t = int(bad[0])
+            found.append((t, key[0], 0, f"layer '{key[1]}' {key[2]} differs by {float(gap[t:].max()):.3g} "
+                                        f"(scale {reference.scales[key[1]]:.3g}) from step {t}"))
+    differ = (reference.spikes.to(got.spikes.dtype) != got.spikes)
+    if differ.any():
+        t = int(differ.reshape(differ.shape[0], -1).any(dim=1).nonzero()[0])
+        last = len(reference.margins) - 1
+        found.append((t, last, 1, f"{int(differ.sum())} output spike values differ, first at step {t}"))
+    if not found:
+        return None
+    step, layer, _, what = min(found)  # at the same step and layer, name the state rather than the spikes
+    return step, layer, what
+
+
+def _near_threshold(reference: _Trace, step: int, layer_index: int) -> tuple[str, int, float] | None:
+    """The closest approach to a threshold at or before ``step`` in layers up to ``layer_index``."""
+    best = None
+    for i, (name, margins) in enumerate(reference.margins.items()):
+        if i > layer_index:
+            break
+        for t, margin in enumerate(margins[: step + 1]):
+            if margin <= NEAR_THRESHOLD_RTOL and (best is None or margin < best[2]):
+                best = (name, t, margin * reference.scales[name])
+    return best

@@ -10,6 +10,11 @@ Heaviside forward ``H(x) = 1[x > 0]``:
               zero:     u[t] = beta*((1 - reset)*u[t-1]) + I[t]
     Synaptic  syn[t] = alpha*syn[t-1] + I[t];  u[t] = beta*u[t-1] + syn[t]  (- reset*Vth | - u[t]*reset)
     RLeaky    u[t] = beta*u[t-1] + I[t] + rec(s[t-1])   (- reset*Vth | - reset*u[t])
+    RSynaptic syn[t] = alpha*syn[t-1] + I[t] + rec(s[t-1]);  u[t] = beta*u[t-1] + syn[t]  (- reset*Vth | - u[t]*reset)
+    Lapicque  u[t] = I[t]*R*(1/(R*C))*dt + (1 - dt/(R*C))*u[t-1]   (- reset*Vth | - reset*u[t])
+    Alpha     exc[t] = alpha*exc[t-1] + I[t];  inh[t] = beta*inh[t-1] - I[t];  u[t] = tau_a*(exc[t] + inh[t]),
+              tau_a = log(alpha)/(log(beta) - log(alpha)) + 1;  subtract: exc -= reset*Vth,
+              inh -= reset*(beta*inh[t-1] - I[t]), u += reset*inh[t-1];  zero: all three times (1 - reset)
     s[t] = H(u[t] - Vth) * graded_spikes_factor
     reset_delay=False: u[t] -= (s[t]/g - reset) * Vth   (subtract)  or  * u[t]  (zero)
 
@@ -31,7 +36,8 @@ from snncompress.export.layout import Leaf
 from snncompress.models.membrane import stored_membrane
 from snncompress.models.neurons import RESET_NAMES, is_neuron
 
-STATES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "RLeaky": ("spk", "mem")}
+STATES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "RLeaky": ("spk", "mem"), "RSynaptic": ("spk", "syn", "mem"),
+          "Lapicque": ("mem",), "Alpha": ("syn_exc", "syn_inh", "mem")}
 
 
 def _heaviside(x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +57,8 @@ class NeuronStep(nn.Module):
         super().__init__()
         kind = type(neuron).__name__
         if kind not in STATES:
-            raise UnsupportedLayerError(f"neuron layer '{name}' ({kind}) has no ONNX step; supported: Leaky, "
-                                        "Synaptic, RLeaky")
+            raise UnsupportedLayerError(f"neuron layer '{name}' ({kind}) has no ONNX step; supported: "
+                                        + ", ".join(STATES))
         if neuron.inhibition or neuron.state_quant:
             feature = "inhibition" if neuron.inhibition else "state_quant"
             raise UnsupportedLayerError(
@@ -85,11 +91,19 @@ class NeuronStep(nn.Module):
         mem_prev = state[-1]
         # a quantized neuron's reset is already in its stored membrane (models/membrane.py)
         reset = torch.zeros_like(mem_prev) if self.levels is not None else _heaviside(mem_prev - thr)
+        extra: tuple[torch.Tensor, ...] = ()
+        if self.kind == "Alpha":
+            return self._alpha(current, reset, *state)
         if self.kind == "Leaky":
             mem = self._leaky(current, reset, mem_prev, beta)
-            extra: tuple[torch.Tensor, ...] = ()
-        elif self.kind == "Synaptic":
-            syn = n.alpha.clamp(0, 1) * state[0] + current
+        elif self.kind == "Lapicque":
+            rc = n.R * n.C
+            mem = current * n.R * (1 / rc) * n.time_step + (1 - (n.time_step / rc)) * mem_prev
+            mem = self._reset_after(mem, reset)
+        elif self.kind in ("Synaptic", "RSynaptic"):
+            syn = n.alpha.clamp(0, 1) * state[-2] + current
+            if self.kind == "RSynaptic":
+                syn = syn + self._recurrent(state[0])
             mem = beta * mem_prev + syn
             mem = self._reset_after(mem, reset)
             extra = (syn,)
@@ -105,9 +119,29 @@ class NeuronStep(nn.Module):
                 mem = mem - do_reset * mem
         if self.levels is not None:
             mem = self._quantize(stored_membrane(n, spk, mem))
-        if self.kind == "RLeaky":
-            extra = (spk,)
+        if self.kind in ("RLeaky", "RSynaptic"):
+            extra = (spk, *extra)
         return (spk, *extra, mem)
+
+    def _alpha(self, current: torch.Tensor, reset: torch.Tensor, exc_prev: torch.Tensor, inh_prev: torch.Tensor,
+               mem_prev: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """snnTorch ``Alpha``: two synaptic traces and a membrane computed from them (no stored membrane)."""
+        n = self.neuron
+        a, b = n.alpha.clamp(0, 1), n.beta.clamp(0, 1)
+        exc = a * exc_prev + current
+        inh = b * inh_prev - current
+        tau_alpha = torch.log(a) / (torch.log(b) - torch.log(a)) + 1
+        mem = tau_alpha * (exc + inh)
+        if self.mechanism == "subtract":
+            exc = exc - n.threshold * reset
+            inh = inh - (b * inh_prev - current) * reset
+            mem = mem - (-inh_prev) * reset
+        elif self.mechanism == "zero":
+            exc = exc - exc * reset
+            inh = inh - inh * reset
+            mem = mem - mem * reset
+        spk = _heaviside(mem - n.threshold) * n.graded_spikes_factor
+        return spk, exc, inh, mem
 
     def _leaky(self, current: torch.Tensor, reset: torch.Tensor, mem_prev: torch.Tensor,
                beta: torch.Tensor) -> torch.Tensor:
@@ -122,7 +156,7 @@ class NeuronStep(nn.Module):
         if self.mechanism == "subtract":
             return mem - reset * self.neuron.threshold
         if self.mechanism == "zero":
-            return mem - mem * reset if self.kind == "Synaptic" else mem - reset * mem
+            return mem - mem * reset if self.kind in ("Synaptic", "RSynaptic") else mem - reset * mem
         return mem
 
     def _recurrent(self, spk_prev: torch.Tensor) -> torch.Tensor:

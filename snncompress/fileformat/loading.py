@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ DEMO_MODEL = "demo"
 
 
 def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False,
-               trust_code: bool = False) -> nn.Module:
+               trust_code: bool = False, nir_options=None) -> nn.Module:
     """Load a model; see the module docstring for the accepted forms.
 
     Args:
@@ -35,6 +36,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         trust_pickle: allow unpickling a whole module (this runs code from the file).
         trust_code: allow a compressed file to name the factory that rebuilds its model (this imports and
             runs that code).
+        nir_options: how to read what a ``.nir`` graph leaves open (``export.nir_io.NirReadOptions``).
 
     Returns:
         The model in eval mode, with its compression state's ``source`` filled in.
@@ -57,7 +59,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         _no_weights(weights, spec)
         from snncompress.export.nir_io import load_nir
 
-        model = load_nir(path)
+        model = load_nir(path, nir_options)
     elif path.suffix.lower() == ".safetensors":
         _require_file(path)
         _no_weights(weights, spec)
@@ -132,12 +134,41 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{path}: cannot read as a state dict with weights_only=True ({type(exc).__name__}); "
                 "save model.state_dict(), not the whole model"
             ) from exc
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise ModelLoadError(f"{path}: does not hold a state dict of tensors")
-        return sd
+        return _checkpoint_state_dict(sd, path)
     raise ModelLoadError(f"{path}: unknown weights file type '{suffix}'; use .safetensors or .pt")
+
+
+# where training scripts put the model's state dict in a checkpoint, in the order they are tried
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _checkpoint_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``obj``: ``obj`` itself, or a training checkpoint's entry under one of
+    :data:`CHECKPOINT_KEYS` (e.g. ``{"model_state_dict": ..., "optimizer_state_dict": ..., "epoch": ...}``),
+    named on stderr so the user sees which entry was taken.
+
+    Raises:
+        ModelLoadError: no state dict of tensors, with the checkpoint's keys.
+    """
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                others = [str(k) for k in obj if k != key]
+                print(f"note: {path}: using the state dict under '{key}'"
+                      + (f" (also holds: {', '.join(others[:6])})" if others else ""), file=sys.stderr)
+                return obj[key]
+        keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) + (" ..." if len(obj) > 8 else "")
+        raise ModelLoadError(
+            f"{path}: does not hold a state dict of tensors: a dict with keys {keys} and none under "
+            f"{', '.join(CHECKPOINT_KEYS)}; save model.state_dict() (or checkpoint['model_state_dict'])"
+        )
+    raise ModelLoadError(f"{path}: does not hold a state dict of tensors (a {type(obj).__name__})")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -187,8 +218,15 @@ def _load_pickled(path: Path, trust_pickle: bool) -> nn.Module:
         raise ModelLoadError(
             f"{path} holds a state dict, not a model; load it as package.module:factory --weights {path}"
         )
+    # the classes a pickle names are imported by module name; the CLI puts the working directory on the
+    # path while a trusted pickle loads (cli/common.user_modules_importable): the library never edits it
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"{path}: the pickle needs module '{exc.name}', which is not importable from here; run from the "
+            "folder that holds it or put it on PYTHONPATH"
+        ) from exc
     except Exception as exc:
         raise ModelLoadError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, nn.Module):

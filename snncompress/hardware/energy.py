@@ -82,7 +82,10 @@ class MemoryClass:
 
 
 def memory_class(table: EnergyTable, storage_bits: int, config: CostModelConfig) -> MemoryClass:
-    """The smallest SRAM class of the table that holds ``storage_bits``, else DRAM."""
+    """The smallest SRAM class of the table that holds ``storage_bits``, else DRAM (a chip table: its
+    synaptic-op figure, which includes the accesses)."""
+    if table.memory is None:
+        return MemoryClass(f"on chip (in {table.name}'s synaptic-op energy)", None, 0.0, 64)
     need = math.ceil(storage_bits / 8)
     mem = table.memory
     for sram in mem.sram:
@@ -166,7 +169,14 @@ def layer_energy(
     cls: MemoryClass,
     config: CostModelConfig,
 ) -> tuple[EnergyBreakdown, set[Scaled]]:
-    """Energy of one layer per sample (SpQuant Eq. 31) and the op figures that had to be scaled."""
+    """Energy of one layer per sample (SpQuant Eq. 31) and the op figures that had to be scaled.
+
+    A chip table charges its energy per synaptic operation for every synaptic op (a MAC on a
+    real-valued input counts as one), under ``compute_add``, and nothing else: its figure includes the
+    weight access and the accumulate, and what it leaves out (the table's ``synaptic_op.leaves_out``)
+    the model leaves out too."""
+    if table.synaptic_op is not None:
+        return EnergyBreakdown(compute_add=lops.synaptic_ops * table.synaptic_op.energy), set()
     add, mult, scaled = compute_energy(lops, table)
     mem = access_energy(layer, lops, lmem, cls, config)
     return EnergyBreakdown(

@@ -1,7 +1,9 @@
 """Energy tables: per-operation and memory-access energies as validated data files.
 
 Built-in tables live in ``snncompress/hardware/tables/`` (``45nm``: Horowitz, ISSCC 2014; ``7nm``:
-BitNet Table 2). A user may pass their own YAML with the same keys for another node or chip.
+BitNet Table 2; chips: ``loihi``, ``truenorth``, ``spinnaker``, ``spinnaker2``, ``tianjic``, ``seneca``,
+each its published energy per synaptic operation as the SENECA paper's Table 3 gives it). A user may
+pass their own YAML with the same keys for another node or chip.
 
 Widths missing from a table are scaled (see :class:`ScalingRule`); :func:`op_energy` says when it
 scaled so the report can say so.
@@ -23,13 +25,15 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from snncompress.errors import InputError
 from snncompress.hardware.formats import Family
 
 TABLES_DIR = Path(__file__).parent / "tables"
-BUILTIN_TABLES = ("45nm", "7nm")
+# process nodes (per-op and memory-access energies) and chips (published energy per synaptic operation)
+BUILTIN_TABLES = ("45nm", "7nm", "loihi", "truenorth", "spinnaker", "spinnaker2", "tianjic", "seneca")
 OpName = Literal["add", "mult"]
 _OP_KEY = re.compile(r"^(fp|int)(\d+)$")
 
@@ -82,17 +86,43 @@ class ScalingRule(_Strict):
     note: str = ""
 
 
+class SynapticOpEnergy(_Strict):
+    """A chip's published energy per synaptic operation (all-in: what the chip's figure includes).
+
+    Attributes:
+        energy: pJ per synaptic operation.
+        covers: what the figure includes, as its source states it.
+        leaves_out: what it does not include (and what the cost model therefore leaves out).
+    """
+
+    energy: PositiveFloat
+    covers: str = Field(min_length=1)
+    leaves_out: str = Field(min_length=1)
+
+
 class EnergyTable(_Strict):
-    """A validated energy table (SpQuant Eq. 31 inputs; Horowitz 2014)."""
+    """A validated energy table: a process node (per-op and memory-access energies; SpQuant Eq. 31,
+    Horowitz 2014) or a chip (``synaptic_op``: its published energy per synaptic operation, which the
+    cost model charges for every synaptic op, accumulate and memory access included)."""
 
     name: str = Field(min_length=1)
     version: str
     source: str = Field(min_length=1)
     units: Literal["pJ"]
-    operations: dict[OpName, dict[str, PositiveFloat]]
-    memory: MemoryEnergy
+    operations: dict[OpName, dict[str, PositiveFloat]] | None = None
+    memory: MemoryEnergy | None = None
+    synaptic_op: SynapticOpEnergy | None = None
     scaling: ScalingRule = ScalingRule()
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _process_or_chip(self) -> EnergyTable:
+        if self.synaptic_op is None and (self.operations is None or self.memory is None):
+            raise ValueError("a table needs 'operations' and 'memory' (a process node) or 'synaptic_op' (a chip)")
+        if self.synaptic_op is not None and (self.operations is not None or self.memory is not None):
+            raise ValueError("a chip table ('synaptic_op') prices whole synaptic operations: leave out "
+                             "'operations' and 'memory'")
+        return self
 
     @field_validator("version", mode="before")
     @classmethod
@@ -101,7 +131,9 @@ class EnergyTable(_Strict):
 
     @field_validator("operations")
     @classmethod
-    def _op_keys(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    def _op_keys(cls, v: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+        if v is None:
+            return v
         for op in ("add", "mult"):
             if not v.get(op):
                 raise ValueError(f"needs at least one '{op}' energy")
@@ -136,6 +168,8 @@ def op_energy(table: EnergyTable, op: OpName, family: Family, bits: int) -> tupl
     Raises:
         InputError: The table has no entry of this family to scale from.
     """
+    if table.synaptic_op is not None:
+        return 0.0, None  # a chip prices whole synaptic operations (energy.py), not their arithmetic
     known = table.entries(op, family)
     if bits in known:
         return known[bits], None

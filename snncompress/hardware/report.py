@@ -72,7 +72,13 @@ def build_report(
     rows, warnings, scaled = _layer_rows(desc, table, config)
     totals = _totals(rows, desc)
     warnings = scaled_warnings(scaled, table) + warnings
-    if table.memory.assumed:
+    if table.synaptic_op is not None:
+        warnings.append(
+            f"energy table {table.name}: every synaptic op costs {table.synaptic_op.energy:g} pJ, the chip's "
+            f"published figure ({table.synaptic_op.covers}); left out: {table.synaptic_op.leaves_out}; the "
+            "per-op prices and bit widths do not apply, so energy follows the synaptic-op count"
+        )
+    if table.memory is not None and table.memory.assumed:
         warnings.append(
             f"energy table {table.name}: memory access energies are assumptions, not sourced figures "
             "(see the table's memory.note)"
@@ -109,7 +115,7 @@ def build_report(
             version=table.version,
             source=table.source,
             units=table.units,
-            memory_assumed=table.memory.assumed,
+            memory_assumed=bool(table.memory is not None and table.memory.assumed),
         ),
         config=config,
         layers=rows,

@@ -17,7 +17,9 @@ from torch import nn
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
 from snncompress.models.neurons import (
     RESET_NAMES,
+    SUPPORTED_NEURON_NAMES,
     is_neuron,
+    is_snntorch_module,
     is_supported_neuron,
     make_surrogate,
     surrogate_name,
@@ -49,7 +51,9 @@ _TORCH_LAYER_ARGS: dict[type[nn.Module], tuple[str, ...]] = {
 }
 _BY_NAME: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in _TORCH_LAYER_ARGS}
 _NEURON_CLASSES: dict[str, type[nn.Module]] = {"Leaky": snn.Leaky, "Synaptic": snn.Synaptic,
-                                               "RLeaky": snn.RLeaky}
+                                               "RLeaky": snn.RLeaky, "RSynaptic": snn.RSynaptic,
+                                               "Lapicque": snn.Lapicque, "Alpha": snn.Alpha}
+_LAPICQUE_BUFFERS = ("R", "C", "time_step")
 SUPPORTED_LAYER_NAMES = sorted([*_BY_NAME, *_NEURON_CLASSES, "Sequential"])
 
 
@@ -67,9 +71,14 @@ def check_supported(model: nn.Module) -> None:
         if is_neuron(module):
             if not is_supported_neuron(module):
                 raise UnsupportedLayerError(
-                    f"layer '{name}' is a {type(module).__name__} neuron; supported neurons: Leaky, Synaptic, RLeaky"
+                    f"layer '{name}' is a {type(module).__name__} neuron; supported neurons: {SUPPORTED_NEURON_NAMES}"
                 )
             continue
+        if is_snntorch_module(module) and any(True for _ in module.children()):
+            # e.g. LeakyParallel, an nn.RNN over the whole sequence: name it, not its inner layer
+            raise UnsupportedLayerError(
+                f"layer '{name}' is a {type(module).__name__} neuron; supported neurons: {SUPPORTED_NEURON_NAMES}"
+            )
         if type(module) in _TORCH_LAYER_ARGS or isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
             continue
         if any(True for _ in module.children()):
@@ -115,10 +124,17 @@ def _neuron_spec(m: nn.Module) -> dict[str, Any]:
         "reset_delay": bool(getattr(m, "reset_delay", True)),
         "spike_grad": surrogate_name(m),
     }
-    if cls == "Synaptic":
+    if cls in ("Synaptic", "RSynaptic", "Alpha"):
         args["alpha_shape"] = list(m.alpha.shape)
         args["learn_alpha"] = isinstance(m.alpha, nn.Parameter)
-    if cls == "RLeaky":
+    if cls == "Lapicque":
+        for key in _LAPICQUE_BUFFERS:
+            args[f"{key}_shape"] = list(getattr(m, key).shape)
+            args[f"{key}_dtype"] = str(getattr(m, key).dtype).removeprefix("torch.")
+        args["beta_dtype"] = str(m.beta.dtype).removeprefix("torch.")
+    if cls in ("Alpha", "Lapicque"):
+        del args["reset_delay"]  # neither takes it: the reset always acts on the next step
+    if cls in ("RLeaky", "RSynaptic"):
         args.update(
             all_to_all=bool(m.all_to_all),
             linear_features=m.linear_features,
@@ -184,7 +200,21 @@ def build_module(spec: dict[str, Any]) -> nn.Module:
         raise ModelLoadError(f"architecture spec for {spec.get('type')} has bad arguments: {exc}") from exc
 
 
+def _placeholder(module: nn.Module, key: str, shape: list[int], dtype: str | None = None) -> None:
+    """Give buffer or parameter ``key`` the stored shape (and dtype); the state dict fills in the values."""
+    old = getattr(module, key)
+    value = torch.zeros(shape, dtype=getattr(torch, dtype) if dtype else old.dtype)
+    if isinstance(old, nn.Parameter):
+        setattr(module, key, nn.Parameter(value))
+    else:
+        module.register_buffer(key, value)
+
+
 def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
+    if kind == "Lapicque":
+        return _build_lapicque(a)
+    if kind == "Alpha":
+        return _build_alpha(a)
     common = dict(
         beta=torch.zeros(a["beta_shape"]) if a["beta_shape"] else 0.5,
         threshold=torch.ones(a["threshold_shape"]) if a["threshold_shape"] else 1.0,
@@ -204,6 +234,13 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
         alpha = torch.zeros(a["alpha_shape"]) if a["alpha_shape"] else 0.5
         return snn.Synaptic(alpha=alpha, learn_alpha=a["learn_alpha"], **common)
     v = torch.ones(a["V_shape"]) if a.get("V_shape") else 1.0
+    if kind == "RSynaptic":
+        alpha = torch.zeros(a["alpha_shape"]) if a["alpha_shape"] else 0.5
+        return snn.RSynaptic(
+            alpha=alpha, learn_alpha=a["learn_alpha"], V=v, all_to_all=a["all_to_all"],
+            linear_features=a["linear_features"], conv2d_channels=a["conv2d_channels"],
+            kernel_size=_tupled(a["kernel_size"]), learn_recurrent=a["learn_recurrent"], **common,
+        )
     return snn.RLeaky(
         V=v,
         all_to_all=a["all_to_all"],
@@ -213,3 +250,34 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
         learn_recurrent=a["learn_recurrent"],
         **common,
     )
+
+
+def _no_delay_args(a: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        threshold=torch.ones(a["threshold_shape"]) if a["threshold_shape"] else 1.0,
+        spike_grad=make_surrogate(a.get("spike_grad", "atan")),
+        surrogate_disable=a.get("spike_grad") == "heaviside",
+        init_hidden=a["init_hidden"],
+        inhibition=a.get("inhibition", False),
+        learn_threshold=a["learn_threshold"],
+        reset_mechanism=a["reset_mechanism"],
+        output=a["output"],
+    )
+
+
+def _build_lapicque(a: dict[str, Any]) -> nn.Module:
+    # built from R and C (every constructor path needs values); then each of beta, R, C and dt gets the
+    # stored shape and dtype, and the state dict the stored values
+    module = snn.Lapicque(R=1.0, C=1.0, learn_beta=a["learn_beta"], **_no_delay_args(a))
+    _placeholder(module, "beta", a["beta_shape"], a.get("beta_dtype"))
+    for key in _LAPICQUE_BUFFERS:
+        _placeholder(module, key, a[f"{key}_shape"], a.get(f"{key}_dtype"))
+    return module
+
+
+def _build_alpha(a: dict[str, Any]) -> nn.Module:
+    # snnTorch checks alpha > beta and beta != 1 when it builds the neuron: placeholders that pass
+    alpha = torch.full(a["alpha_shape"], 0.9) if a["alpha_shape"] else 0.9
+    beta = torch.full(a["beta_shape"], 0.8) if a["beta_shape"] else 0.8
+    return snn.Alpha(alpha=alpha, beta=beta, learn_alpha=a["learn_alpha"], learn_beta=a["learn_beta"],
+                     **_no_delay_args(a))

@@ -11,7 +11,9 @@ and before the leak, ``v[t]`` with ``beta * v[t]`` equal to what snnTorch carrie
     subtract:  v[t] = u[t] - s[t] * Vth / beta         zero:  v[t] = u[t] * (1 - s[t])
     u_stored[t] = Q(v[t]),      u[t+1] = beta * u_stored[t] + I[t+1]   (the leak: a shift for beta = 2^-k)
 
-and switch snnTorch's own delayed reset off for that neuron (the reset is already in ``v``). For
+and switch snnTorch's own delayed reset off for that neuron (the reset is already in ``v``). The leak is
+``beta`` for Leaky, Synaptic, RLeaky and RSynaptic and ``1 - dt/(R C)`` for Lapicque (``leak_factor``);
+Alpha keeps no membrane (it is recomputed from two synaptic traces each step), so it has none to quantize. For
 reset-to-zero this is SpQuant's ``Q(u - s*Vth)`` with the leak on read; for subtract the reset
 amount is ``Vth / beta``, so a fine grid reproduces the trained snnTorch model exactly while the
 leak still shrinks the rounding error on read. The spike of step t is computed from the
@@ -36,7 +38,11 @@ import torch
 from torch import nn
 
 from snncompress.errors import ConfigError
+from snncompress.models.neurons import leak_factor
 from snncompress.state import get_state, has_state
+
+# neurons whose membrane is not a kept state (snnTorch Alpha: u[t] = tau_alpha * (exc[t] + inh[t]))
+NO_STORED_MEMBRANE = ("Alpha",)
 
 
 def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Tensor) -> torch.Tensor:
@@ -47,9 +53,11 @@ def stored_membrane(module: nn.Module, spikes: torch.Tensor, membrane: torch.Ten
     s = spikes.detach() / module.graded_spikes_factor  # snnTorch's reset signal is detached too (mem_reset)
     if mechanism == 1:
         return membrane * (1 - s)
-    beta = module.beta.clamp(0, 1)
-    # beta = 0 carries nothing, whatever is stored
-    reset = torch.where(beta > 0, module.threshold / torch.where(beta > 0, beta, 1.0), 0.0)
+    # the kept membrane is multiplied by the leak k at the next step (beta; Lapicque: 1 - dt/(RC), which
+    # can be negative), and the reset Vth subtracted there: store v with k * v = k * u - s * Vth.
+    # k = 0 carries nothing, whatever is stored
+    leak = leak_factor(module)
+    reset = torch.where(leak != 0, module.threshold / torch.where(leak != 0, leak, 1.0), 0.0)
     return membrane - s * reset
 
 
@@ -106,6 +114,12 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ConfigError(f"membrane grid for '{layer}' must be a positive integer, got {grid!r}")
     module = model.get_submodule(layer)
+    if type(module).__name__ in NO_STORED_MEMBRANE:
+        raise ConfigError(
+            f"neuron layer '{layer}' is an {type(module).__name__} neuron: its membrane is computed afresh at every "
+            "step from its two synaptic traces, so there is no stored membrane to quantize; give it membrane_quant "
+            "fp32 (--membrane-quant fp32, or a recipe override for this layer); its weights can still be quantized"
+        )
     if unit is None:
         unit = membrane_unit(module, grid)
     state = get_state(model)

@@ -3,7 +3,15 @@
 The LIF family (SpQuant §3): ``u[t] = beta * u[t-1] + I[t] - s[t-1] * Vth`` in snnTorch's own
 ordering (reset applied on the next step), ``s[t] = H(u[t] - Vth)``. ``Synaptic`` adds a synaptic
 current ``syn[t] = alpha * syn[t-1] + I[t]`` that feeds the membrane; ``RLeaky`` adds recurrent
-weights from its own spikes.
+weights from its own spikes, ``RSynaptic`` adds them to its synaptic current
+(``syn[t] = alpha * syn[t-1] + I[t] + rec(s[t-1])``). ``Lapicque`` is the RC circuit
+``u[t] = (1 - dt/(R C)) * u[t-1] + I[t] * dt / C``: its leak is ``1 - dt/(R C)``, not its ``beta``
+(``exp(-dt/(R C))``, which snnTorch only uses to derive R or C). ``Alpha`` has two synaptic traces,
+``exc[t] = alpha * exc[t-1] + I[t]``, ``inh[t] = beta * inh[t-1] - I[t]``, and a membrane computed
+from them at every step, ``u[t] = tau_alpha * (exc[t] + inh[t])``, with
+``tau_alpha = log(alpha) / (log(beta) - log(alpha)) + 1`` (snnTorch ``_neurons/alpha.py``).
+
+``LeakyParallel`` (an ``nn.RNN`` run over the whole sequence at once) is not supported.
 """
 
 from __future__ import annotations
@@ -16,8 +24,13 @@ from torch import nn
 
 # Order matters for isinstance checks: RLeaky and Synaptic do not subclass Leaky in snnTorch 1.x,
 # but keep the most specific first anyway.
-SUPPORTED_NEURONS: tuple[type[nn.Module], ...] = (snn.RLeaky, snn.Synaptic, snn.Leaky)
+SUPPORTED_NEURONS: tuple[type[nn.Module], ...] = (snn.RSynaptic, snn.RLeaky, snn.Synaptic, snn.Alpha,
+                                                   snn.Lapicque, snn.Leaky)
 KNOWN_NEURON_NAMES = {cls.__name__ for cls in SUPPORTED_NEURONS}
+SUPPORTED_NEURON_NAMES = ", ".join(cls.__name__ for cls in (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic,
+                                                           snn.Lapicque, snn.Alpha))
+# neurons whose recurrent weights (``recurrent`` or one-to-one ``V``) feed their own spikes back
+RECURRENT_NEURONS = ("RLeaky", "RSynaptic")
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -27,6 +40,19 @@ def is_neuron(module: nn.Module) -> bool:
 
 def is_supported_neuron(module: nn.Module) -> bool:
     return isinstance(module, SUPPORTED_NEURONS)
+
+
+def is_snntorch_module(module: nn.Module) -> bool:
+    """A module from the snntorch package (a neuron, or e.g. ``LeakyParallel``, which is no SpikingNeuron)."""
+    return type(module).__module__.split(".")[0] == "snntorch"
+
+
+def leak_factor(module: nn.Module) -> torch.Tensor:
+    """The factor the kept membrane is multiplied by at the next step: ``beta`` clamped to [0, 1], or, for
+    ``Lapicque``, ``1 - dt/(R C)`` (module docstring)."""
+    if type(module).__name__ == "Lapicque":
+        return 1 - module.time_step / (module.R * module.C)
+    return module.beta.clamp(0, 1)
 
 
 def neuron_type(module: nn.Module) -> str:

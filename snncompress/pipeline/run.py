@@ -330,6 +330,10 @@ def _record_baseline(model: nn.Module, ctx: PassContext, before: Measurement, op
         parameters=before.parameters,
         storage_bits=before.storage_bits,
     )
+    if ctx.data is not None and hasattr(ctx.data, "options"):
+        from snncompress.data.loading import run_settings
+
+        state.baseline["run"] = run_settings(ctx.data)  # later commands run the file the same way
 
 
 def _apply(spec: Any, model: nn.Module, config: PassConfig, ctx: PassContext, index: int) -> PassResult:

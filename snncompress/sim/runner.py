@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from snncompress.errors import DataError, ModelLoadError
+from snncompress.errors import DataError, ModelLoadError, ModelRunError, NoTimeLoopError, SnnCompressError
 from snncompress.models.neurons import neuron_layers
 from snncompress.models.source import STYLES, detect_style
 
@@ -91,18 +91,52 @@ class SNNRunner:
             steps = x.shape[1] if is_sequence else time_steps
             spikes, membranes = [], []
             for t in range(steps):
-                out = self.model(x[:, t] if is_sequence else x)
+                out = self._call(x[:, t] if is_sequence else x, t)
                 spk, mem = _split_output(out)
                 spikes.append(spk)
                 if mem is not None:
                     membranes.append(mem)
             return RunOutput(torch.stack(spikes), torch.stack(membranes) if membranes else None)
         inp = x.transpose(0, 1) if is_sequence else x
-        out = self.model(inp)
+        out = self._call(inp, None)
         spk, mem = _split_output(out)
+        if spk.dim() == 2 and spk.shape[0] == batch and self._calls_per_neuron(inp) == 1:
+            raise NoTimeLoopError(
+                f"this model has no time loop: its forward(x) runs each neuron layer once and returns spikes of "
+                f"shape {list(spk.shape)}, one time step per call (as tutorial 6's class Net); loop over time "
+                "steps in forward and return records [T, B, ...] (snnTorch tutorial 5), or make it an "
+                "nn.Sequential of init_hidden=True neurons, which snncompress steps itself"
+            )
         spk = _time_first(spk, batch, "spike record")
         mem = _time_first(mem, batch, "membrane record") if mem is not None else None
         return RunOutput(spk, mem)
+
+    def _call(self, x: torch.Tensor, step: int | None):
+        """Call the model; an exception from its own code becomes a one-line :class:`ModelRunError`
+        naming the innermost layer that raised (found in the traceback: no hooks, no cost when it runs)."""
+        try:
+            return self.model(x)
+        except SnnCompressError:
+            raise
+        except Exception as exc:
+            raise ModelRunError(_describe_failure(self.model, exc, list(x.shape), step)) from exc
+
+    def _calls_per_neuron(self, x: torch.Tensor) -> int:
+        """How often one forward call runs each neuron layer (at most; the rare error path runs it again)."""
+        counts = {name: 0 for name, _ in self.neurons}
+
+        def counter(name: str):
+            def hook(*_):
+                counts[name] += 1
+            return hook
+
+        handles = [m.register_forward_hook(counter(n)) for n, m in self.neurons]
+        try:
+            self._call(x, None)
+        finally:
+            for h in handles:
+                h.remove()
+        return max(counts.values(), default=0)
 
     def reset(self) -> None:
         """Zero the hidden state of this model's own neurons.
@@ -145,6 +179,31 @@ class SNNRunner:
         return hook
 
 
+def failing_layer(model: nn.Module, exc: BaseException) -> tuple[str, nn.Module] | None:
+    """The innermost of ``model``'s modules whose code is on ``exc``'s traceback (``self`` of a frame)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names:
+            found = (names[id(owner)], owner)
+        tb = tb.tb_next
+    return found
+
+
+def _describe_failure(model: nn.Module, exc: BaseException, shape: list[int], step: int | None) -> str:
+    lines = str(exc).strip().splitlines()
+    error = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    where = failing_layer(model, exc)
+    at = f" at time step {step}" if step is not None else ""
+    if where is None or where[0] == "":
+        who = f"the model's forward ({type(model).__name__})"
+    else:
+        who = f"layer '{where[0]}' ({type(where[1]).__name__})"
+    return f"{who} failed{at} on input {shape}: {error}"
+
+
 def _split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(out, torch.Tensor):
         return out, None
@@ -167,6 +226,10 @@ def _time_first(rec: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     )
 
 
+# what a model raises when the data's layout does not fit it (shape, index and dtype complaints)
+_LAYOUT_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
 def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
     """Decide whether samples like ``sample`` (no batch dim) are sequences for this model.
 
@@ -186,19 +249,26 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
     probe = torch.stack([sample, sample])
     order = (True, False) if runner.style == "sequence" else (False, True)
     errors = []
+    no_loop: NoTimeLoopError | None = None
     for is_sequence in order:
         if is_sequence and sample.dim() < 2:
             continue
         try:
             with torch.no_grad():
                 out = runner.run(probe, is_sequence=is_sequence, time_steps=min(time_steps, 2))
-        except (RuntimeError, ValueError, IndexError, ModelLoadError) as exc:
+        except (ModelRunError, ModelLoadError) as exc:
+            if isinstance(exc, ModelRunError) and not isinstance(exc.__cause__, _LAYOUT_ERRORS):
+                raise  # a bug in the model's code, not a reading of the data it rejects
+            if isinstance(exc, NoTimeLoopError):
+                no_loop = exc
             errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             continue
         if out.spikes.dim() == 3 and out.spikes.shape[1] == probe.shape[0]:
             return is_sequence
         errors.append(f"the model's output spikes have shape {list(out.spikes.shape)} for a batch of "
                       f"{probe.shape[0]}, expected [T, {probe.shape[0]}, classes]")
+    if no_loop is not None:
+        raise no_loop  # the model, not the data's layout, is what does not fit
     raise DataError(
         f"data samples of shape {list(sample.shape)} do not fit the model: {errors[0]}"
     )

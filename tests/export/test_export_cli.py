@@ -105,7 +105,7 @@ def test_broken_nir_model_is_exit_2(tmp_path, capsys):
 
 def test_onnx_unroll_flag(tmp_path, capsys):
     out = tmp_path / "demo_unrolled.onnx"
-    assert _exit_code(["export", "demo", "--format", "onnx", "--unroll", "-T", "2", "-o", str(out), "--json"]) == 0
+    assert _exit_code(["export", "demo", "--format", "onnx", "--unroll", "-T", "2", "-o", str(out), "--json", "-"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["unrolled"] is True and payload["outputs"] == ["spikes"] and out.exists()
     assert _exit_code(["export", "demo", "--format", "nir", "--unroll", "-o", str(tmp_path / "d.nir")]) == 2

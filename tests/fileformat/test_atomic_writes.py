@@ -161,7 +161,7 @@ def test_unwritable_output_is_one_line_exit_2_and_nothing_written(capsys, tmp_pa
 
         monkeypatch.setattr("snncompress.fileformat.atomic.os.link", full)
     monkeypatch.chdir(tmp_path)
-    assert_input_error(capsys, "export", "tests.models:leaky_mlp", "-o", "out.nir", match=match)
+    assert_input_error(capsys, "export", "tests.models:leaky_mlp", "-o", "out.nir", "--input-shape", "8", match=match)
     assert _files(tmp_path) == []
 
 

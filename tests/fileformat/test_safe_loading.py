@@ -131,9 +131,9 @@ def test_a_recorded_baseline_data_function_is_never_called(capsys, tmp_path, evi
     model = leaky_mlp()
     get_state(model).baseline = {"model": "x", "data": f"{evil_module}:data", "time_steps": 3}
     path = save_compressed(model, tmp_path / "base.safetensors")
-    assert_input_error(capsys, "report", path, match="never runs; pass --data")
+    assert_input_error(capsys, "report", path, "-T", "3", match="never runs; pass --data")
     # export falls back on nothing else silently: the recorded data set is refused, with the fix
-    assert_input_error(capsys, "export", path, "-o", "x.nir", match="never runs; pass --data")
+    assert_input_error(capsys, "export", path, "-T", "3", "-o", "x.nir", match="never runs; pass --data")
     assert not (tmp_path / "ran.txt").exists()
 
 

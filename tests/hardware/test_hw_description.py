@@ -33,7 +33,7 @@ def test_bad_synaptic_layer(kwargs, message):
     ("kwargs", "message"),
     [
         ({"neuron_type": "Synaptic"}, "needs alpha"),
-        ({"neuron_type": "Alpha"}, "state_variables not given"),
+        ({"neuron_type": "Izhikevich"}, "state_variables not given"),
         ({"beta": (0.5, 0.5)}, "beta needs 1 or 3 values"),
         ({"beta": 1.5}, r"beta values must be in \[0, 1\]"),
         ({"membrane_scheme": "ternary", "membrane_bits": 0}, "bits must be a positive integer"),

@@ -78,8 +78,8 @@ def test_unsupported_leaf_is_named(layer, kind):
         module_spec(model)
 
 
-@pytest.mark.parametrize("neuron", [snn.Alpha(alpha=0.6, beta=0.5), snn.Lapicque(beta=0.5),
-                                    snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4)])
+@pytest.mark.parametrize("neuron", [snn.LeakyParallel(input_size=4, hidden_size=4),
+                                    snn.SLSTM(input_size=4, hidden_size=4)])
 def test_unsupported_neuron_is_named(neuron):
     model = nn.Sequential(nn.Linear(4, 4), neuron)
     with pytest.raises(UnsupportedLayerError, match=rf"layer '1' is a {type(neuron).__name__} neuron"):

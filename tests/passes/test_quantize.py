@@ -46,9 +46,11 @@ from snncompress.sim.evaluate import evaluate
 from snncompress.sim.runner import SNNRunner
 from snncompress.sim.training import spike_count_loss
 from snncompress.state import get_state
-from tests.models import CLASSES, TINY_MODELS, T
+from tests.models import CLASSES, NO_STORED_MEMBRANE_MODELS, TINY_MODELS, T
 
 MODELS = list(TINY_MODELS)
+# models whose neurons keep a membrane to quantize (Alpha recomputes its membrane every step)
+STORED = [n for n in MODELS if n not in NO_STORED_MEMBRANE_MODELS]
 OPTIONS = RunOptions(hardware=False)
 # PTQ with the scheme's own rounding (no adaptive-rounding calibration, when the pass has it): the
 # codes are then exactly ``scheme.encode(w)``, and the run is fast
@@ -121,7 +123,8 @@ class PreResetMembrane:
 
 def test_tiny_models_cover_both_styles_and_every_neuron_type():
     assert {m.style for m in TINY_MODELS.values()} == {"stepwise", "sequence"}
-    assert {t for m in TINY_MODELS.values() for t in m.neuron_types} == {"Leaky", "Synaptic", "RLeaky"}
+    assert {t for m in TINY_MODELS.values() for t in m.neuron_types} == {
+        "Leaky", "Synaptic", "RLeaky", "RSynaptic", "Lapicque", "Alpha"}
 
 
 @pytest.mark.parametrize("mode", ["ptq", "qat"])
@@ -129,20 +132,24 @@ def test_tiny_models_cover_both_styles_and_every_neuron_type():
 def test_quantize_every_model(name, mode):
     """Every synaptic layer ends on its codes, every neuron layer stores a ternary membrane."""
     config = {"mode": mode, "epochs": 1} if mode == "qat" else dict(PLAIN)
+    stored = name not in NO_STORED_MEMBRANE_MODELS
+    if not stored:
+        config["membrane_quant"] = "fp32"
     model, report = quantize(name, config)
     state = get_state(model)
     metrics = report.steps[0]["metrics"]
     syn = [n for n, _ in synaptic_layers(model)]
     neurons = [n for n, _ in neuron_layers(model)]
     assert metrics["mode"] == mode
-    assert metrics["layers_quantized"] == syn and metrics["neuron_layers_quantized"] == neurons
+    assert metrics["layers_quantized"] == syn
+    assert metrics["neuron_layers_quantized"] == (neurons if stored else [])
     assert [neuron_type(m) for _, m in neuron_layers(model)] == list(TINY_MODELS[name].neuron_types)
     pot4 = parse_weight_scheme("pot4")
     for layer in syn:
         enc = state.tensors[f"{layer}.weight"]
         assert enc.bits == 4 and enc.scheme == pot4.to_dict()
         assert torch.equal(model.get_submodule(layer).weight.detach(), pot4.decode(enc))
-    for layer in neurons:
+    for layer in neurons if stored else []:
         assert state.neurons[layer]["membrane"] == MembraneQuantizer.ternary().to_dict()
         assert state.neurons[layer]["membrane_grid"] == 1
     assert metrics["weight_bits_after"] * 8 == metrics["weight_bits_before"]  # 4 bits instead of 32
@@ -212,7 +219,7 @@ MEMBRANES = [  # (config, levels low..high, grid)
 ]
 
 
-MEMBRANE_CASES = [(name, m) for name in MODELS for m in MEMBRANES[:2]] + [  # clip and grid on a few models
+MEMBRANE_CASES = [(name, m) for name in STORED for m in MEMBRANES[:2]] + [  # clip and grid on a few models
     (name, m) for name in ("synaptic_mlp", "rleaky_mlp", "zero_reset_mlp", "tutorial_sequence_net")
     for m in MEMBRANES[2:]]
 
@@ -262,7 +269,7 @@ class Recorded:
         self.membrane.setdefault(layer, []).append(membrane.clone())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", STORED)
 def test_fine_grid_gives_the_snntorch_output_spikes(name):
     """int16 with 4096 levels per threshold (Vth/4096 steps over [-8, 8) Vth): the output spikes of the
     unquantized snnTorch model."""
@@ -273,7 +280,7 @@ def test_fine_grid_gives_the_snntorch_output_spikes(name):
     assert torch.equal(reference.spikes, quantized.spikes)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n != "conv2d_net"])
+@pytest.mark.parametrize("name", [n for n in STORED if n != "conv2d_net"])
 def test_fine_grid_tracks_the_snntorch_membrane_in_every_layer(name):
     """Every layer's spikes agree and u[t] stays within the accumulated rounding error
     ``sum_k beta^k * unit / 2 = beta / (1 - beta) * unit / 2`` of snnTorch's, on inputs whose every
@@ -291,6 +298,22 @@ def test_fine_grid_tracks_the_snntorch_membrane_in_every_layer(name):
         assert all(torch.equal(a, b) for a, b in zip(ref.spikes[layer], got.spikes[layer], strict=True)), layer
         error = max(float((a - b).abs().max()) for a, b in zip(ref.membrane[layer], got.membrane[layer], strict=True))
         assert error <= bound, layer
+
+
+def test_an_alpha_membrane_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"neuron layer '1' is an Alpha neuron: its membrane is computed afresh "
+                                          r"at every step .* membrane_quant fp32"):
+        quantize("alpha_mlp", dict(PLAIN))
+
+
+def test_lapicque_stored_membrane_uses_its_rc_leak_not_its_beta():
+    """Lapicque leaks by 1 - dt/(RC) (0.75 for R = 5, C = 0.8), not by its beta buffer exp(-dt/(RC)): the
+    stored membrane subtracts Vth / 0.75 after a spike, so 0.75 * v = 0.75 * u - Vth."""
+    from snncompress.models.membrane import stored_membrane
+
+    neuron = snn.Lapicque(R=5.0, C=0.8, init_hidden=True)
+    u, s = torch.tensor([1.5, 0.4]), torch.tensor([1.0, 0.0])
+    assert torch.allclose(stored_membrane(neuron, s, u), torch.tensor([1.5 - 1 / 0.75, 0.4]))
 
 
 def test_fine_grid_qat_gradient_is_snntorchs():
