@@ -188,25 +188,35 @@ class ClipAnalysis:
 
     def notes(self) -> list[str]:
         lines = [f"unclipped accuracy {self.accuracy:.2f}% on {self.samples} samples, T = {self.time_steps}"]
-        for layer in self.layers:
-            lines.append(f"{layer.name}: U_min {layer.u_min:.2f} x Vth")
-        target = (f" on the {self.membrane_quant} grid" + (f" ({self.membrane_grid} per Vth)" if self.membrane_grid
-                                                            else "")) if self.membrane_quant else ""
+        lines += [f"{layer.name}: U_min {layer.u_min:.2f} x Vth" for layer in self.layers]
+        lines.append(self.recommendation())
+        skipped = self.off_grid()
+        if skipped:
+            lines.append(skipped)
+        return lines
+
+    def recommendation(self) -> str:
+        """One line: the recommended boundary and its accuracy, or why there is none."""
+        target = ""
+        if self.membrane_quant:
+            target = f" on the {self.membrane_quant} grid"
+            target += f" ({self.membrane_grid} levels per Vth)" if self.membrane_grid else ""
         if self.recommended is None:
-            lines.append(f"no boundary{target} keeps accuracy within {self.tolerance:g} points of "
-                         f"{self.accuracy:.2f}%: no clip suggested")
-            return lines
+            return (f"no boundary{target} keeps accuracy within {self.tolerance:g} points of {self.accuracy:.2f}%: "
+                    "no clip suggested")
         point = next(p for p in self.sweep if p.boundary == self.recommended)
         fitting = [m for m, ok in self.fits.items() if ok]
-        lines.append(f"recommended clip {self.recommended:g} x Vth{target}: accuracy {point.accuracy:.2f}% "
-                     f"({-point.accuracy_drop:+.2f} points, tolerance {self.tolerance:g}); fits "
-                     + (", ".join(fitting) if fitting else "none of " + ", ".join(self.fits))
-                     + " at the default grid")
+        return (f"recommended clip {self.recommended:g} x Vth{target}: accuracy {point.accuracy:.2f}% "
+                f"({-point.accuracy_drop:+.2f} points, tolerance {self.tolerance:g}); at the default grid it fits "
+                + (", ".join(fitting) if fitting else "none of " + ", ".join(self.fits)))
+
+    def off_grid(self) -> str | None:
+        """The boundaries measured but not eligible (not on the ``membrane_quant`` grid), as a note."""
         skipped = [p.boundary for p in self.sweep if not p.eligible]
-        if skipped and self.membrane_quant:
-            lines.append(f"not on the {self.membrane_quant} grid, measured but not recommended: "
-                         + ", ".join(f"{c:g}" for c in skipped))
-        return lines
+        if not skipped:
+            return None
+        return (f"not on the {self.membrane_quant} grid, measured but not recommended: "
+                + ", ".join(f"{c:g}" for c in skipped))
 
 
 def analyze_clipping(model: nn.Module, config: AnalyzeConfig, data: DataBundle,
