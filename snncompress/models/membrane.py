@@ -122,7 +122,6 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
     settings["membrane_unit"] = unit
 
 
-
 class _ClipOnly:
     """Stands in for a membrane quantizer: the negative clip alone (no rounding, no top level).
 

@@ -44,9 +44,6 @@ COMMON_MEMBRANES = ("ternary", "int4", "int8")
 class AnalyzeConfig(PassConfig):
     """Config of the analyze pass; keys mirror ``snncompress analyze`` flags."""
 
-    clip_range: str = Field(
-        DEFAULT_RANGE, description="Clipping boundaries c to sweep, in units of Vth: START:STOP:STEP (both ends "
-                                   "included) or a comma-separated list, e.g. -2,-1.5,-1.")
     tolerance: float = Field(0.5, ge=0, le=100,
                              description="Accuracy points a boundary may lose against the unclipped model and "
                                          "still be recommended.")
@@ -56,14 +53,11 @@ class AnalyzeConfig(PassConfig):
     membrane_grid: int | None = Field(
         None, ge=1, le=1 << 14, description="Its levels per threshold (int<k> default 2^(k-2)).")
 
-    @field_validator("clip_range")
-    @classmethod
-    def _range(cls, v: str) -> str:
-        try:
-            parse_clip_range(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
+    # validated last: which boundaries fit needs membrane_quant and membrane_grid
+    clip_range: str = Field(
+        DEFAULT_RANGE, validate_default=True,
+        description="Clipping boundaries c to sweep, in units of Vth: START:STOP:STEP (both ends included) or a "
+                    "comma-separated list, e.g. -2,-1.5,-1.")
 
     @field_validator("membrane_quant")
     @classmethod
@@ -85,6 +79,24 @@ class AnalyzeConfig(PassConfig):
         if v is not None and v != 1 and (spec is None or not spec.startswith("int")):
             raise ValueError("membrane_grid applies to an int<k> membrane_quant")
         return v
+
+    @field_validator("clip_range")
+    @classmethod
+    def _range(cls, v: str, info: ValidationInfo) -> str:
+        try:
+            boundaries = parse_clip_range(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        spec, grid = info.data.get("membrane_quant"), info.data.get("membrane_grid")
+        if spec and not any(fits(c, spec, grid) for c in boundaries):
+            grid = grid or default_grid(spec)
+            raise ValueError(f"no boundary of '{v}' fits {spec} at {grid} levels per Vth: {_valid_range(spec, grid)}")
+        return v
+
+    def eligible(self) -> list[bool]:
+        """Per boundary: whether it may be recommended (it fits ``membrane_quant``; any does when unset)."""
+        spec = self.membrane_quant
+        return [fits(c, spec, self.membrane_grid) if spec else True for c in self.boundaries]
 
     @property
     def boundaries(self) -> list[float]:
@@ -224,8 +236,7 @@ def analyze_clipping(model: nn.Module, config: AnalyzeConfig, data: DataBundle,
     """Run the clipping analysis (see the module docstring); ``model`` is left unchanged.
 
     Raises:
-        ConfigError: a selected layer's membrane is already quantized, no neuron layer is selected, or no
-            boundary of the sweep fits ``membrane_quant``.
+        ConfigError: a selected layer's membrane is already quantized, or no neuron layer is selected.
     """
     from snncompress.sim.clipping import clip_sweep
 
@@ -238,11 +249,7 @@ def analyze_clipping(model: nn.Module, config: AnalyzeConfig, data: DataBundle,
                           "analysis needs the fp32 membrane (analyze before quantizing it)")
     boundaries = config.boundaries
     spec, grid = config.membrane_quant, config.membrane_grid
-    eligible = [fits(c, spec, grid) if spec else True for c in boundaries]
-    if not any(eligible):
-        grid_used = grid or default_grid(spec)
-        raise ConfigError(f"no boundary of the clip range '{config.clip_range}' fits {spec} at {grid_used} "
-                          f"levels per Vth: {_valid_range(spec, grid_used)}")
+    eligible = config.eligible()
     sweep = clip_sweep(model, data, boundaries, layers, show_progress=show_progress)
     base = sweep.unclipped.accuracy
     results = [BoundaryResult(p.boundary, p.accuracy, base - p.accuracy, ok, p.firing_rates)

@@ -207,7 +207,7 @@ def clip_sweep(model: nn.Module, data: DataBundle, boundaries: Sequence[float], 
     try:
         runner = prepare(model, data)
         stats = ClipStatistics(boundaries, layers)
-        batches = len(data.loader())
+        batches = math.ceil(len(data) / data.options.batch_size)
         with progress_bar(show_progress) as bar:
             task = bar.add_task("clip sweep", total=batches * (1 + len(boundaries)), info="unclipped")
             unclipped = _run(runner, data, None, stats, bar, task)
