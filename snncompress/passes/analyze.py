@@ -90,7 +90,7 @@ class AnalyzeConfig(PassConfig):
         spec, grid = info.data.get("membrane_quant"), info.data.get("membrane_grid")
         if spec and not any(fits(c, spec, grid) for c in boundaries):
             grid = grid or default_grid(spec)
-            raise ValueError(f"no boundary of '{v}' fits {spec} at {grid} levels per Vth: {_valid_range(spec, grid)}")
+            raise ValueError(f"no boundary of '{v}' fits {spec} at {_per_vth(grid)}: {_valid_range(spec, grid)}")
         return v
 
     def eligible(self) -> list[bool]:
@@ -212,7 +212,7 @@ class ClipAnalysis:
         target = ""
         if self.membrane_quant:
             target = f" on the {self.membrane_quant} grid"
-            target += f" ({self.membrane_grid} levels per Vth)" if self.membrane_grid else ""
+            target += f" ({_per_vth(self.membrane_grid)})" if self.membrane_grid else ""
         if self.recommended is None:
             return (f"no boundary{target} keeps accuracy within {self.tolerance:g} points of {self.accuracy:.2f}%: "
                     "no clip suggested")
@@ -273,6 +273,10 @@ def recommend(accuracy: float, results: list[BoundaryResult], tolerance: float) 
     # a hair of slack so that a drop of exactly the tolerance counts as within it despite float sums
     ok = [r.boundary for r in results if r.eligible and r.accuracy >= accuracy - tolerance - 1e-9]
     return max(ok) if ok else None
+
+
+def _per_vth(grid: int) -> str:
+    return f"{grid} level{'s' if grid != 1 else ''} per Vth"
 
 
 def _valid_range(spec: str, grid: int) -> str:
