@@ -299,6 +299,8 @@ def requires(_config: AnalyzeConfig) -> dict[str, str | None]:
     return {"data": "the analyze pass runs the model on data: pass --data"}
 
 
+# No ordering rule against quantize: analyzing after a weights-only quantize step (fp32 membrane) is
+# meaningful; a layer whose membrane is already quantized is refused when the step runs.
 ANALYZE_PASS = PassSpec(
     name="analyze",
     config_class=AnalyzeConfig,
