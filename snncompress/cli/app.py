@@ -47,6 +47,7 @@ def _root(
 
 def _register() -> None:
     from snncompress.cli import (
+        analyze_cmd,
         demo_cmd,
         evaluate_cmd,
         export_cmd,
@@ -58,8 +59,8 @@ def _register() -> None:
         verify_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd,
-                   verify_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, run_cmd, passes_cmd, report_cmd, export_cmd,
+                   demo_cmd, verify_cmd):
         module.register(app)
 
 

@@ -32,6 +32,8 @@ levels, ``Vth / unit`` levels up, a fixed-point comparison in integer-only hardw
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -133,6 +135,66 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
     settings["membrane_grid"] = grid
     settings["membrane_unit"] = unit
 
+
+class _ClipOnly:
+    """Stands in for a membrane quantizer: the negative clip alone (no rounding, no top level).
+
+    The quantize pass stores ``unit * clip(round(v / unit), c * grid, gamma)`` with ``unit = Vth / grid``;
+    its clip is the floor ``c * Vth`` on the stored membrane ``v[t]``. Here ``unit`` is ``Vth`` (grid 1),
+    so the floor is ``boundary * Vth`` and every other value is kept in fp32.
+    """
+
+    def __init__(self, boundary: float) -> None:
+        self.boundary = float(boundary)
+
+    def quantize(self, v: torch.Tensor, unit: float | torch.Tensor) -> torch.Tensor:
+        floor = torch.as_tensor(self.boundary * unit, dtype=v.dtype, device=v.device)
+        return torch.maximum(v, floor)
+
+
+_NOT_SET = object()
+
+
+@contextmanager
+def clipped_membrane(model: nn.Module, layers: Iterable[str], boundary: float) -> Iterator[None]:
+    """Clip the stored membrane of neuron ``layers`` at ``boundary`` x Vth while the block runs.
+
+    The clip acts where the quantize pass's ``clip`` acts, through the same hook
+    (:func:`install_membrane_quantizer`): on the stored, post-reset membrane ``v[t]`` (see the module
+    docstring), with snnTorch's delayed reset switched off because the reset is already in ``v``:
+    ``u_stored[t] = max(v[t], boundary * Vth)``. Nothing else is quantized. On leaving the block the
+    hooks are removed and each neuron's own ``mem_reset`` is back; the compression state is not touched.
+
+    Args:
+        model: the model holding the neurons.
+        layers: qualified names of neuron layers whose membrane is fp32 (no quantizer installed).
+        boundary: the clipping boundary c < 0, in units of each layer's threshold.
+
+    Raises:
+        ConfigError: ``boundary`` is not negative, or a layer already has a membrane quantizer.
+    """
+    if not boundary < 0:
+        raise ConfigError(f"a clipping boundary is a negative membrane level in units of Vth, got {boundary:g}")
+    quantized = set(get_state(model).hooks) if has_state(model) else set()
+    handles, saved = [], []
+    try:
+        for layer in layers:
+            if layer in quantized:
+                raise ConfigError(f"neuron layer '{layer}' already stores a quantized membrane; clip an fp32 one")
+            module = model.get_submodule(layer)
+            hook = _make_hook(_ClipOnly(boundary), unit_tensor(membrane_unit(module, 1)))
+            handles.append(module.register_forward_hook(hook))
+            saved.append((module, module.__dict__.get("mem_reset", _NOT_SET)))
+            module.mem_reset = no_delayed_reset
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, old in reversed(saved):
+            if old is _NOT_SET:
+                del module.mem_reset  # the class's own method again
+            else:
+                module.mem_reset = old
 
 
 def reinstall_membrane_hooks(model: nn.Module) -> None:

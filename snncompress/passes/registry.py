@@ -29,6 +29,7 @@ from snncompress.passes.base import PassConfig, PassSpec
 ENTRY_POINT_GROUP = "snncompress.passes"
 #: Built-in passes, ``name -> "module:attribute"``, imported when the registry is first used.
 BUILTIN_PASSES: dict[str, str] = {
+    "analyze": "snncompress.passes.analyze:ANALYZE_PASS",
     "quantize": "snncompress.passes.quantize:QUANTIZE_PASS",
 }
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
