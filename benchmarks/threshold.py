@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "command": "python benchmarks/threshold.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python benchmarks/threshold.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "demo_train_samples": len(models["demo"][2]), "mlp_train_samples": len(models["mlp"][2]),
         "mlp_fp32_accuracy": mlp_fp32, "runs": runs, "table": table,

@@ -146,3 +146,25 @@ def test_cli_bad_window_exits_2_and_writes_nothing(capsys, tmp_path):
                        "-o", out, "--window", "gauss")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_recipe_quantize_then_threshold(capsys, tmp_path):
+    data = "tests.models:static_dataset"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\npasses:\n"
+                      "  - pass: quantize\n    mode: qat\n    epochs: 1\n    weight_quant: pot4\n"
+                      "    membrane_quant: ternary\n    neuron_quant: fixed4.4\n    threshold_gradient: gpw\n"
+                      "  - pass: threshold\n    epochs: 1\n    window: rectangle\n")
+    out = tmp_path / "r.safetensors"
+    code, _, err = cli(capsys, "run", "tests.models:leaky_mlp", "--recipe", recipe, "--data", data,
+                       "--train-data", data, "-T", 3, "-o", out, "--quiet")
+    assert code == 0, err
+    history = read_metadata(out)["history"]
+    assert [h["pass"] for h in history] == ["quantize", "threshold"]
+    assert history[0]["config"]["threshold_gradient"] == "gpw"
+    loaded = load_model(str(out))
+    state = get_state(loaded)
+    for layer in ("1", "3"):
+        enc = state.tensors[f"{layer}.threshold"]
+        value = loaded.get_submodule(layer).threshold
+        assert torch.equal(value, WeightScheme.from_dict(enc.scheme).decode(enc).reshape(value.shape))
