@@ -14,7 +14,6 @@ from snncompress.fileformat.compressed import save_compressed
 from snncompress.fileformat.loading import load_model
 from snncompress.sim.thresholds import GPWThresholds, gpw
 from snncompress.sim.training import TrainConfig, train
-from snncompress.state import get_state
 from tests.models import TINY_MODELS
 from tests.sim.test_constraints import bundle
 
@@ -79,15 +78,24 @@ def test_windows_differ_and_unfired_neurons_add_nothing():
     assert len(set(grads.values())) == 3
 
 
-def test_detach_restores_the_neuron_exactly():
-    lif = snn.Leaky(beta=0.5, threshold=1.0)
-    before = dict(lif.__dict__)
-    _, _, _, lif2 = _one_step("sigmoid", 1.0)
-    assert "fire" not in lif2.__dict__
-    assert isinstance(lif2.threshold, torch.Tensor) and not isinstance(lif2.threshold, nn.Parameter)
-    assert "threshold" in dict(lif2.named_buffers())
-    assert type(lif2) is snn.Leaky and set(lif2.state_dict()) == set(lif.state_dict())
-    assert before.keys() == lif.__dict__.keys()
+@pytest.mark.parametrize("learnable", [False, True])
+def test_detach_restores_the_neuron_exactly(learnable):
+    lif = snn.Leaky(beta=0.5, threshold=1.0, learn_threshold=learnable)
+    model = nn.Sequential(lif)
+    lif(torch.zeros(4), torch.zeros(4))  # a forward pass sets snnTorch's own attributes (reset)
+    attrs, params, buffers = set(lif.__dict__), set(lif._parameters), set(lif._buffers)
+    state = {k: v.clone() for k, v in lif.state_dict().items()}
+    constraint = GPWThresholds(["0"])
+    constraint.attach(model)
+    assert "fire" in lif.__dict__ and type(lif) is not snn.Leaky  # parametrized while attached
+    spk, _ = lif(torch.tensor(U, requires_grad=True), torch.zeros(4))
+    spk.sum().backward()
+    constraint.detach(model)
+    assert type(lif) is snn.Leaky and "fire" not in lif.__dict__
+    assert (set(lif.__dict__), set(lif._parameters), set(lif._buffers)) == (attrs, params, buffers)
+    assert isinstance(lif.threshold, nn.Parameter) is learnable
+    assert lif.state_dict().keys() == state.keys() and all(torch.equal(lif.state_dict()[k], v)
+                                                           for k, v in state.items() if k != "mem")
 
 
 def test_forward_is_unchanged_while_attached():
