@@ -168,3 +168,13 @@ def test_recipe_quantize_then_threshold(capsys, tmp_path):
         enc = state.tensors[f"{layer}.threshold"]
         value = loaded.get_submodule(layer).threshold
         assert torch.equal(value, WeightScheme.from_dict(enc.scheme).decode(enc).reshape(value.shape))
+
+
+def test_same_seed_same_thresholds_and_weights():
+    def once():
+        model = load_model(TINY_MODELS["rleaky_mlp"].ref)
+        run_single_pass("threshold", model, FAST, _ctx("rleaky_mlp"), OPTIONS)
+        return model.state_dict()
+
+    first, again = once(), once()
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
