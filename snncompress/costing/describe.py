@@ -333,6 +333,7 @@ def _neuron_layer(
         recurrent_weight_scheme=rec_label,
         recurrent_fan_out=fan_out if recurrent else None,
         spikes_per_sample=_per_sample(act.output_spikes, samples),
+        threshold=tuple(float(v) for v in module.threshold.detach().reshape(-1)),
     )
 
 
@@ -392,7 +393,7 @@ def description_to_dict(desc: ModelDescription) -> dict[str, Any]:
     }
 
 
-_TUPLE_FIELDS = {"weight_shape", "beta", "alpha"}
+_TUPLE_FIELDS = {"weight_shape", "beta", "alpha", "threshold"}
 
 
 def description_from_dict(data: dict[str, Any]) -> ModelDescription:

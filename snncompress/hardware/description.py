@@ -226,6 +226,8 @@ class NeuronLayer:
             one-to-one: 1). None: ``recurrent_weights / neurons``.
         spikes_per_sample: Measured output spikes summed over time (optional).
         active_fraction: Share of neurons updated per step (spatial/channel masks upstream).
+        threshold: Firing threshold Vth as stored (one value per layer, or one per neuron); None:
+            not given. Shown in the report; a learned threshold differs from the model's initial one.
     """
 
     name: str
@@ -246,9 +248,12 @@ class NeuronLayer:
     recurrent_fan_out: int | None = None
     spikes_per_sample: float | None = None
     active_fraction: float = 1.0
+    threshold: float | tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         w = f"layer {self.name}"
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", _as_tuple(self.threshold))
         _need(self.neurons >= 1, w, f"neurons must be >= 1, got {self.neurons}")
         _need(self.time_steps >= 1, w, f"time_steps must be >= 1, got {self.time_steps}")
         if self.state_variables is None:

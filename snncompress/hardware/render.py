@@ -32,7 +32,22 @@ def _detail_lines(r: HardwareReport) -> list[str]:
         f"irregular_access_factor={c.irregular_access_factor:g}, dram_estimate={c.dram_estimate}"
     )
     lines += [f"{k}: {v}" for k, v in sorted(r.source.items()) if k != "data"]
+    thresholds = threshold_line(r)
+    if thresholds:
+        lines.append(thresholds)
     return lines
+
+
+def threshold_line(r: HardwareReport) -> str | None:
+    """Each neuron layer's firing threshold as stored (learned thresholds differ from layer to layer)."""
+    thresholds = [f"{row.name} {_vth(row.threshold)}" for row in r.layers if row.threshold is not None]
+    return "neuron thresholds (Vth): " + ", ".join(thresholds) if thresholds else None
+
+
+def _vth(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.6g}"
+    return f"{min(values):.4g}..{max(values):.4g} (per neuron, mean {sum(values) / len(values):.4g})"
 
 
 def rich_table(view: TableView) -> Table:
@@ -97,6 +112,9 @@ def render_rich(report: HardwareReport, console: Console) -> None:
     console.print(f"Hardware report: {report.model}", style="bold", markup=False, highlight=False)
     for line in summary_lines(report):
         console.print(line, markup=False, highlight=False)
+    thresholds = threshold_line(report)
+    if thresholds:
+        console.print(thresholds, markup=False, highlight=False)
     for view in all_tables(report):
         for part in split_to_width(view, console):
             console.print()

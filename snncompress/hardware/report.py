@@ -174,6 +174,7 @@ def _row(
         ops=_ops_row(lops, table),
         energy=energy_row(energy),
         dense_twin_energy_pj=twin_pj,
+        threshold=None if synaptic or layer.threshold is None else list(layer.threshold),
     )
 
 

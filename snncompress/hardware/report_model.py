@@ -100,6 +100,9 @@ class LayerRow(_Row):
     dense_twin_energy_pj: float | None = Field(
         description="Energy of the same layer unpruned and dense at the same precision (pruned layers only)."
     )
+    threshold: list[float] | None = Field(
+        None, description="Neuron layers: the firing threshold Vth as stored (one value, or one per neuron)."
+    )
 
 
 class OpsTotals(_Row):

@@ -62,6 +62,11 @@ class QuantizeConfig(PassConfig):
                           "levels stay where they are, so the threshold may sit between them.")
     threshold_lr_scale: float = Field(10.0, gt=0, le=1e4,
                                       description="QAT: the thresholds' learning rate as a multiple of lr.")
+    threshold_gradient: Literal["surrogate", "gpw"] = Field(
+        "surrogate", description="QAT: the learned thresholds' gradient: surrogate (through the spike surrogate "
+                                 "and the reset, as snnTorch's learn_threshold) or gpw (SpQuant Eq. 27: a sigmoid "
+                                 "Gradient Penalty Window over the neurons that fired, W = 1; other windows: the "
+                                 "threshold pass).")
     validation_split: float = Field(
         0.0, ge=0.0, le=0.5,
         description="QAT: the fraction of the training data held out to choose the best epoch; 0: train on all "
@@ -198,7 +203,12 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
     fake_quant = FakeQuantWeights({f"{n}.weight": _scheme(config, n) for n, _ in syn}, encode=False)
     learnable = [n for n, _ in neurons
                  if config.for_layer(n).learn_threshold and "membrane" in state.neurons.get(n, {})]
-    thresholds = LearnableThresholds(learnable, lr_scale=config.threshold_lr_scale)
+    if config.threshold_gradient == "gpw":
+        from snncompress.sim.thresholds import GPWThresholds
+
+        thresholds = GPWThresholds(learnable, lr_scale=config.threshold_lr_scale)
+    else:
+        thresholds = LearnableThresholds(learnable, lr_scale=config.threshold_lr_scale)
     # the best epoch is chosen on the training data (or a part held out of it), never on the evaluation data
     parts = split_validation(ctx.train_data, config.validation_split, ctx.seed) if config.validation_split else None
     train_part, val_part = parts if parts is not None else (ctx.train_data, ctx.train_data)

@@ -67,7 +67,8 @@ def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequen
         weight = getattr(module, "weight", None)
         storage = {}
         if state is not None:
-            for pname, _ in module.named_parameters():
+            # neuron parameters (threshold, beta) are buffers unless learnable, and may be stored encoded
+            for pname, _ in [*module.named_parameters(), *module.named_buffers()]:
                 key = f"{name}.{pname}" if name else pname
                 if key in state.tensors:
                     storage[pname] = state.tensors[key].scheme
