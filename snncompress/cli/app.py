@@ -46,9 +46,11 @@ def _register() -> None:
         quantize_cmd,
         report_cmd,
         run_cmd,
+        sweep_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, sweep_cmd, passes_cmd, report_cmd, export_cmd,
+                   demo_cmd):
         module.register(app)
 
 
