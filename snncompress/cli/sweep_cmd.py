@@ -176,11 +176,6 @@ class _ProgressBar:
         self.enabled, self.bar, self.task = enabled, None, None
 
     def __enter__(self) -> _ProgressBar:
-        if self.enabled:
-            from snncompress.sim.progress import progress_bar
-
-            self._context = progress_bar(True)
-            self.bar = self._context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -188,8 +183,13 @@ class _ProgressBar:
             self._context.__exit__(*exc)
 
     def update(self, progress) -> None:
-        if self.bar is None:
+        if not self.enabled:
             return
+        if self.bar is None:  # started at the first point, so an error before any work prints alone
+            from snncompress.sim.progress import progress_bar
+
+            self._context = progress_bar(True)
+            self.bar = self._context.__enter__()
         if self.task is None:
             self.task = self.bar.add_task("sweep", total=progress.total)
         best = progress.best

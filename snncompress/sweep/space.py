@@ -220,7 +220,8 @@ def _recipe_problem(exc: RecipeError) -> str:
 
 
 def _first_problem(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False)
+    # a misspelt key first: it also explains the "required" error of the key it was meant to be
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("list[", "dict[", "function")))
     message = first["msg"]

@@ -65,11 +65,18 @@ def open_storage(url: str | None):  # noqa: ANN201
         # workers write one row per trial event; wait for the file lock rather than fail
         kwargs["connect_args"] = {"timeout": 60}
         _check_sqlite_folder(url)
-    try:
-        return op.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                      grace_period=GRACE_S)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy's many error types: one line for the user
-        raise InputError(f"--storage {url}: cannot open: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return op.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=GRACE_S)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's many error types: one line for the user
+            # two workers creating a new storage's tables at once: the loser sees the winner's rows
+            if type(exc).__name__ in ("IntegrityError", "OperationalError") and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise InputError(f"--storage {url}: cannot open: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def _check_sqlite_folder(url: str) -> None:
