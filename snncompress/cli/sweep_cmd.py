@@ -148,12 +148,16 @@ def _print_tables(result) -> None:
     title = ("Pareto front (accuracy up, memory and energy down)" if result.objective == "pareto"
              else f"points by reward R (mu = {result.mu:g})")
     table = Table(title=title)
+    # the point as its labels only (a caption names the choices), so a row fits 80 columns
+    caption = "point: " + "/".join(key.split(".", 1)[-1] for key in result.space.keys)
+    table.caption = caption + "; meets: the constraints (reasons in --json / --results)"
     for col in ("trial", "point", "accuracy %", "memory KiB", "energy nJ", "R", "front", "meets"):
-        table.add_column(col, justify="left" if col in ("point", "meets") else "right", no_wrap=col == "point")
+        table.add_column(col, justify="left" if col in ("point", "meets") else "right")
     for p in rows:
         mark = " *" if p["trial"] == best else ""
-        meets = "yes" if p.get("feasible") else escape("; ".join(p.get("violations") or []))
-        table.add_row(f"{p['trial']}{mark}", escape(_short(p["params"])), _f(p.get("accuracy")),
+        meets = "yes" if p.get("feasible") else "no: " + ", ".join(v.split()[0] for v in p.get("violations") or [])
+        table.add_row(f"{p['trial']}{mark}", escape("/".join(str(v) for v in p["params"].values())),
+                      _f(p.get("accuracy")),
                       _f(p.get("memory_bits"), 8192), _f(p.get("energy_pj"), 1000), _f(p.get("reward"), digits=4),
                       "yes" if p["trial"] in front else "", meets)
     c.console.print(table)

@@ -98,10 +98,12 @@ def make_sampler(kind: str, space: Space, seed: int, constraints: Constraints): 
     def constraint_values(trial) -> list[float]:  # noqa: ANN001
         return list(trial.user_attrs.get("snncompress.constraints", [1.0]))
 
+    # Optuna >= 5 reads the constraints each trial sets (Objective); older ones ask a function
+    options = {} if hasattr(op.trial.Trial, "set_constraint") else {"constraints_func": constraint_values}
     if kind == "tpe":
-        return op.samplers.TPESampler(seed=seed, constraints_func=constraint_values)
+        return op.samplers.TPESampler(seed=seed, **options)
     if kind == "nsga2":
-        return op.samplers.NSGAIISampler(seed=seed, constraints_func=constraint_values)
+        return op.samplers.NSGAIISampler(seed=seed, **options)
     raise ConfigError(f"--sampler {kind}: must be grid, tpe or nsga2")
 
 
@@ -217,7 +219,11 @@ class Objective:
             record["reward"] = reward(record, self.mu)
             record["violations"] = self.constraints.violations(record)
             record["feasible"] = not record["violations"]
-        trial.set_user_attr("snncompress.constraints", self.constraints.optuna_values(record))
+        values = self.constraints.optuna_values(record)
+        trial.set_user_attr("snncompress.constraints", values)
+        if hasattr(trial, "set_constraint"):
+            for i, value in enumerate(values):
+                trial.set_constraint(f"c{i}", value)
         trial.set_user_attr(RECORD, record)
         if earlier is None:
             append_jsonl(self.results, {**record, "trial": trial.number})

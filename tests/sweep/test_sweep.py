@@ -102,6 +102,15 @@ def test_the_best_model_is_written_and_is_the_best_recipe(tmp_path):
     assert again.read_bytes() == out.read_bytes()  # same seed, same bytes
 
 
+@pytest.mark.parametrize("objective, sampler", [("reward", "tpe"), ("pareto", "nsga2")])
+def test_a_sampled_sweep_stops_at_the_trials_asked_for(tmp_path, objective, sampler):
+    result = run_sweep(job(tmp_path, objective=objective, trials=3, mu=0.5))
+    assert result.sampler == sampler and len(result.points) == 3
+    evaluated = [p for p in result.points if "reused_from" not in p]
+    assert len(lines(tmp_path / "sweep.jsonl")) == len(evaluated) >= 1  # a repeat is reused, not run again
+    assert result.best is not None and result.front
+
+
 def test_pareto_front_by_hand():
     def rec(trial, acc, mem, energy):
         return {"trial": trial, "accuracy": acc, "memory_bits": mem, "energy_pj": energy, "memory_bits_baseline": 100}
