@@ -9,7 +9,7 @@
 """
 
 from snncompress.sweep.run import SweepJob, SweepProgress, SweepResult, run_sweep
-from snncompress.sweep.select import Constraints, parse_memory, pareto_front, reward
+from snncompress.sweep.select import Constraints, pareto_front, parse_memory, reward
 from snncompress.sweep.space import Space, load_space, space_from_dict
 
 __all__ = ["Constraints", "Space", "SweepJob", "SweepProgress", "SweepResult", "load_space", "pareto_front",

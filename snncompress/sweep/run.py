@@ -170,6 +170,7 @@ def run_sweep(job: SweepJob) -> SweepResult:
             st.work(study, objective, grid, total, job.callbacks)
         else:
             _run_workers(job, space, storage_url, sampler_kind, total, results, tracker)
+        st.wait_for_others(study, space, objective, grid, total, tracker.refresh)
         points = st.finished_records(study)
     finally:
         if temp is not None:

@@ -288,3 +288,18 @@ def work(study: Any, objective: Objective, grid: bool, trials: int | None,
         return
     study.optimize(objective, n_trials=None if grid else trials, callbacks=[*callbacks, stop_when_done],
                    catch=(), gc_after_trial=False)
+
+
+def wait_for_others(study: Any, space: Space, objective: Objective, grid: bool, trials: int | None,
+                    on_poll: Callable[[], None] = lambda: None, poll_s: float = 1.0) -> None:
+    """Wait until no point of the study is running elsewhere (other machines' workers), so the
+    selection sees the whole study. A running point whose worker died (its heartbeat older than
+    :data:`GRACE_S`) is failed and, in a grid, queued again and taken here."""
+    op = optuna()
+    running = (op.trial.TrialState.RUNNING,)
+    while study.get_trials(deepcopy=False, states=running):
+        time.sleep(poll_s)
+        on_poll()
+        op.storages.fail_stale_trials(study)
+        if grid and queue_missing(study, space):
+            work(study, objective, grid, trials)

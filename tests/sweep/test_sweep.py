@@ -149,13 +149,45 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_points(tmp_path, 
     assert len(records) == 6
     assert sorted(json.dumps(r["params"], sort_keys=True) for r in records) == sorted(
         json.dumps(p, sort_keys=True) for p in space_from_dict(SPACE).grid())
-    # a third run finds the grid done and evaluates nothing
+    # a third run finds the grid done and evaluates nothing; another mu re-selects from the same points
     run_sweep(job(tmp_path, storage=storage, study="s"))
+    heavy = run_sweep(job(tmp_path, storage=storage, study="s", mu=50.0))
     assert len(evaluated) == 6
+    assert heavy.best["memory_bits"] == min(p["memory_bits"] for p in heavy.points)
     # the same study for another space is refused
     other = {**SPACE, "choices": {"quantize.weight_quant": ["int8"]}}
     with pytest.raises(InputError, match="another sweep"):
         run_sweep(job(tmp_path, storage=storage, study="s", space=space_from_dict(other)))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask() plays the dead worker
+def test_a_point_whose_worker_died_is_redone_once_its_heartbeat_is_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(st, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(st, "GRACE_S", 1)
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(job(tmp_path, storage=storage, study="k", callbacks=[_stop_after(2)]))
+    # a worker that took the next point and was killed (SIGKILL): RUNNING, with one old heartbeat
+    study = st.optuna().load_study(study_name="k", storage=st.open_storage(storage))
+    dead = study.ask()
+    study._storage.record_heartbeat(dead._trial_id)
+    import time
+
+    time.sleep(2.5)
+    result = run_sweep(job(tmp_path, storage=storage, study="k"))
+    assert len(result.points) == 6
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[dead.number] == "FAIL"
+    assert dead.number not in {p["trial"] for p in result.points}
+    _assert_each_point_once(lines(tmp_path / "sweep.jsonl"), storage, "k")
+
+
+def _stop_after(k: int):
+    def callback(study, _trial):
+        if len(st.finished_records(study)) >= k:
+            raise KeyboardInterrupt
+
+    return callback
 
 
 def _write_data(tmp_path: Path) -> Path:
@@ -196,7 +228,8 @@ def test_two_sweep_commands_on_one_storage_share_the_grid(tmp_path, tests_import
     (tmp_path / "space.yaml").write_text(json.dumps(SPACE))
     commands = [[sys.executable, "-m", "snncompress.cli.app", "sweep", TINY_MODELS[MODEL].ref, "--data", data,
                  "--space", "space.yaml", "-T", str(T), "--storage", storage, "--study", "m", "-q",
-                 "--results", "sweep.jsonl", "-o", f"best{i}.safetensors"] for i in range(2)]
+                 "--results", "sweep.jsonl", "-o", f"best{i}.safetensors", "--plot", f"pareto{i}.png",
+                 "--json", "-" if i == 0 else "sweep1.json"] for i in range(2)]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=tests_importable, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for cmd in commands]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -204,6 +237,10 @@ def test_two_sweep_commands_on_one_storage_share_the_grid(tmp_path, tests_import
     _assert_each_point_once(lines(tmp_path / "sweep.jsonl"), storage, "m")
     # both pick the same best point from the shared study, so write the same model
     assert (tmp_path / "best0.safetensors").read_bytes() == (tmp_path / "best1.safetensors").read_bytes()
+    # --json -: stdout is the JSON alone; both saw all six points, in one study
+    printed, written = json.loads(outs[0][0]), json.loads((tmp_path / "sweep1.json").read_text())
+    assert len(printed["points"]) == len(written["points"]) == 6 and printed["best"] == written["best"]
+    assert (tmp_path / "pareto0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- the space file and the CLI's bad input ---------------------------------------------------------
