@@ -262,13 +262,16 @@ def test_bad_spaces_are_one_line_errors(edit, message):
 
 def test_a_space_of_overrides_with_symbolic_targets_and_labels():
     space = space_from_dict({**SPACE, "choices": {
-        "quantize.weight_quant": ["pot4"],
+        "quantize.neuron_quant": [None],  # fp32 threshold and leak (a YAML null)
         "quantize.overrides": {"none": [], "first-last-8bit": [{"targets": ["first", "last"], "weight_quant": "int8"}]},
     }})
     points = list(space.grid())
     assert [p["quantize.overrides"] for p in points] == ["none", "first-last-8bit"]
     recipe = space.recipe(points[1])
     assert recipe.steps[0].config.overrides[0].targets == ["first", "last"]
+    assert recipe.steps[0].config.neuron_quant is None
+    fixed = space_from_dict({**SPACE, "choices": {"0.neuron_quant": ["fixed1.6", None]}})  # a step by index
+    assert [fixed.recipe(p).steps[0].config.neuron_quant for p in fixed.grid()] == ["fixed1.6", None]
 
 
 def test_sizes_and_the_missing_extra(monkeypatch):
