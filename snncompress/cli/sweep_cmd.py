@@ -150,16 +150,24 @@ def _print_tables(result) -> None:
     table = Table(title=title)
     # the point as its labels only (a caption names the choices), so a row fits 80 columns
     caption = "point: " + "/".join(key.split(".", 1)[-1] for key in result.space.keys)
-    table.caption = caption + "; meets: the constraints (reasons in --json / --results)"
-    for col in ("trial", "point", "accuracy %", "memory KiB", "energy nJ", "R", "front", "meets"):
-        table.add_column(col, justify="left" if col in ("point", "meets") else "right")
+    table.caption = (caption + "; acc: accuracy, KiB: memory, nJ: energy per sample; meets: the constraints "
+                     "(reasons in --json / --results)")
+    columns = ("#", "point", "acc %", "KiB", "nJ", "R", *(("front",) if result.objective == "reward" else ()),
+               "meets")
+    for col in columns:
+        if col == "point":  # labels joined without spaces: fold rather than cut
+            table.add_column(col, min_width=min(18, max(len(_label(p)) for p in rows) if rows else 5),
+                             overflow="fold")
+        else:
+            table.add_column(col, justify="left" if col == "meets" else "right")
     for p in rows:
         mark = " *" if p["trial"] == best else ""
-        meets = "yes" if p.get("feasible") else "no: " + ", ".join(v.split()[0] for v in p.get("violations") or [])
-        table.add_row(f"{p['trial']}{mark}", escape("/".join(str(v) for v in p["params"].values())),
+        meets = "yes" if p.get("feasible") else "no"
+        table.add_row(f"{p['trial']}{mark}", escape(_label(p)),
                       _f(p.get("accuracy")),
-                      _f(p.get("memory_bits"), 8192), _f(p.get("energy_pj"), 1000), _f(p.get("reward"), digits=4),
-                      "yes" if p["trial"] in front else "", meets)
+                      _f(p.get("memory_bits"), 8192), _f(p.get("energy_pj"), 1000, digits=1),
+                      _f(p.get("reward"), digits=4),
+                      *(("yes" if p["trial"] in front else "",) if result.objective == "reward" else ()), meets)
     c.console.print(table)
     if result.best is not None:
         b = result.best
@@ -167,6 +175,10 @@ def _print_tables(result) -> None:
                         f"accuracy {b['accuracy']:.2f}%, memory {b['memory_bits'] / 8192:.2f} KiB "
                         f"({b['memory_reduction']:.2f}x smaller), energy {b['energy_pj'] / 1000:.2f} nJ",
                         soft_wrap=True, highlight=False, markup=False)
+
+
+def _label(point) -> str:
+    return "/".join(str(v) for v in point["params"].values())
 
 
 def _f(value, scale: float = 1.0, digits: int = 2) -> str:
