@@ -255,12 +255,14 @@ def _results_path(results: str | Path | None) -> Path | None:
 
 
 def _runner(job: SweepJob) -> PointRunner:
-    from snncompress.pipeline.job import CompressJob, _load_model, load_job_data
+    from snncompress.fileformat.loading import load_model
+    from snncompress.pipeline.job import CompressJob, load_job_data
 
     like = CompressJob(model=job.model, recipe={}, data=job.data, train_data=job.train_data, weights=job.weights,
                        trust_pickle=job.trust_pickle, encoding=job.encoding, time_steps=job.time_steps,
                        batch_size=job.batch_size, limit=job.limit, seed=job.seed)
-    model = _load_model(like)
+    model = job.model if isinstance(job.model, nn.Module) else load_model(job.model, job.weights,
+                                                                          trust_pickle=job.trust_pickle)
     data, train = load_job_data(like)
     from snncompress.sim.evaluate import prepare
 
