@@ -13,7 +13,9 @@ from snncompress.passes.registry import default_registry, registered
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-RECIPES = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml", ".toml"))
+# sweep-*.yaml are design spaces (snncompress sweep --space), not recipes: tests/sweep/ runs them
+RECIPES = sorted(p for p in EXAMPLES.iterdir()
+                 if p.suffix in (".yaml", ".yml", ".toml") and not p.name.startswith("sweep-"))
 CLUSTER_DIR = REPO / "plugins" / "snncompress-cluster"
 
 

@@ -56,12 +56,13 @@ def _register() -> None:
         quantize_cmd,
         report_cmd,
         run_cmd,
+        sweep_cmd,
         threshold_cmd,
         verify_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, threshold_cmd, verify_cmd, run_cmd,
-                   passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, threshold_cmd, verify_cmd, sweep_cmd,
+                   run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
         module.register(app)
 
 
