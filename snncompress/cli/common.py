@@ -34,12 +34,22 @@ JSON_HELP = "Write the results as JSON to FILE; '-': to stdout (and nothing else
 #: ``--json FILE`` on every command (``-``: stdout): one convention, see :func:`emit_json`.
 JsonOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)]
 JsonFileOpt = JsonOpt
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N "
+                     "or mps. Files written are the same whatever the device.")]
 
 
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool):
     from snncompress.fileformat.loading import load_model
 
     return load_model(model, weights, trust_pickle=trust_pickle)
+
+
+def use_device(model, device: str):
+    """Move ``model`` to ``--device`` for a command that runs it (batches follow the model)."""
+    from snncompress.sim.device import resolve_device
+
+    return model.to(resolve_device(device))
 
 
 def use_threads(model, data=None) -> int:

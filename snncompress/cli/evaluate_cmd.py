@@ -27,12 +27,13 @@ def evaluate(
     seed: c.SeedOpt = 0,
     json_out: c.JsonOpt = None,
     force: c.ForceOpt = False,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
     from snncompress.sim.evaluate import evaluate as run_eval
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle), device)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     c.use_threads(net, bundle)
     result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))

@@ -58,6 +58,7 @@ def report(
         ),
     ] = None,
     force: c.ForceOpt = False,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Memory, operations and estimated energy per layer and in total, against the baseline.
 
@@ -74,9 +75,9 @@ def report(
     to_stdout = c.json_to_stdout(json_file)
     outputs = dict(json_path=None if to_stdout else json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle), device)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed) if data else None
-    base = c.load_model_cli(baseline, None, trust_pickle) if baseline else None
+    base = c.use_device(c.load_model_cli(baseline, None, trust_pickle), device) if baseline else None
     c.use_threads(net, bundle)
     result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     if to_stdout:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from snncompress.data.encoding import ENCODINGS, rate_encode
 from snncompress.errors import DataError
@@ -64,7 +64,11 @@ class DataBundle:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def loader(self, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+    def loader(self, shuffle: bool = False, seed: int | None = None, sampler: Sampler | None = None) -> DataLoader:
+        """Batches of ``(x, y)``, shuffled with ``seed`` when asked, or drawn by ``sampler`` (e.g. a
+        DistributedSampler: this process's shard; the sampler then does the shuffling)."""
+        if sampler is not None:
+            return DataLoader(self.dataset, batch_size=self.options.batch_size, sampler=sampler)
         gen = torch.Generator().manual_seed(self.options.seed if seed is None else seed)
         return DataLoader(self.dataset, batch_size=self.options.batch_size, shuffle=shuffle, generator=gen)
 

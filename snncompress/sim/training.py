@@ -4,6 +4,10 @@ Adam (lr 1e-3 by default, SpQuant §5.2), constant or cosine-annealed over the r
 cross-entropy on output spike counts, or TET (mean over time of the per-step cross-entropy on the
 output membrane, Deng et al. 2022). The best epoch by validation accuracy is kept, ties broken by
 the lower validation loss (a small validation set ties often). Deterministic for a given seed.
+
+Under a distributed launch (``torchrun``; :mod:`snncompress.sim.distributed`) the model is trained
+data-parallel (DistributedDataParallel, each rank on its shard of the training data) and validated on
+shards whose counts are all-reduced, so every rank keeps the same epoch; only rank 0 shows progress.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompress.data.loading import DataBundle
+from snncompress.sim import distributed
 from snncompress.sim.constraints import Constraint, attached, constraints_for_training
-from snncompress.sim.evaluate import evaluate, prepare
+from snncompress.sim.evaluate import Evaluation, evaluate, prepare
 from snncompress.sim.progress import progress_bar
-from snncompress.sim.runner import RunOutput
+from snncompress.sim.runner import RunOutput, SNNRunner
 
 LOSSES = ("ce", "tet")
 SCHEDULES = ("constant", "cosine")
@@ -83,6 +88,10 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     step_context = step_context or contextlib.nullcontext
     torch.manual_seed(config.seed)
     runner = prepare(model, train_data)
+    net = distributed.wrap_for_training(model)  # DDP under torchrun, the model itself otherwise
+    if net is not model:
+        runner = SNNRunner(net, style=runner.style)
+    show_progress = show_progress and distributed.is_main()
     val_data.is_sequence = train_data.is_sequence if val_data.dataset is train_data.dataset else val_data.is_sequence
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{config.schedule}' (choose from {', '.join(SCHEDULES)})")
@@ -96,25 +105,26 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     optimizer = torch.optim.Adam([{"params": ps, "lr": config.lr * k} for k, ps in groups.items()], lr=config.lr)
     scheduler = None
     if config.schedule == "cosine":
-        steps = max(1, config.epochs * len(train_data.loader(shuffle=True, seed=config.seed)))
+        steps = max(1, config.epochs * len(_batches(train_data, config.seed, 0)))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     best_state = copy.deepcopy(model.state_dict())
-    start = evaluate(model, val_data)
+    start = _validate(model, val_data)
     best_key = (start.accuracy, -start.loss if start.loss == start.loss else 0.0)
     result = TrainResult(best_epoch=0, best_accuracy=start.accuracy)
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(description, total=config.epochs * len(train_data), info=f"acc {start.accuracy:.2f}%")
+        shard_size = len(_batches(train_data, config.seed, 0).sampler)  # this rank's samples per epoch
+        task = bar.add_task(description, total=config.epochs * shard_size, info=f"acc {start.accuracy:.2f}%")
         for epoch in range(1, config.epochs + 1):
             model.train()
             total_loss, seen = 0.0, 0
-            for x, y in train_data.loader(shuffle=True, seed=config.seed + epoch):
+            for x, y in _batches(train_data, config.seed, epoch):
                 optimizer.zero_grad(set_to_none=True)
                 with ExitStack() as stack:
                     for constraint in constraints:
                         stack.enter_context(constraint.step_context())
                     stack.enter_context(step_context())
                     out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
-                    loss = spike_count_loss(out, y, config.loss)
+                    loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
                     loss.backward()
                 optimizer.step()
                 if scheduler is not None:
@@ -126,8 +136,9 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                 total_loss += float(loss.detach()) * y.shape[0]
                 seen += y.shape[0]
                 bar.update(task, advance=y.shape[0], info=f"epoch {epoch} loss {total_loss / seen:.3f}")
-            val = evaluate(model, val_data)
+            val = _validate(model, val_data)
             acc = val.accuracy
+            total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
             result.epochs.append({"epoch": epoch, "loss": total_loss / max(seen, 1), "accuracy": acc,
                                   "val_loss": val.loss})
             bar.update(task, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f} acc {acc:.2f}%")
@@ -139,6 +150,33 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _batches(data: DataBundle, seed: int, epoch: int):
+    """One epoch's training batches: a seeded shuffle, or this rank's shard of it when distributed
+    (the same permutation on every rank for a given epoch, cut into disjoint shards)."""
+    sampler = distributed.sampler_for(data.dataset, shuffle=True, seed=seed)
+    if sampler is None:
+        return data.loader(shuffle=True, seed=seed + epoch)
+    sampler.set_epoch(epoch)
+    return data.loader(sampler=sampler)
+
+
+def _validate(model: nn.Module, data: DataBundle) -> Evaluation:
+    """Accuracy and loss on ``data``; when distributed, each rank evaluates its share and the counts are
+    all-reduced, so every rank gets the figures of the whole set (and takes the same decisions)."""
+    if not distributed.is_distributed():
+        return evaluate(model, data)
+    from dataclasses import replace
+
+    part = replace(data, dataset=distributed.shard(data.dataset))
+    local = evaluate(model, part) if len(part) else Evaluation(accuracy=0.0, samples=0)
+    has_loss = local.loss == local.loss and local.samples > 0
+    correct, samples, loss_sum, loss_n = distributed.all_reduce_sum([
+        round(local.accuracy * local.samples / 100.0), local.samples,
+        local.loss * local.samples if has_loss else 0.0, local.samples if has_loss else 0])
+    return Evaluation(accuracy=100.0 * correct / max(samples, 1), samples=int(samples),
+                      loss=loss_sum / loss_n if loss_n else float("nan"))
 
 
 def _plain_name(name: str) -> str:
