@@ -154,32 +154,37 @@ def epoch_rows(quick: bool, log) -> list[dict]:
     return rows
 
 
-def torchrun_rows(log) -> dict:
+def torchrun_rows(log, seeds: list[int]) -> dict:
+    """The demo's 1-epoch QAT in one process and under torchrun, for each seed (the seed moves the
+    shuffling, and the two launches shuffle differently, so the seeds show the spread to compare with)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out: dict = {}
+    runs = {"1 process": ([sys.executable], "128"),
+            "torchrun 2 processes": ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                      "--nproc_per_node", "2"], "64")}
     with tempfile.TemporaryDirectory() as tmp:
-        base = ["-m", "snncompress", "quantize", "demo", "--mode", "qat", "--epochs", "1", "--data", "digits",
-                "--device", "cpu", "-q"]
-        runs = {"1 process": ([sys.executable], "128"),
-                "torchrun 2 processes": ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                          "--nproc_per_node", "2"], "64")}
-        for name, (launcher, batch) in runs.items():
-            target, report = Path(tmp) / f"{batch}.safetensors", Path(tmp) / f"{batch}.json"
-            start = time.perf_counter()
-            proc = subprocess.run([*launcher, *base, "--batch-size", batch, "-o", str(target), "--json", str(report)],
-                                  env=env, capture_output=True, text=True, timeout=1800)
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
-            payload = json.loads(report.read_text())
-            out[name] = {"accuracy": payload["after"]["accuracy"], "qat_seconds": payload["seconds"][0],
-                         "command_wall_s": wall, "batch_per_process": int(batch),
-                         "load_avg": os.getloadavg()[0]}
-            log(f"{name}: accuracy {out[name]['accuracy']:.2f}%, QAT pass {out[name]['qat_seconds']:.1f} s, "
-                f"command {wall:.1f} s (load {os.getloadavg()[0]:.1f})")
+        for seed in seeds:
+            for name, (launcher, batch) in runs.items():
+                base = ["-m", "snncompress", "quantize", "demo", "--mode", "qat", "--epochs", "1", "--data",
+                        "digits", "--device", "cpu", "-q", "--seed", str(seed), "--batch-size", batch]
+                target, report = Path(tmp) / f"{seed}-{batch}.safetensors", Path(tmp) / f"{seed}-{batch}.json"
+                start = time.perf_counter()
+                proc = subprocess.run([*launcher, *base, "-o", str(target), "--json", str(report)],
+                                      env=env, capture_output=True, text=True, timeout=1800)
+                wall = time.perf_counter() - start
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
+                payload = json.loads(report.read_text())
+                row = {"seed": seed, "accuracy": payload["after"]["accuracy"], "qat_seconds": payload["seconds"][0],
+                       "best_epoch": payload["steps"][0]["metrics"].get("best_epoch"),
+                       "command_wall_s": wall, "batch_per_process": int(batch), "load_avg": os.getloadavg()[0]}
+                out.setdefault(name, []).append(row)
+                log(f"{name}, seed {seed}: accuracy {row['accuracy']:.2f}% (best epoch {row['best_epoch']}), "
+                    f"QAT pass {row['qat_seconds']:.1f} s, command {wall:.1f} s (load {row['load_avg']:.1f})")
     samples = 540
-    diff = abs(out["1 process"]["accuracy"] - out["torchrun 2 processes"]["accuracy"]) * samples / 100
-    out["difference_samples"] = round(diff, 2)
+    out["difference_samples"] = [round(abs(a["accuracy"] - b["accuracy"]) * samples / 100, 2)
+                                 for a, b in zip(out["1 process"], out["torchrun 2 processes"], strict=True)]
+    out["mean_accuracy"] = {name: statistics.mean(r["accuracy"] for r in out[name]) for name in runs}
     return out
 
 
@@ -187,6 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-torchrun", action="store_true")
+    parser.add_argument("--skip-epoch", action="store_true",
+                        help="Only the torchrun rows (the epoch rows of an existing --out file are kept).")
+    parser.add_argument("--seeds", type=int, default=3, help="Seeds of the torchrun comparison (default 3).")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -196,14 +204,20 @@ def main() -> None:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": 1,
             "load_avg_start": os.getloadavg(), "quick": args.quick}
-    result = {"meta": meta, "epoch": epoch_rows(args.quick, log)}
+    if args.skip_epoch and args.out.exists():
+        result = json.loads(args.out.read_text())
+        result["meta"]["torchrun_meta"] = meta
+    else:
+        result = {"meta": meta, "epoch": epoch_rows(args.quick, log)}
     if not args.skip_torchrun:
-        result["torchrun"] = torchrun_rows(log)
+        result["torchrun"] = torchrun_rows(log, list(range(1 if args.quick else args.seeds)))
     meta["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"load average at start {meta['load_avg_start'][0]:.1f}, at end {meta['load_avg_end'][0]:.1f} "
           f"({meta['cpus']} CPUs; figures taken under that load)")
+    loads = ", ".join(f"{r['load_avg']:.1f}" for r in result["epoch"])
+    print(f"epoch rows: load average {loads}")
     print("| channels c | params (x demo) | T | tool QAT ms/batch | plain fp32 ms/batch | ratio (target <= 1.3) |")
     print("|---|---|---|---|---|---|")
     for r in result["epoch"]:
@@ -212,12 +226,15 @@ def main() -> None:
               f"{r['tool_median_ms']:.0f} | {r['plain_median_ms']:.0f} | {r['ratio']:.2f}x {mark} |")
     if "torchrun" in result:
         t = result["torchrun"]
-        print("\n| demo QAT, 1 epoch | test accuracy | QAT pass wall s | command wall s |")
-        print("|---|---|---|---|")
+        print("\n| demo QAT, 1 epoch | seed | test accuracy | best epoch | QAT pass wall s | command wall s | load |")
+        print("|---|---|---|---|---|---|---|")
         for name in ("1 process", "torchrun 2 processes"):
-            print(f"| {name} (batch {t[name]['batch_per_process']}/process) | {t[name]['accuracy']:.2f}% | "
-                  f"{t[name]['qat_seconds']:.1f} | {t[name]['command_wall_s']:.1f} |")
-        print(f"\naccuracy difference: {t['difference_samples']:g} of 540 samples (target: <= 1)")
+            for r in t[name]:
+                print(f"| {name} (batch {r['batch_per_process']}/process) | {r['seed']} | {r['accuracy']:.2f}% | "
+                      f"{r['best_epoch']} | {r['qat_seconds']:.1f} | {r['command_wall_s']:.1f} | {r['load_avg']:.1f} |")
+        print(f"\naccuracy difference per seed: {t['difference_samples']} of 540 samples (target: <= 1); "
+              f"mean accuracy {t['mean_accuracy']['1 process']:.2f}% (1 process) vs "
+              f"{t['mean_accuracy']['torchrun 2 processes']:.2f}% (torchrun)")
     print(f"wrote {args.out}")
 
 

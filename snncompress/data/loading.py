@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +65,13 @@ class DataBundle:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def loader(self, shuffle: bool = False, seed: int | None = None, sampler: Sampler | None = None) -> DataLoader:
+    def loader(self, shuffle: bool = False, seed: int | None = None, sampler: Sampler | None = None,
+               batch_sampler: Sampler | Iterable[list[int]] | None = None) -> DataLoader:
         """Batches of ``(x, y)``, shuffled with ``seed`` when asked, or drawn by ``sampler`` (e.g. a
-        DistributedSampler: this process's shard; the sampler then does the shuffling)."""
+        DistributedSampler: this process's shard; the sampler then does the shuffling), or given as
+        index lists by ``batch_sampler`` (this process's part of each global batch)."""
+        if batch_sampler is not None:
+            return DataLoader(self.dataset, batch_sampler=batch_sampler)
         if sampler is not None:
             return DataLoader(self.dataset, batch_size=self.options.batch_size, sampler=sampler)
         gen = torch.Generator().manual_seed(self.options.seed if seed is None else seed)

@@ -7,7 +7,8 @@ A launcher that sets the torch.distributed environment (``RANK``, ``WORLD_SIZE``
 replica. :func:`init_from_env` joins them into one process group (gloo on CPU, NCCL on CUDA). Then:
 
 * Training (:func:`snncompress.sim.training.train`) wraps the model in DistributedDataParallel and
-  draws each rank's batches from its shard of the training data (:func:`sampler_for`). Measured with
+  gives each rank its part of every global batch (:class:`GlobalBatchShards`): N processes with
+  ``--batch-size B`` take the steps one process takes with ``B x N``, on the same samples. Measured with
   torch 2.13 / gloo on a stepwise snnTorch model that is called once per time step before one backward:
   plain DDP gives gradients equal to the hand-made all-reduced mean (max difference 0.0 over three
   steps); ``static_graph=True`` is not needed. Buffer syncing in the forward is switched off: the
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 T = TypeVar("T")
 
@@ -186,6 +187,64 @@ def sampler_for(dataset: Dataset, *, shuffle: bool, seed: int) -> DistributedSam
         return None
     return DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=shuffle, seed=seed,
                               drop_last=False)
+
+
+class GlobalBatchShards:
+    """This rank's part of each global training batch: N processes take the steps one process would.
+
+    One process shuffles with ``seed + epoch`` (:func:`one_process_order`) and cuts batches of
+    ``batch_size``. Here the same order is cut into global batches of ``batch_size x world``, and each
+    global batch into ``world`` contiguous parts, one per rank. Each part's mean loss is scaled by
+    ``weights[step] = part x world / global batch`` before the backward, so DDP's average of the
+    ranks' gradients is the gradient of the global batch's mean loss, also for a short last batch. A
+    rank whose part of the last batch is empty runs one sample at weight 0 (DDP needs every rank in
+    every backward). So ``--batch-size 64`` on 2 processes takes the steps of ``--batch-size 128`` on
+    one, on the same samples, up to float rounding.
+
+    Attributes:
+        batches: this rank's sample indices, per step (a DataLoader ``batch_sampler``).
+        weights: the loss scale per step (1.0 for full batches).
+        counts: the samples of this rank's part per step (0 for a weight-0 stand-in).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, rank: int, world: int):
+        order = one_process_order(size, seed + epoch)
+        step = batch_size * world
+        self.batches: list[list[int]] = []
+        self.weights: list[float] = []
+        self.counts: list[int] = []
+        for start in range(0, size, step):
+            chunk = order[start:start + step]
+            base, extra = divmod(len(chunk), world)
+            sizes = [base + (1 if r < extra else 0) for r in range(world)]
+            low = sum(sizes[:rank])
+            part = chunk[low:low + sizes[rank]]
+            self.counts.append(len(part))
+            self.weights.append(len(part) * world / len(chunk))
+            self.batches.append(part or chunk[:1])
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def one_process_order(size: int, seed: int) -> list[int]:
+    """The sample order of ``DataLoader(shuffle=True, generator=Generator().manual_seed(seed))`` over
+    ``size`` samples, read from such a loader (its iterator draws from the generator before the sampler
+    does, so a bare ``randperm`` would not reproduce it)."""
+    if size == 0:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    return next(iter(DataLoader(range(size), batch_size=size, shuffle=True, generator=gen))).tolist()
+
+
+def global_batch_shards(size: int, batch_size: int, seed: int, epoch: int) -> GlobalBatchShards | None:
+    """This rank's :class:`GlobalBatchShards` for one epoch (None in a single process)."""
+    if not is_distributed():
+        return None
+    return GlobalBatchShards(size, batch_size, seed, epoch, rank(), world_size())
 
 
 def shard(dataset: Dataset) -> Dataset:

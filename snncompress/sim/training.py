@@ -6,7 +6,7 @@ output membrane, Deng et al. 2022). The best epoch by validation accuracy is kep
 the lower validation loss (a small validation set ties often). Deterministic for a given seed.
 
 Under a distributed launch (``torchrun``; :mod:`snncompress.sim.distributed`) the model is trained
-data-parallel (DistributedDataParallel, each rank on its shard of the training data) and validated on
+data-parallel (DistributedDataParallel, each rank on its part of every global batch) and validated on
 shards whose counts are all-reduced, so every rank keeps the same epoch; only rank 0 shows progress.
 """
 
@@ -105,19 +105,19 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     optimizer = torch.optim.Adam([{"params": ps, "lr": config.lr * k} for k, ps in groups.items()], lr=config.lr)
     scheduler = None
     if config.schedule == "cosine":
-        steps = max(1, config.epochs * len(_batches(train_data, config.seed, 0)))
+        steps = max(1, config.epochs * len(_EpochBatches(train_data, config.seed, 0)))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     best_state = copy.deepcopy(model.state_dict())
     start = _validate(model, val_data)
     best_key = (start.accuracy, -start.loss if start.loss == start.loss else 0.0)
     result = TrainResult(best_epoch=0, best_accuracy=start.accuracy)
     with progress_bar(show_progress) as bar:
-        shard_size = len(_batches(train_data, config.seed, 0).sampler)  # this rank's samples per epoch
-        task = bar.add_task(description, total=config.epochs * shard_size, info=f"acc {start.accuracy:.2f}%")
+        per_epoch = _EpochBatches(train_data, config.seed, 0).samples  # this rank's samples
+        task = bar.add_task(description, total=config.epochs * per_epoch, info=f"acc {start.accuracy:.2f}%")
         for epoch in range(1, config.epochs + 1):
             model.train()
             total_loss, seen = 0.0, 0
-            for x, y in _batches(train_data, config.seed, epoch):
+            for x, y, weight, count in _EpochBatches(train_data, config.seed, epoch):
                 optimizer.zero_grad(set_to_none=True)
                 with ExitStack() as stack:
                     for constraint in constraints:
@@ -125,7 +125,7 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                     stack.enter_context(step_context())
                     out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
                     loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
-                    loss.backward()
+                    (loss if weight == 1.0 else loss * weight).backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -133,9 +133,9 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                     constraint.after_step(model)
                 if after_step is not None:
                     after_step(model)
-                total_loss += float(loss.detach()) * y.shape[0]
-                seen += y.shape[0]
-                bar.update(task, advance=y.shape[0], info=f"epoch {epoch} loss {total_loss / seen:.3f}")
+                total_loss += float(loss.detach()) * count
+                seen += count
+                bar.update(task, advance=count, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f}")
             val = _validate(model, val_data)
             acc = val.accuracy
             total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
@@ -152,14 +152,31 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     return result
 
 
-def _batches(data: DataBundle, seed: int, epoch: int):
-    """One epoch's training batches: a seeded shuffle, or this rank's shard of it when distributed
-    (the same permutation on every rank for a given epoch, cut into disjoint shards)."""
-    sampler = distributed.sampler_for(data.dataset, shuffle=True, seed=seed)
-    if sampler is None:
-        return data.loader(shuffle=True, seed=seed + epoch)
-    sampler.set_epoch(epoch)
-    return data.loader(sampler=sampler)
+class _EpochBatches:
+    """One epoch's training batches as ``(x, y, loss weight, samples)``: a seeded shuffle in one process
+    (weight 1), or this rank's part of each global batch when distributed
+    (:class:`~snncompress.sim.distributed.GlobalBatchShards`: the loss weight makes DDP's averaged
+    gradient that of the global batch)."""
+
+    def __init__(self, data: DataBundle, seed: int, epoch: int):
+        self.shards = distributed.global_batch_shards(len(data), data.options.batch_size, seed, epoch)
+        if self.shards is None:
+            self.loader = data.loader(shuffle=True, seed=seed + epoch)
+            self.samples = len(data)
+        else:
+            self.loader = data.loader(batch_sampler=self.shards)
+            self.samples = sum(self.shards.counts)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.shards is None:
+            for x, y in self.loader:
+                yield x, y, 1.0, y.shape[0]
+        else:
+            yield from ((x, y, w, n) for (x, y), w, n in zip(self.loader, self.shards.weights, self.shards.counts,
+                                                             strict=True))
 
 
 def _validate(model: nn.Module, data: DataBundle) -> Evaluation:

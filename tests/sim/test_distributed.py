@@ -110,3 +110,20 @@ def test_nccl_for_cuda_gloo_otherwise():
     assert distributed.backend_for("cpu") == "gloo" and distributed.backend_for(None) == "gloo"
     assert distributed.backend_for(torch.device("cuda", 1)) == "nccl"
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("size", "batch", "world"), [(23, 4, 2), (10, 128, 2), (9, 2, 4), (3, 2, 4)])
+def test_ranks_take_the_one_process_batches_between_them(size, batch, world):
+    """Rank parts of global batch k, together, are batch k of one process with batch x world, and the
+    loss weights make the mean of the ranks' weighted means the global batch's mean."""
+    data = DataBundle("t", TensorDataset(torch.arange(size)), False, 1, 2, DataOptions(batch_size=batch * world))
+    one = [b[0].tolist() for b in data.loader(shuffle=True, seed=5 + 2)]
+    parts = [distributed.GlobalBatchShards(size, batch, seed=5, epoch=2, rank=r, world=world) for r in range(world)]
+    assert len({len(p) for p in parts}) == 1  # every rank takes every step
+    for step, expected in enumerate(one):
+        taken = [i for p in parts if p.counts[step] for i in p.batches[step]]
+        assert taken == expected
+        per_sample = torch.rand(size, generator=torch.Generator().manual_seed(step))
+        ddp = sum(p.weights[step] * per_sample[p.batches[step]].mean() for p in parts) / world
+        assert float(ddp) == pytest.approx(float(per_sample[expected].mean()))
+        assert all(len(p.batches[step]) >= 1 for p in parts)
