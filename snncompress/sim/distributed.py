@@ -178,7 +178,10 @@ def main_process_only(fn: Callable[..., T]) -> Callable[..., T | None]:
 
 
 def sampler_for(dataset: Dataset, *, shuffle: bool, seed: int) -> DistributedSampler | None:
-    """This rank's shard of ``dataset`` for training (None in a single process).
+    """A DistributedSampler over ``dataset`` for this rank (None in a single process), for user loops.
+
+    :func:`snncompress.sim.training.train` does not use it: its shuffle differs from one process's,
+    so results would depend on the number of processes; it uses :class:`GlobalBatchShards` instead.
 
     Every rank gets the same number of batches (DistributedSampler pads the shards with repeated
     samples), which DDP needs: a rank with one batch more would wait forever for the others' gradients.
