@@ -72,6 +72,7 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     from snncompress.errors import SnnCompressError
+    from snncompress.sim import distributed
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     except SnnCompressError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        if distributed.env_rank() == 0:  # under torchrun every rank meets the same error: rank 0 says it
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except _EXITS as exc:
         sys.exit(exc.exit_code)
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    finally:
+        distributed.destroy()  # leave a torchrun process group cleanly (nothing without one)
     # without standalone mode, typer returns the code of a `typer.Exit` instead of raising it
     sys.exit(result if isinstance(result, int) else 0)
 

@@ -49,6 +49,9 @@ JSON_HELP = "Write the results as JSON to FILE; '-': to stdout (and nothing else
 #: ``--json FILE`` on every command (``-``: stdout): one convention, see :func:`emit_json`.
 JsonOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)]
 JsonFileOpt = JsonOpt
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N "
+                     "or mps. Files written are the same whatever the device.")]
 
 
 def trust_code_requested(flag: bool) -> bool:
@@ -102,6 +105,14 @@ def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_c
     trusted = trust_code_requested(trust_code)
     with user_modules_importable(is_ref(model) or trusted or trust_pickle):  # a pickle names modules too
         return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted, nir_options=options)
+
+
+def use_device(model, device: str):
+    """Move ``model`` to ``--device`` for a command that runs it (batches follow the model)."""
+    from snncompress.sim.device import resolve_device
+
+    return model.to(resolve_device(device))
+
 
 
 def threads_for(model, data=None):

@@ -59,6 +59,7 @@ class JobOptions:
     gates: list[str] = field(default_factory=list)
     energy: str = "45nm"
     quiet: bool = False
+    device: str = "auto"
 
 
 CompressJob = JobOptions  # the name single-pass commands and plugins used before the library job existed
@@ -94,7 +95,13 @@ def run_job(make_recipe: Callable[[], Any], job: JobOptions):
             model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
             weights=job.weights, trust_pickle=job.trust_pickle, trust_code=trusted, encoding=job.encoding,
             time_steps=job.time_steps, batch_size=job.batch_size, limit=job.limit, seed=job.seed, force=job.force,
-            gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note))
+            gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note,
+            device=job.device))
+    from snncompress.sim import distributed
+
+    if not distributed.is_main():  # under torchrun: rank 0 prints and writes; the gates still set the exit code
+        result.enforce()
+        return result
     payload = result.to_dict()
     if to_stdout:
         c.print_json(payload)

@@ -27,6 +27,7 @@ def demo(
         "--epochs", help="QAT epochs of the default recipe (default 5).")] = None,
     seed: c.SeedOpt = 0,
     json_file: c.JsonFileOpt = None,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Compress the built-in digits convolutional SNN with the default recipe, print the hardware report
     and write the compressed file."""
@@ -35,5 +36,5 @@ def demo(
     c.check_json_target(json_file, force)  # before any work, like the model output
     console = c.err_console if c.json_to_stdout(json_file) else c.console  # stdout stays JSON only
     result = run_demo(output, force=force, retrain=retrain, epochs=epochs, seed=seed, console=console,
-                      err_console=c.err_console)
+                      err_console=c.err_console, device=device)
     c.emit_json(json_file, result)

@@ -30,12 +30,14 @@ def evaluate(
     seed: c.RecordedSeedOpt = None,
     json_out: c.JsonOpt = None,
     force: c.ForceOpt = False,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Accuracy (argmax of output spike counts) and per-layer firing rates on a data set."""
     from snncompress.sim.evaluate import evaluate as run_eval
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset),
+                       device)
     time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
     seed = c.recorded_seed(net, model, seed, encoding)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)

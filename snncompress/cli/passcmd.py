@@ -41,6 +41,7 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("limit", c.LimitOpt, None),
     ("seed", c.SeedOpt, 0),
     ("energy", EnergyOpt, "45nm"),
+    ("device", c.DeviceOpt, "auto"),
     ("force", c.ForceOpt, False),
     ("quiet", QuietOpt, False),
 )

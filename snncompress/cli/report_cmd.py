@@ -63,6 +63,7 @@ def report(
         ),
     ] = None,
     force: c.ForceOpt = False,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Memory, operations and estimated energy per layer and in total, against the baseline.
 
@@ -79,14 +80,15 @@ def report(
     to_stdout = c.json_to_stdout(json_file)
     outputs = dict(json_path=None if to_stdout else json_file, html=html, markdown=markdown)
     check_outputs(output_paths(**outputs, with_baseline=False), force)
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset),
+                       device)
     bundle = None
     if data:
         time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
         seed = c.recorded_seed(net, model, seed, encoding)
         bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
         c.check_recorded_shape(net, model, bundle)
-    base = c.load_model_cli(baseline, None, trust_pickle, trust_code) if baseline else None
+    base = c.use_device(c.load_model_cli(baseline, None, trust_pickle, trust_code), device) if baseline else None
     with c.threads_for(net, bundle):
         result = make_report(ReportInputs(net, model, bundle, base, baseline, table), show_progress=True)
     if to_stdout:

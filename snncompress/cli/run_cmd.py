@@ -63,6 +63,7 @@ def run(
     energy: EnergyOpt = "45nm",
     force: c.ForceOpt = False,
     quiet: QuietOpt = False,
+    device: c.DeviceOpt = "auto",
 ) -> None:
     """Run every pass of a recipe on MODEL in one process and write the compressed model.
 
@@ -83,7 +84,7 @@ def run(
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
                       trust_pickle=trust_pickle, trust_code=trust_code, encoding=encoding, time_steps=time_steps,
                       batch_size=batch_size, limit=limit, seed=seed, force=force, json_file=json_file,
-                      gates=gates or [], energy=energy, quiet=quiet)
+                      gates=gates or [], energy=energy, quiet=quiet, device=device)
     run_job(make_recipe, job)
 
 

@@ -15,13 +15,14 @@ Static samples are presented for ``time_steps`` steps (direct encoding) or Poiss
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from snncompress.data.encoding import ENCODINGS, rate_encode
 from snncompress.errors import DataError
@@ -67,7 +68,15 @@ class DataBundle:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def loader(self, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+    def loader(self, shuffle: bool = False, seed: int | None = None, sampler: Sampler | None = None,
+               batch_sampler: Sampler | Iterable[list[int]] | None = None) -> DataLoader:
+        """Batches of ``(x, y)``, shuffled with ``seed`` when asked, or drawn by ``sampler`` (e.g. a
+        DistributedSampler: this process's shard; the sampler then does the shuffling), or given as
+        index lists by ``batch_sampler`` (this process's part of each global batch)."""
+        if batch_sampler is not None:
+            return DataLoader(self.dataset, batch_sampler=batch_sampler)
+        if sampler is not None:
+            return DataLoader(self.dataset, batch_size=self.options.batch_size, sampler=sampler)
         gen = torch.Generator().manual_seed(self.options.seed if seed is None else seed)
         return DataLoader(self.dataset, batch_size=self.options.batch_size, shuffle=shuffle, generator=gen)
 

@@ -21,7 +21,8 @@ def default_recipe_path() -> Path:
 
 
 def run_demo(output: Path, *, force: bool = False, retrain: bool = False, epochs: int | None = None,
-             seed: int = 0, console: Console | None = None, err_console: Console | None = None) -> dict[str, Any]:
+             seed: int = 0, console: Console | None = None, err_console: Console | None = None,
+             device: str = "auto") -> dict[str, Any]:
     """Run the demo: the library job (:func:`snncompress.pipeline.job.compress`) on the built-in model and
     data, then the hardware report from the run's own last measurement (the model is not run again).
 
@@ -54,7 +55,7 @@ def run_demo(output: Path, *, force: bool = False, retrain: bool = False, epochs
     result = compress(CompressJob(
         model=model, recipe=recipe, output=output,
         data="digits:test", time_steps=DEMO_TIME_STEPS, batch_size=128, train_batch_size=32, seed=seed,
-        force=force, model_name="demo", show_progress=True, log=log, warn=log))
+        force=force, model_name="demo", show_progress=True, log=log, warn=log, device=device))
     run = result.report
     last = run.last_measurement
     report = print_report(result.model, result.data, console, name="demo (compressed)",

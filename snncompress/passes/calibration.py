@@ -166,7 +166,28 @@ def adaround(model: nn.Module, layers: list[tuple[str, nn.Module, WeightScheme]]
 
     Returns:
         The encoded weights (``scheme.decode(enc)`` equals each layer's new weight) and the reports.
+
+    Under a distributed launch, rank 0 calibrates and the others receive its result and write the
+    same weights (:func:`snncompress.sim.distributed.run_on_main`): every rank holds the same codes.
     """
+    from snncompress.sim import distributed
+
+    if not distributed.is_distributed():
+        return _adaround(model, layers, data, settings, reference=reference, masks=masks, show_progress=show_progress)
+    result = distributed.run_on_main(lambda: _adaround(model, layers, data, settings, reference=reference,
+                                                       masks=masks, show_progress=show_progress))
+    if not distributed.is_main():
+        with torch.no_grad():
+            for name, module, scheme in layers:
+                if name in result.encoded:
+                    decoded = scheme.decode(result.encoded[name]).reshape(module.weight.shape)
+                    module.weight.copy_(decoded.to(module.weight.dtype))
+    return result
+
+
+def _adaround(model: nn.Module, layers: list[tuple[str, nn.Module, WeightScheme]], data: DataBundle,
+              settings: AdaRoundSettings, *, reference: nn.Module | None, masks: dict[str, torch.Tensor] | None,
+              show_progress: bool) -> CalibrationResult:
     start = time.perf_counter()
     masks = masks or {}
     gen = torch.Generator().manual_seed(settings.seed)

@@ -12,6 +12,11 @@ command and ``snncompress demo`` are thin layers over :func:`compress`. Everythi
 checked before work is checked first (gates, the output path, the recipe, then the model and the
 data), so a bad input costs no compute and writes nothing. The output is written atomically after
 the recipe ran and before the gates are judged, so a CI log can show a failed gate's file.
+
+``device`` moves the model there for the run (batches follow it) and back to the CPU before it is
+saved. Under a distributed launch (``torchrun``) every rank runs the job, fine-tuning is
+data-parallel (:mod:`snncompress.sim.distributed`) and only rank 0 logs, shows progress and writes
+the output; the others return the same result with ``report.output`` None.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from snncompress.pipeline.gates import (
 )
 from snncompress.pipeline.run import RunOptions, RunReport, as_recipe, run_recipe
 from snncompress.recipes import Recipe
+from snncompress.sim import distributed
+from snncompress.sim.device import resolve_device
 from snncompress.sim.threads import choose_threads, torch_threads
 
 RecipeLike = Recipe | Mapping[str, Any] | str | Path
@@ -61,6 +68,9 @@ class CompressJob:
         train_batch_size: the training data's batch size (default: ``batch_size``).
         trust_pickle, trust_code: allow a pickled module, or a compressed file that names a factory, to run
             its code (:func:`snncompress.fileformat.loading.load_model`).
+        device: where the model runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``,
+            ``mps`` (:func:`snncompress.sim.device.resolve_device`). Under a launcher, ``cuda`` means
+            each rank's own GPU (``LOCAL_RANK``).
         log: called with one line per step (default: quiet).
         warn: called with warnings (default: a line on stderr).
     """
@@ -88,6 +98,7 @@ class CompressJob:
     warn: Callable[[str], None] | None = None
     extra_outputs: Sequence[str | Path] = field(default_factory=tuple)
     threads: int | None = None
+    device: str = "auto"
 
 
 @dataclass
@@ -138,27 +149,56 @@ def compress(job: CompressJob) -> JobResult:
     from snncompress.fileformat.atomic import check_output_path
     from snncompress.fileformat.compressed import save_compressed
 
+    device = resolve_device(job.device)
     gates = parse_gates(job.gates, has_data=job.data is not None)
     for path in ([job.output] if job.output is not None else []) + list(job.extra_outputs):
         if str(path) != "-":
             check_output_path(Path(path), job.force)
     recipe_like = job.recipe() if callable(job.recipe) else job.recipe
+    distributed.init_from_env(device)
+    device = distributed.local_device(device)
+    main = distributed.is_main()  # the other ranks stay quiet and write nothing
     options = RunOptions(model_name=job.model_name or _name(job.model), energy_table=job.energy,
-                         log=job.log, warn=job.warn)
+                         log=job.log if main else None, warn=job.warn if main else _silent)
     recipe = as_recipe(recipe_like, _registry(options))
     model = _load_model(job)
     data, train = load_job_data(job)
-    if data is None and job.log is not None:
-        job.log("no --data: accuracy is not measured")
-    ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=job.show_progress)
-    with torch_threads(choose_threads(model, data, job.threads)):
-        report = run_recipe(model, recipe, ctx, options)
-    if job.output is not None:
+    if data is None and options.log is not None:
+        options.log("no --data: accuracy is not measured")
+    ctx = PassContext(data=data, train_data=train, seed=job.seed, show_progress=job.show_progress and main)
+    model.to(device)
+    try:
+        with torch_threads(choose_threads(model, data, job.threads)):
+            report = run_recipe(model, recipe, ctx, options)
+    finally:
+        _to_cpu(model)  # the result (and the file) in CPU memory, whatever the device
+    if job.output is not None and main:
         report.output = str(save_compressed(model, job.output, force=job.force))
+    distributed.barrier()  # the file is complete before any rank returns
     figures = {**gate_metrics(report), **model_gate_metrics(gates, model, data)}
     results = check_gates(gates, figures)
     report.gates = [r.to_dict() for r in results]
     return JobResult(model=model, report=report, figures=figures, gates=results, data=data)
+
+
+def _to_cpu(model: nn.Module) -> None:
+    """Move the model and its compression state (stored codes, pruning masks) to the CPU."""
+    from dataclasses import replace
+
+    from snncompress.state import get_state
+
+    model.to("cpu")
+    state = get_state(model)
+    for name, enc in list(state.tensors.items()):
+        if enc.codes.device.type != "cpu" or any(p.device.type != "cpu" for p in enc.params.values()):
+            params = {k: p.cpu() for k, p in enc.params.items()}
+            state.tensors[name] = replace(enc, codes=enc.codes.cpu(), params=params)
+    for name, mask in list(state.masks.items()):
+        state.masks[name] = mask.cpu()
+
+
+def _silent(_line: str) -> None:
+    pass
 
 
 def _registry(options: RunOptions):

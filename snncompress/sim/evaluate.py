@@ -90,6 +90,7 @@ def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
         task = bar.add_task(description, total=len(data))
         for x, y in data.loader():
             out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
+            y = y.to(out.spikes.device)
             correct += int((out.predictions() == y).sum())
             total += y.shape[0]
             counts = out.spike_counts

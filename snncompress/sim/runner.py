@@ -85,6 +85,7 @@ class SNNRunner:
             time_steps: steps to present a static input for (stepwise style).
         """
         self._steps = {name: 0 for name, _ in self.neurons}
+        x = x.to(model_device(self.model))  # data stays on the CPU; each batch goes where the model is
         batch = x.shape[0]
         if self.style == "stepwise":
             self.reset()
@@ -202,6 +203,15 @@ def _describe_failure(model: nn.Module, exc: BaseException, shape: list[int], st
     else:
         who = f"layer '{where[0]}' ({type(where[1]).__name__})"
     return f"{who} failed{at} on input {shape}: {error}"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -57,9 +57,10 @@ def requested_threads() -> int | None:
 def choose_threads(model: nn.Module, data, requested: int | None = None) -> int:
     """Threads for running ``model`` on ``data`` (a DataBundle): ``requested``, else from the work.
 
-    Never more than the cores this process may use.
+    Never more than the cores this process may use (under torchrun: its share of the node's cores).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, cores // _local_processes())  # torchrun's processes on this node share its cores
     if requested is None:
         requested = requested_threads()
     if requested is not None:
@@ -72,6 +73,13 @@ def choose_threads(model: nn.Module, data, requested: int | None = None) -> int:
     except Exception:  # noqa: BLE001 - a model that does not run here fails later with a proper message
         return 1
     return cores if flops >= PARALLEL_FLOPS else 1
+
+
+def _local_processes() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 @contextmanager

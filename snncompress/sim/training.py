@@ -4,6 +4,10 @@ Adam (lr 1e-3 by default, SpQuant §5.2), constant or cosine-annealed over the r
 cross-entropy on output spike counts, or TET (mean over time of the per-step cross-entropy on the
 output membrane, Deng et al. 2022). The best epoch by validation accuracy is kept, ties broken by
 the lower validation loss (a small validation set ties often). Deterministic for a given seed.
+
+Under a distributed launch (``torchrun``; :mod:`snncompress.sim.distributed`) the model is trained
+data-parallel (DistributedDataParallel, each rank on its part of every global batch) and validated on
+shards whose counts are all-reduced, so every rank keeps the same epoch; only rank 0 shows progress.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompress.data.loading import DataBundle
+from snncompress.sim import distributed
 from snncompress.sim.constraints import Constraint, attached, constraints_for_training
-from snncompress.sim.evaluate import evaluate, prepare
+from snncompress.sim.evaluate import Evaluation, evaluate, prepare
 from snncompress.sim.progress import progress_bar
-from snncompress.sim.runner import RunOutput
+from snncompress.sim.runner import RunOutput, SNNRunner
 
 LOSSES = ("ce", "tet")
 SCHEDULES = ("constant", "cosine")
@@ -83,6 +88,10 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     step_context = step_context or contextlib.nullcontext
     torch.manual_seed(config.seed)
     runner = prepare(model, train_data)
+    net = distributed.wrap_for_training(model)  # DDP under torchrun, the model itself otherwise
+    if net is not model:
+        runner = SNNRunner(net, style=runner.style)
+    show_progress = show_progress and distributed.is_main()
     val_data.is_sequence = train_data.is_sequence if val_data.dataset is train_data.dataset else val_data.is_sequence
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{config.schedule}' (choose from {', '.join(SCHEDULES)})")
@@ -96,26 +105,27 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     optimizer = torch.optim.Adam([{"params": ps, "lr": config.lr * k} for k, ps in groups.items()], lr=config.lr)
     scheduler = None
     if config.schedule == "cosine":
-        steps = max(1, config.epochs * len(train_data.loader(shuffle=True, seed=config.seed)))
+        steps = max(1, config.epochs * len(_EpochBatches(train_data, config.seed, 0)))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     best_state = copy.deepcopy(model.state_dict())
-    start = evaluate(model, val_data)
+    start = _validate(model, val_data)
     best_key = (start.accuracy, -start.loss if start.loss == start.loss else 0.0)
     result = TrainResult(best_epoch=0, best_accuracy=start.accuracy)
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(description, total=config.epochs * len(train_data), info=f"acc {start.accuracy:.2f}%")
+        per_epoch = _EpochBatches(train_data, config.seed, 0).samples  # this rank's samples
+        task = bar.add_task(description, total=config.epochs * per_epoch, info=f"acc {start.accuracy:.2f}%")
         for epoch in range(1, config.epochs + 1):
             model.train()
             total_loss, seen = 0.0, 0
-            for x, y in train_data.loader(shuffle=True, seed=config.seed + epoch):
+            for x, y, weight, count in _EpochBatches(train_data, config.seed, epoch):
                 optimizer.zero_grad(set_to_none=True)
                 with ExitStack() as stack:
                     for constraint in constraints:
                         stack.enter_context(constraint.step_context())
                     stack.enter_context(step_context())
                     out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
-                    loss = spike_count_loss(out, y, config.loss)
-                    loss.backward()
+                    loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
+                    (loss if weight == 1.0 else loss * weight).backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -123,11 +133,12 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                     constraint.after_step(model)
                 if after_step is not None:
                     after_step(model)
-                total_loss += float(loss.detach()) * y.shape[0]
-                seen += y.shape[0]
-                bar.update(task, advance=y.shape[0], info=f"epoch {epoch} loss {total_loss / seen:.3f}")
-            val = evaluate(model, val_data)
+                total_loss += float(loss.detach()) * count
+                seen += count
+                bar.update(task, advance=count, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f}")
+            val = _validate(model, val_data)
             acc = val.accuracy
+            total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
             result.epochs.append({"epoch": epoch, "loss": total_loss / max(seen, 1), "accuracy": acc,
                                   "val_loss": val.loss})
             bar.update(task, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f} acc {acc:.2f}%")
@@ -139,6 +150,50 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+class _EpochBatches:
+    """One epoch's training batches as ``(x, y, loss weight, samples)``: a seeded shuffle in one process
+    (weight 1), or this rank's part of each global batch when distributed
+    (:class:`~snncompress.sim.distributed.GlobalBatchShards`: the loss weight makes DDP's averaged
+    gradient that of the global batch)."""
+
+    def __init__(self, data: DataBundle, seed: int, epoch: int):
+        self.shards = distributed.global_batch_shards(len(data), data.options.batch_size, seed, epoch)
+        if self.shards is None:
+            self.loader = data.loader(shuffle=True, seed=seed + epoch)
+            self.samples = len(data)
+        else:
+            self.loader = data.loader(batch_sampler=self.shards)
+            self.samples = sum(self.shards.counts)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.shards is None:
+            for x, y in self.loader:
+                yield x, y, 1.0, y.shape[0]
+        else:
+            yield from ((x, y, w, n) for (x, y), w, n in zip(self.loader, self.shards.weights, self.shards.counts,
+                                                             strict=True))
+
+
+def _validate(model: nn.Module, data: DataBundle) -> Evaluation:
+    """Accuracy and loss on ``data``; when distributed, each rank evaluates its share and the counts are
+    all-reduced, so every rank gets the figures of the whole set (and takes the same decisions)."""
+    if not distributed.is_distributed():
+        return evaluate(model, data)
+    from dataclasses import replace
+
+    part = replace(data, dataset=distributed.shard(data.dataset))
+    local = evaluate(model, part) if len(part) else Evaluation(accuracy=0.0, samples=0)
+    has_loss = local.loss == local.loss and local.samples > 0
+    correct, samples, loss_sum, loss_n = distributed.all_reduce_sum([
+        round(local.accuracy * local.samples / 100.0), local.samples,
+        local.loss * local.samples if has_loss else 0.0, local.samples if has_loss else 0])
+    return Evaluation(accuracy=100.0 * correct / max(samples, 1), samples=int(samples),
+                      loss=loss_sum / loss_n if loss_n else float("nan"))
 
 
 def _plain_name(name: str) -> str:
