@@ -30,6 +30,7 @@ ENTRY_POINT_GROUP = "snncompress.passes"
 #: Built-in passes, ``name -> "module:attribute"``, imported when the registry is first used.
 BUILTIN_PASSES: dict[str, str] = {
     "quantize": "snncompress.passes.quantize:QUANTIZE_PASS",
+    "prune": "snncompress.passes.prune:PRUNE_PASS",
 }
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 

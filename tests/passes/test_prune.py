@@ -1,0 +1,247 @@
+"""The prune pass (issue 11): masks against their definitions, masks kept through any fine-tuning, measured
+sparsity, the binary membrane, joint pruning + quantization, bit-exact round trips, bad configs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from snncompress.errors import ConfigError
+from snncompress.fileformat.compressed import save_compressed
+from snncompress.fileformat.loading import load_model
+from snncompress.passes.base import PassContext
+from snncompress.passes.prune import PruneConfig, _SkipCounter
+from snncompress.passes.prune_masks import cubic_sparsity, nm_mask, structured_mask, unstructured_mask
+from snncompress.passes.registry import default_registry
+from snncompress.pipeline.run import RunOptions, run_recipe, run_single_pass
+from snncompress.sim.evaluate import evaluate
+from snncompress.state import get_state
+from tests.models import TINY_MODELS
+from tests.sim.test_constraints import bundle
+
+OPTIONS = RunOptions(hardware=False)
+W = torch.tensor([[0.1, -3.0, 0.2, 0.0], [2.0, -0.05, 1.0, 0.3]])
+
+
+def ctx(name="leaky_mlp"):
+    return PassContext(data=bundle(name), train_data=bundle(name, seed=1))
+
+
+def tiny(name="leaky_mlp"):
+    return load_model(TINY_MODELS[name].ref)
+
+
+# -- masks against their definitions, on hand-made tensors ------------------------------------------------
+
+def test_unstructured_mask_prunes_the_smallest_magnitudes():
+    mask = unstructured_mask(W, 0.5)  # 4 of 8: 0.0, -0.05, 0.1, 0.2
+    assert mask.tolist() == [[False, True, False, False], [True, False, True, True]]
+    assert not unstructured_mask(W, 0.0).logical_not().any()
+
+
+def test_unstructured_mask_keeps_what_an_earlier_mask_pruned():
+    keep = torch.ones_like(W, dtype=torch.bool)
+    keep[0, 1] = False  # the largest weight, pruned earlier
+    mask = unstructured_mask(W, 0.25, keep)  # 2 of 8: the pruned one counts, then the smallest (0.0)
+    assert mask.tolist() == [[True, False, True, False], [True, True, True, True]]
+
+
+def test_structured_mask_removes_the_lowest_norm_rows():
+    w = torch.tensor([[1.0, 1.0], [0.1, 0.2], [3.0, 0.0], [0.0, 0.5]])
+    mask = structured_mask(w, 0.5)
+    assert mask.tolist() == [[True, True], [False, False], [True, True], [False, False]]
+    conv = torch.ones(3, 2, 2, 2)
+    conv[1] *= 0.1
+    assert structured_mask(conv, 0.34)[1].logical_not().all() and structured_mask(conv, 0.34)[[0, 2]].all()
+
+
+def test_nm_mask_keeps_n_largest_of_every_m():
+    w = torch.tensor([[1.0, -4.0, 3.0, 0.5, 2.0, 2.0, 0.0, -1.0, 0.1, 0.9]])
+    mask = nm_mask(w, 2, 4)  # groups [1,-4,3,.5] [2,2,0,-1] [.1,.9]: ties keep the earlier position
+    assert mask.tolist() == [[False, True, True, False, True, True, False, False, True, True]]
+    with pytest.raises(ValueError):
+        nm_mask(w, 4, 4)
+
+
+def test_cubic_schedule():
+    values = [cubic_sparsity(0.8, t, 10) for t in range(11)]
+    assert values[0] == 0.0 and values[-1] == pytest.approx(0.8)
+    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
+    assert values[1] == pytest.approx(0.8 * (1 - 0.9 ** 3))
+
+
+# -- the pass ---------------------------------------------------------------------------------------------
+
+def test_prune_is_registered():
+    assert "prune" in default_registry().names()
+
+
+def test_oneshot_unstructured_without_fine_tuning_sets_masks_and_measures_skipped_ops():
+    model = tiny()
+    report = run_single_pass("prune", model, {"weights_unstructured": 0.5, "epochs": 0}, ctx(), OPTIONS)
+    state = get_state(model)
+    metrics = report.steps[0]["metrics"]
+    for layer in ("0", "2"):
+        mask, weight = state.masks[f"{layer}.weight"], model.get_submodule(layer).weight.detach()
+        assert mask.dtype == torch.bool and mask.shape == weight.shape
+        assert int((~mask).sum()) == round(0.5 * mask.numel())
+        assert bool((weight[~mask] == 0).all())
+        assert metrics["layers"][layer]["weight_sparsity"] == pytest.approx(0.5)
+    # the first layer sees real-valued (all non-zero) input: the skipped ops are exactly the pruned fraction
+    assert metrics["layers"]["0"]["ops_skipped"] == pytest.approx(0.5)
+    assert metrics["configured"] == 0.5 and 0 < metrics["ops_skipped"] < 1
+    assert "accuracy_after" in metrics
+
+
+def test_measured_skipped_ops_match_the_masks():
+    model = tiny()
+    run_single_pass("prune", model, {"weights_unstructured": 0.6, "epochs": 0}, ctx(), OPTIONS)
+    masks = get_state(model).masks
+    counter = _SkipCounter(model, ["0", "2"], masks)
+    data = bundle("leaky_mlp")
+    recorded = []
+
+    @contextlib.contextmanager
+    def recording():
+        handle = model.get_submodule("2").register_forward_hook(lambda m, i, o: recorded.append(i[0].detach().ne(0)))
+        yield
+        handle.remove()
+
+    evaluate(model, data, instruments=[counter, recording()])
+    active = torch.cat(recorded).float()  # [samples * steps, 12]
+    mask = masks["2.weight"].float()  # [4, 12]
+    dense, kept = float(active.sum() * mask.shape[0]), float((active @ mask.T).sum())
+    assert counter.dense["2"] == pytest.approx(dense) and counter.kept["2"] == pytest.approx(kept)
+
+
+def test_structured_prunes_whole_neurons_with_their_bias():
+    model = tiny()
+    run_single_pass("prune", model, {"weights_structured": 0.5, "epochs": 1, "targets": ["0"]}, ctx(), OPTIONS)
+    state = get_state(model)
+    rows = state.masks["0.weight"].all(dim=1)
+    assert int((~rows).sum()) == 6 and not state.masks["0.weight"][~rows].any()
+    assert state.masks["0.bias"].tolist() == rows.tolist()
+    assert bool((model.get_submodule("0").bias.detach()[~rows] == 0).all())
+    assert "2.weight" not in state.masks
+
+
+def test_gradual_reaches_the_target_and_keeps_it():
+    model = tiny()
+    report = run_single_pass("prune", model, {"weights_unstructured": 0.75, "schedule": "gradual", "epochs": 3,
+                                              "lr": 0.05}, ctx(), OPTIONS)
+    state = get_state(model)
+    for layer in ("0", "2"):
+        mask = state.masks[f"{layer}.weight"]
+        assert int((~mask).sum()) == round(0.75 * mask.numel())
+        assert bool((model.get_submodule(layer).weight.detach()[~mask] == 0).all())
+    fine = report.steps[0]["metrics"]["fine_tune"]
+    assert fine["ramp"]["epochs"] == 2 and fine["steady"]["epochs"] == 1 and fine["ramp_steps"] == 8
+
+
+def test_prune_then_qat_keeps_both():
+    model = tiny()
+    recipe = {"version": 1, "passes": [
+        {"pass": "prune", "weights_nm": "2:4", "epochs": 1, "lr": 0.05},
+        {"pass": "quantize", "mode": "qat", "epochs": 1, "lr": 0.05, "weight_quant": "int4"}]}
+    run_recipe(model, recipe, ctx(), OPTIONS)
+    state = get_state(model)
+    mask = state.masks["0.weight"]
+    assert bool((mask.reshape(12, 2, 4).sum(dim=2) <= 2).all())
+    weight = model.get_submodule("0").weight.detach()
+    assert bool((weight[~mask] == 0).all()) and bool((weight[mask] != 0).any())
+    enc = state.tensors["0.weight"]
+    from snncompress.quant.base import WeightScheme
+    assert torch.equal(WeightScheme.from_dict(enc.scheme).decode(enc).reshape(weight.shape), weight)
+
+
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_qat_then_prune_keeps_both(epochs):
+    model = tiny()
+    recipe = {"version": 1, "passes": [
+        {"pass": "quantize", "mode": "qat", "epochs": 1, "lr": 0.05, "weight_quant": "int4"},
+        {"pass": "prune", "weights_unstructured": 0.5, "epochs": epochs, "lr": 0.05}]}
+    run_recipe(model, recipe, ctx(), OPTIONS)
+    state = get_state(model)
+    from snncompress.quant.base import WeightScheme
+    for layer in ("0", "2"):
+        weight, mask, enc = (model.get_submodule(layer).weight.detach(), state.masks[f"{layer}.weight"],
+                             state.tensors[f"{layer}.weight"])
+        decoded = WeightScheme.from_dict(enc.scheme).decode(enc).reshape(weight.shape)
+        assert torch.equal(decoded, weight)  # the codes say exactly what the model computes with
+        assert bool((decoded[~mask] == 0).all())
+
+
+def test_joint_prune_and_quantize_in_one_fine_tuning():
+    model = tiny()
+    report = run_single_pass("prune", model, {"weights_unstructured": 0.5, "epochs": 1, "weight_quant": "pot4"},
+                             ctx(), OPTIONS)
+    state = get_state(model)
+    enc = state.tensors["0.weight"]
+    assert enc.bits == 4
+    weight = model.get_submodule("0").weight.detach()
+    assert bool((weight[~state.masks["0.weight"]] == 0).all())
+    assert report.steps[0]["metrics"]["joint_weight_quant"] == "pot4"
+
+
+def test_pruned_file_round_trips_bit_exactly(tmp_path):
+    model = tiny("conv2d_net")
+    run_single_pass("prune", model, {"weights_unstructured": 0.7, "epochs": 0}, ctx("conv2d_net"), OPTIONS)
+    path = save_compressed(model, tmp_path / "p.safetensors")
+    loaded = load_model(str(path))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    assert set(get_state(loaded).masks) == set(get_state(model).masks)
+    for name, mask in get_state(model).masks.items():
+        assert torch.equal(get_state(loaded).masks[name], mask)
+    again = save_compressed(loaded, tmp_path / "again.safetensors")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_binary_membrane_silences_minus_one():
+    model = tiny()
+    recipe = {"version": 1, "passes": [
+        {"pass": "quantize", "membrane_quant": "ternary", "weight_quant": "fp32", "calibration": "none"},
+        {"pass": "prune", "binary_membrane": True}]}
+    report = run_recipe(model, recipe, ctx(), RunOptions())
+    for layer in ("1", "3"):
+        assert get_state(model).neurons[layer]["membrane"]["levels_low"] == 0
+    step = report.steps[1]
+    assert step["metrics"]["binary_membrane"]["bits_after"] == 1 and "accuracy_drop" in step["metrics"]
+    neurons = [la for la in report.measurements[-1].description.layers if hasattr(la, "membrane_bits")]
+    assert neurons and all(la.membrane_bits == 1 for la in neurons)
+    before = [la for la in report.measurements[-2].description.layers if hasattr(la, "membrane_bits")]
+    assert all(la.membrane_bits == 2 for la in before)
+    # the stored membrane never goes below zero now
+    seen = []
+    hook = model.get_submodule("1").register_forward_hook(lambda m, i, o: seen.append(m.mem.detach().clone()))
+    evaluate(model, bundle("leaky_mlp"))
+    hook.remove()
+    assert all(bool((m >= 0).all()) for m in seen)
+
+
+def test_binary_membrane_needs_a_ternary_membrane():
+    from snncompress.recipes import RecipeError
+    with pytest.raises((ConfigError, RecipeError), match="ternary"):
+        run_single_pass("prune", tiny(), {"binary_membrane": True}, ctx(), OPTIONS)
+
+
+@pytest.mark.parametrize("config", [
+    {"weights_unstructured": 1.0}, {"weights_unstructured": -0.1}, {"weights_structured": 1.5},
+    {"weights_nm": "4:4"}, {"weights_nm": "3:2"}, {"weights_nm": "two:four"},
+    {"weights_unstructured": 0.5, "weights_nm": "2:4"}, {},
+    {"weights_nm": "2:4", "schedule": "gradual"}, {"weights_unstructured": 0.5, "schedule": "gradual", "epochs": 0},
+    {"weights_unstructured": 0.5, "weight_quant": "pot99"},
+])
+def test_bad_configs_are_rejected(config):
+    with pytest.raises(ValidationError):
+        PruneConfig.model_validate(config)
+
+
+def test_a_layer_the_model_lacks_is_rejected():
+    from snncompress.recipes import RecipeError
+    with pytest.raises((ConfigError, RecipeError), match="no module .fc9."):
+        run_single_pass("prune", tiny(), {"weights_unstructured": 0.5, "epochs": 0, "targets": ["fc9"]}, ctx(),
+                        OPTIONS)
