@@ -43,12 +43,13 @@ def _register() -> None:
         export_cmd,
         inspect_cmd,
         passes_cmd,
+        prune_cmd,
         quantize_cmd,
         report_cmd,
         run_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, prune_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
         module.register(app)
 
 
