@@ -49,7 +49,8 @@ def _register() -> None:
         run_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, prune_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, prune_cmd, run_cmd, passes_cmd, report_cmd, export_cmd,
+                   demo_cmd):
         module.register(app)
 
 

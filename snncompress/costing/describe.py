@@ -31,6 +31,7 @@ from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 from snncompress.models.layers import synaptic_layers
 from snncompress.models.neurons import is_neuron, neuron_layers
+from snncompress.models.spatial import output_keep
 from snncompress.quant.membrane import level_bits
 from snncompress.state import CompressionState, get_state, has_state
 
@@ -108,7 +109,11 @@ class Probe:
                 mask = self.masks.get(_key(name, "weight"))
                 if mask is not None:
                     pattern = pattern & mask.to(pattern.device).reshape(pattern.shape).bool()
-                act.synaptic_ops += float(_connectivity(module, active, pattern.to(torch.float32)).sum())
+                used = _connectivity(module, active, pattern.to(torch.float32))
+                keep = output_keep(module)  # outputs a spatial pruning masked this step are not computed
+                if keep is not None and keep.shape == used.shape:
+                    used = used * keep.to(used.dtype)
+                act.synaptic_ops += float(used.sum())
 
         return hook
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from snncompress.errors import ConfigError
 from snncompress.models.membrane import install_membrane_quantizer
+from snncompress.models.spatial import importance_ops, install_spatial_pruning
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
 from snncompress.passes.kit import select_layers
 from snncompress.passes.prune_masks import cubic_sparsity, layer_masks
@@ -76,6 +77,10 @@ class PruneConfig(PassConfig):
     binary_membrane: bool = Field(
         False, description="Silence the -1 level of a ternary membrane (SpQuant Eq. 19-20): 1 bit instead of 2; "
                            "no fine-tuning.")
+    spatial: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Spatial pruning with membrane importance (SpQuant Eq. 21-22): at every step, mask this fraction "
+                    "of each hidden neuron layer's least important membrane values before accumulation (paper 0.35).")
     schedule: Literal["oneshot", "gradual"] = Field(
         "oneshot", description="oneshot: prune to the target, then fine-tune; gradual: raise the sparsity after "
                                "every step on a cubic schedule over the fine-tuning.")
@@ -117,9 +122,9 @@ class PruneConfig(PassConfig):
                 raise ValueError("the gradual schedule raises a ratio; N:M pruning is one-shot")
             if self.epochs < 1:
                 raise ValueError("the gradual schedule prunes during fine-tuning: it needs epochs >= 1")
-        if not given and not self.binary_membrane:
-            raise ValueError("nothing to prune: give weights_unstructured, weights_structured, weights_nm or "
-                             "binary_membrane")
+        if not given and not self.binary_membrane and self.spatial is None:
+            raise ValueError("nothing to prune: give weights_unstructured, weights_structured, weights_nm, spatial "
+                             "or binary_membrane")
         if self.weight_quant is not None and not given:
             raise ValueError("weight_quant quantizes the pruned layers jointly: it needs a weight-pruning method")
         return self
@@ -193,13 +198,21 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     if config.binary_membrane:
         metrics["binary_membrane"] = _binary_membrane(model, config, notes)
     method = config.method()
+    if method is None and config.spatial is None:
+        return PassResult(metrics=metrics, notes=notes)
+    fine_tune = config.epochs > 0
+    if fine_tune and ctx.train_data is None:
+        raise ConfigError("pruning fine-tunes on training data: pass --train-data, or --epochs 0")
+    if config.spatial is not None:
+        metrics["spatial"] = _spatial(model, config)
     if method is None:
+        if fine_tune:
+            metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [], "prune fine-tune")
+        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
         return PassResult(metrics=metrics, notes=notes)
     layers = select_layers(model, config, "synaptic")
     if not layers:
         raise ConfigError("the model has no synaptic layers to prune (check targets)")
-    if config.epochs > 0 and ctx.train_data is None:
-        raise ConfigError("pruning fine-tunes on training data: pass --train-data, or --epochs 0")
     state = get_state(model)
     kind, amount = method
     chosen = {s.name: (s.module, kind, _amount(s.config) if s.config.method() else amount) for s in layers}
@@ -212,24 +225,70 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
         for layer, (module, k, a) in chosen.items():
             state.masks.update(layer_masks(layer, module, k, a, state.masks))
         KeepMasks(state.masks).attach(model)
-        if config.epochs > 0:
+        if fine_tune:
             metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [FakeQuantWeights(joint)] if joint
                                               else [], "prune fine-tune")
     else:
         metrics["fine_tune"] = _gradual(model, config, ctx, chosen, joint)
-    if config.epochs == 0:
+    if not fine_tune:
         # a quantized weight pruned without fine-tuning: its codes must say zero where the mask prunes
         # (a fine-tuning re-encodes under the masks itself)
         _reencode(model, chosen, joint, ctx.seed)
     metrics.update(_sparsity_metrics(model, chosen, ctx, notes))
+    if config.spatial is not None:
+        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
     metrics["method"] = kind
     metrics["configured"] = list(amount) if isinstance(amount, tuple) else amount
     metrics["schedule"] = config.schedule
     if joint:
         metrics["joint_weight_quant"] = config.weight_quant
         notes.append(f"joint: weights of {len(joint)} pruned layers quantized to {config.weight_quant}"
-                     + (" in the same fine-tuning" if config.epochs else " (no fine-tuning: nearest rounding)"))
+                     + (" in the same fine-tuning" if fine_tune else " (no fine-tuning: nearest rounding)"))
     return PassResult(metrics=metrics, notes=notes)
+
+
+def _spatial(model, config: PruneConfig) -> dict:
+    """Install spatial pruning on the targeted hidden neuron layers (every one but the output layer)."""
+    layers = select_layers(model, config, "neuron")
+    if config.targets is None:
+        layers = layers[:-1]  # the output layer's spikes are the prediction: never masked by default
+    if not layers:
+        raise ConfigError("spatial pruning needs a hidden neuron layer (the output layer is not masked by default; "
+                          "name it in targets to mask it)")
+    out = {}
+    for sel in layers:
+        ratio = sel.config.spatial if sel.config.spatial is not None else config.spatial
+        out[sel.name] = {"ratio": ratio, "source": install_spatial_pruning(model, sel.name, ratio)}
+    return {"ratio": config.spatial, "layers": out}
+
+
+def _ops_metrics(model, ctx: PassContext, spatial: dict, notes: list[str]) -> dict:
+    """Synaptic ops per sample measured before (``ctx.before``) and after on the evaluation data, and the
+    importance ranking's own work."""
+    from snncompress.costing.describe import Probe
+    from snncompress.hardware.description import NeuronLayer, SynapticLayer
+    from snncompress.sim.evaluate import evaluate
+
+    data = ctx.data or ctx.train_data
+    if data is None:
+        return {}
+    probe = Probe(model)
+    evaluate(model, data, instruments=[probe])  # an op count: the pipeline measures accuracy itself
+    after = probe.description(name="model", data_name=data.name, samples=len(data), steps=data.time_steps,
+                              accuracy=None)
+    ops = {la.name: la.measured_synaptic_ops_per_sample for la in after.layers if isinstance(la, SynapticLayer)}
+    neurons = {la.name: la.neurons for la in after.layers if isinstance(la, NeuronLayer)}
+    importance = sum(importance_ops(neurons.get(n, 0), data.time_steps) for n in spatial["layers"])
+    out: dict = {"synaptic_ops_after": round(sum(ops.values()), 3), "importance_ops": importance}
+    before = ctx.before.description if ctx.before is not None else None
+    if before is not None:
+        total = sum(la.measured_synaptic_ops_per_sample for la in before.layers if isinstance(la, SynapticLayer))
+        out["synaptic_ops_before"] = round(total, 3)
+        out["synaptic_ops_reduction"] = round(total / max(out["synaptic_ops_after"], 1e-9), 4)
+        notes.append(f"synaptic ops per sample {total:,.0f} -> {out['synaptic_ops_after']:,.0f} "
+                     f"({out['synaptic_ops_reduction']:.2f}x, measured on {data.name}); importance ranking "
+                     f"{importance:,} ops per sample")
+    return out
 
 
 def _amount(layer_config: PruneConfig) -> float | tuple[int, int]:
@@ -364,7 +423,7 @@ def _binary_membrane(model, config: PruneConfig, notes: list[str]) -> dict:
 def requires(config: PruneConfig) -> dict[str, str | None]:
     needs: dict[str, str | None] = {"data": "the prune pass needs data to measure accuracy and skipped ops: "
                                             "pass --data"}
-    if config.method() is not None and config.epochs > 0:
+    if (config.method() is not None or config.spatial is not None) and config.epochs > 0:
         needs["train_data"] = "pruning fine-tunes on training data: pass --train-data (or use --data digits), " \
                               "or --epochs 0"
     if config.binary_membrane:

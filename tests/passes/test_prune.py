@@ -245,3 +245,57 @@ def test_a_layer_the_model_lacks_is_rejected():
     with pytest.raises((ConfigError, RecipeError), match="no module .fc9."):
         run_single_pass("prune", tiny(), {"weights_unstructured": 0.5, "epochs": 0, "targets": ["fc9"]}, ctx(),
                         OPTIONS)
+
+
+# -- spatial pruning with membrane importance (Eq. 21-22) -----------------------------------------------------
+
+def test_spatial_keep_masks_the_least_important_membrane_of_each_sample():
+    from snncompress.models.spatial import spatial_keep
+    mem = torch.tensor([[0.5, -2.0, 0.0, 1.0], [0.0, 0.0, -0.1, 3.0]])
+    keep = spatial_keep(mem, 0.5, mem.shape)
+    # sample 0: |u| 0.5, 2, 0, 1 -> drop 0 and 0.5; sample 1: ties at 0 broken by position
+    assert keep.tolist() == [[False, True, False, True], [False, False, True, True]]
+    assert spatial_keep(torch.zeros(0), 0.5, mem.shape) is None  # no membrane yet: keep all
+    assert spatial_keep(torch.zeros(2, 4), 0.5, mem.shape).all()  # a reset membrane: the first step keeps all
+
+
+def test_spatial_pruning_masks_inputs_counts_skipped_ops_and_survives_save_load(tmp_path):
+    from snncompress.costing.describe import Probe
+    model = tiny()
+    report = run_single_pass("prune", model, {"spatial": 0.5, "epochs": 0}, ctx(), RunOptions())
+    metrics = report.steps[0]["metrics"]
+    assert metrics["spatial"]["layers"] == {"1": {"ratio": 0.5, "source": "0"}}  # not the output layer
+    assert get_state(model).neurons["1"]["spatial"] == {"ratio": 0.5, "source": "0"}
+    # layer 0 sees real input on every output: 12 outputs x 8 inputs per step; after the first step, half masked
+    data = bundle("leaky_mlp")
+    probe = Probe(model)
+    evaluate(model, data, instruments=[probe])
+    assert probe.layers["0"].synaptic_ops == pytest.approx(len(data) * 8 * 12 * (1 + 0.5 * 2))
+    assert metrics["synaptic_ops_reduction"] > 1 and metrics["importance_ops"] == 2 * 12 * 3
+    # the masked neurons got no current: their stored membrane only leaked
+    loaded = load_model(str(save_compressed(model, tmp_path / "s.safetensors")))
+    probe2 = Probe(loaded)
+    evaluate(loaded, data, instruments=[probe2])
+    assert probe2.layers["0"].synaptic_ops == probe.layers["0"].synaptic_ops
+    assert evaluate(loaded, data).accuracy == evaluate(model, data).accuracy
+
+
+def test_spatial_pruning_masks_the_neuron_input_before_accumulation():
+    from snncompress.models.spatial import install_spatial_pruning
+    model = tiny()
+    install_spatial_pruning(model, "1", 0.5)
+    neuron = model.get_submodule("1")
+    seen = []
+    handle = neuron.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    from snncompress.sim.runner import SNNRunner
+    SNNRunner(model).run(TINY_MODELS["leaky_mlp"].example_inputs(4), is_sequence=False, time_steps=3)
+    handle.remove()
+    # the recording pre-hook runs after the mask: step 0 unmasked, later steps half zero per sample
+    assert bool((seen[0] != 0).all())
+    assert all(int((s == 0).sum(dim=1).min()) >= 6 for s in seen[1:])
+
+
+def test_spatial_pruning_needs_a_sequential_feed():
+    from snncompress.recipes import RecipeError
+    with pytest.raises((ConfigError, RecipeError), match="nn.Sequential"):
+        run_single_pass("prune", tiny("tutorial_net"), {"spatial": 0.35, "epochs": 0}, ctx("tutorial_net"), OPTIONS)
