@@ -272,6 +272,9 @@ def test_spatial_pruning_masks_inputs_counts_skipped_ops_and_survives_save_load(
     evaluate(model, data, instruments=[probe])
     assert probe.layers["0"].synaptic_ops == pytest.approx(len(data) * 8 * 12 * (1 + 0.5 * 2))
     assert metrics["synaptic_ops_reduction"] > 1 and metrics["importance_ops"] == 2 * 12 * 3
+    # the hardware report counts the importance ranking as the feeding layer's gate work
+    (layer0,) = [la for la in report.measurements[-1].description.layers if la.name == "0"]
+    assert layer0.gate_ops_per_step == 2 * 12
     # the masked neurons got no current: their stored membrane only leaked
     loaded = load_model(str(save_compressed(model, tmp_path / "s.safetensors")))
     probe2 = Probe(loaded)
