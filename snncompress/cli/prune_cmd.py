@@ -22,7 +22,8 @@ other way round) keeps both: each fine-tuning keeps every earlier mask and code.
 in a recipe: snncompress run --recipe examples/schaefer.yaml."""
 
 DOC = """Prune weights (unstructured magnitude, structured rows, N:M; one-shot or gradual) with
-fine-tuning, or silence the -1 level of a ternary membrane (binary membrane), and write the packed file.
+fine-tuning, mask the least important membrane values at every step (spatial pruning), or silence the
+-1 level of a ternary membrane (binary membrane), and write the packed file.
 Reports the configured ratio, the weight sparsity and the synaptic operations measured skipped on the data."""
 
 FLAGS = {"binary_membrane": "--binary-membrane/--no-binary-membrane"}

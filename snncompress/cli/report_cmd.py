@@ -128,8 +128,12 @@ def _sweep(net, name: str, bundle, table, json_file: Path | None) -> None:
     c.console.print(view)
     for scheme in schemes:
         mem, energy = break_even(points, scheme), break_even(points, scheme, "energy_pj")
-        c.console.print(f"{scheme}: memory below dense from {_pct(mem)} sparsity, energy from {_pct(energy)}",
-                        markup=False, highlight=False)
+        rows = sorted((p for p in points if p.scheme == scheme), key=lambda p: p.sparsity)
+        moves = [f"{', '.join(b.memory_classes)} from {_pct(b.sparsity)}"
+                 for a, b in zip(rows, rows[1:], strict=False) if a.memory_classes != b.memory_classes]
+        classes = f"; memory class {', '.join(rows[0].memory_classes)}" + (f", {'; '.join(moves)}" if moves else "")
+        c.console.print(f"{scheme}: memory below dense from {_pct(mem)} sparsity, energy from {_pct(energy)}"
+                        f"{classes}", markup=False, highlight=False)
     c.console.print("formats: dense / bitmap (1 bit per weight) / CSR (column index per nonzero + row pointers), "
                     "whichever stores the layer in fewer bits; ops scale with the kept fraction (modelled)",
                     markup=False, highlight=False)

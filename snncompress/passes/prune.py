@@ -1,4 +1,4 @@
-"""The prune pass: weight pruning (Schaefer et al.) and the binary membrane (SpQuant §4.3), with fine-tuning.
+"""The prune pass: weight pruning (Schaefer et al.), binary membrane and spatial pruning (SpQuant §4.3).
 
 * Weights: unstructured magnitude, structured (whole output neurons / channels, their bias with
   them) or N:M masks (:mod:`snncompress.passes.prune_masks`), one-shot or gradual. The masks go to
@@ -18,6 +18,10 @@
   round -- ``prune`` with ``epochs: 0`` then a QAT ``quantize`` -- is also one fine-tuning.
 * Binary membrane (Eq. 19-20): on a ternary membrane, the -1 level is silenced (levels {0, +1}: 1 bit
   stored instead of 2); no fine-tuning.
+* Spatial pruning with membrane importance (Eq. 21-22): ``spatial: P`` masks, per step and sample,
+  the fraction P of each hidden neuron layer's least important membrane values before accumulation
+  (:mod:`snncompress.models.spatial`); fine-tuned like weight pruning when ``epochs`` > 0. The
+  measured synaptic ops per sample before (``ctx.before``) and after are reported.
 
 Reported: the configured ratio, the weight sparsity of the masks and the *measured* fraction of
 synaptic operations skipped on the evaluation data (the connections from active inputs that the
@@ -436,8 +440,8 @@ PRUNE_PASS = PassSpec(
     name="prune",
     config_class=PruneConfig,
     apply=apply,
-    summary="Weight pruning (unstructured / structured / N:M, one-shot or gradual, fine-tuned) and the binary "
-            "membrane; masks kept by any later fine-tuning.",
+    summary="Weight pruning (unstructured / structured / N:M, one-shot or gradual, fine-tuned; masks kept by any "
+            "later fine-tuning), binary membrane, spatial pruning by membrane importance.",
     version="1",
     requires=requires,
 )
