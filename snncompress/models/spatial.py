@@ -43,11 +43,16 @@ def spatial_keep(mem: torch.Tensor, ratio: float, shape: torch.Size) -> torch.Te
     score = mem.detach().abs().reshape(shape[0], -1)
     n = score.shape[1]
     k = int(round(ratio * n))
-    keep = torch.ones_like(score, dtype=torch.bool)
-    if k > 0:
-        order = torch.sort(score, dim=1, stable=True).indices[:, :k]  # least important first, by position on ties
-        keep.scatter_(1, order, False)
-        keep |= (score == 0).all(dim=1, keepdim=True)  # no prior yet (a reset membrane is all zero): keep all
+    if k == 0:
+        return torch.ones(shape, dtype=torch.bool, device=mem.device)
+    # the k-th smallest |u| is the cut (a selection, not a sort: fast); below it masked, and of the values
+    # equal to it the first ones by position, as many as k still needs
+    cut = score.kthvalue(k, dim=1, keepdim=True).values
+    below = score < cut
+    tied = score == cut
+    need = k - below.sum(dim=1, keepdim=True)
+    keep = ~(below | (tied & (tied.cumsum(dim=1) <= need)))
+    keep |= (score == 0).all(dim=1, keepdim=True)  # no prior yet (a reset membrane is all zero): keep all
     return keep.reshape(shape)
 
 

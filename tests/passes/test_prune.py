@@ -259,6 +259,20 @@ def test_spatial_keep_masks_the_least_important_membrane_of_each_sample():
     assert spatial_keep(torch.zeros(2, 4), 0.5, mem.shape).all()  # a reset membrane: the first step keeps all
 
 
+def test_spatial_keep_matches_a_stable_sort_on_tie_heavy_membranes():
+    from snncompress.models.spatial import spatial_keep
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        mem = torch.randint(-2, 3, (3, 17), generator=gen).float()  # integer levels: many ties
+        ratio = float(torch.rand(1, generator=gen)) * 0.99
+        keep, k = spatial_keep(mem, ratio, mem.shape), round(ratio * 17)
+        for row in range(3):
+            expected = torch.ones(17, dtype=torch.bool)
+            if not (mem[row] == 0).all():
+                expected[torch.sort(mem[row].abs(), stable=True).indices[:k]] = False
+            assert torch.equal(keep[row], expected), (mem[row], ratio)
+
+
 def test_spatial_pruning_masks_inputs_counts_skipped_ops_and_survives_save_load(tmp_path):
     from snncompress.costing.describe import Probe
     model = tiny()
