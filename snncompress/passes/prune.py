@@ -67,12 +67,17 @@ def parse_nm(text: str) -> tuple[int, int]:
     return n, m
 
 
+#: the keys that ask for some pruning; with none of them the config prunes DEFAULT_SPARSITY unstructured
+ASKED = ("weights_unstructured", "weights_structured", "weights_nm", "binary_membrane", "spatial")
+DEFAULT_SPARSITY = 0.5
+
+
 class PruneConfig(PassConfig):
     """Config of the prune pass; keys mirror ``snncompress prune`` flags."""
 
     weights_unstructured: float | None = Field(
         None, ge=0.0, lt=1.0, description="Unstructured magnitude pruning: the fraction of each layer's weights "
-                                          "set to zero, in [0, 1).")
+                                          "set to zero, in [0, 1); 0.5 when no other pruning is asked for.")
     weights_structured: float | None = Field(
         None, ge=0.0, lt=1.0, description="Structured pruning: the fraction of each layer's output neurons / "
                                           "channels removed (lowest L2 norm; their bias too), in [0, 1).")
@@ -115,6 +120,14 @@ class PruneConfig(PassConfig):
             raise ValueError(str(exc)) from None
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data):
+        """Nothing asked for (the pass's default config): 50 % unstructured magnitude pruning."""
+        if isinstance(data, dict) and not any(data.get(k) not in (None, False) for k in ASKED):
+            return {**data, "weights_unstructured": DEFAULT_SPARSITY}
+        return data
+
     @model_validator(mode="after")
     def _one_method(self) -> PruneConfig:
         methods = ("weights_unstructured", "weights_structured", "weights_nm")
@@ -126,9 +139,6 @@ class PruneConfig(PassConfig):
                 raise ValueError("the gradual schedule raises a ratio; N:M pruning is one-shot")
             if self.epochs < 1:
                 raise ValueError("the gradual schedule prunes during fine-tuning: it needs epochs >= 1")
-        if not given and not self.binary_membrane and self.spatial is None:
-            raise ValueError("nothing to prune: give weights_unstructured, weights_structured, weights_nm, spatial "
-                             "or binary_membrane")
         if self.weight_quant is not None and not given:
             raise ValueError("weight_quant quantizes the pruned layers jointly: it needs a weight-pruning method")
         return self
@@ -219,7 +229,8 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
         raise ConfigError("the model has no synaptic layers to prune (check targets)")
     state = get_state(model)
     kind, amount = method
-    chosen = {s.name: (s.module, kind, _amount(s.config) if s.config.method() else amount) for s in layers}
+    # an override may set another method or amount for some layers (its config is validated on its own)
+    chosen = {s.name: (s.module, *(s.config.method() or method)) for s in layers}
     joint = {}
     if config.weight_quant is not None:
         joint = {f"{name}.weight": parse_weight_scheme(config.for_layer(name).weight_quant or config.weight_quant)
@@ -293,10 +304,6 @@ def _ops_metrics(model, ctx: PassContext, spatial: dict, notes: list[str]) -> di
                      f"({out['synaptic_ops_reduction']:.2f}x, measured on {data.name}); importance ranking "
                      f"{importance:,} ops per sample")
     return out
-
-
-def _amount(layer_config: PruneConfig) -> float | tuple[int, int]:
-    return layer_config.method()[1]
 
 
 def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constraints, description: str,

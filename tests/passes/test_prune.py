@@ -231,7 +231,7 @@ def test_binary_membrane_needs_a_ternary_membrane():
 @pytest.mark.parametrize("config", [
     {"weights_unstructured": 1.0}, {"weights_unstructured": -0.1}, {"weights_structured": 1.5},
     {"weights_nm": "4:4"}, {"weights_nm": "3:2"}, {"weights_nm": "two:four"},
-    {"weights_unstructured": 0.5, "weights_nm": "2:4"}, {},
+    {"weights_unstructured": 0.5, "weights_nm": "2:4"},
     {"weights_nm": "2:4", "schedule": "gradual"}, {"weights_unstructured": 0.5, "schedule": "gradual", "epochs": 0},
     {"weights_unstructured": 0.5, "weight_quant": "pot99"},
 ])
@@ -316,3 +316,29 @@ def test_spatial_pruning_needs_a_sequential_feed():
     from snncompress.recipes import RecipeError
     with pytest.raises((ConfigError, RecipeError), match="nn.Sequential"):
         run_single_pass("prune", tiny("tutorial_net"), {"spatial": 0.35, "epochs": 0}, ctx("tutorial_net"), OPTIONS)
+
+
+def test_same_seed_same_bytes(tmp_path):
+    paths = []
+    for i in range(2):
+        model = tiny()
+        run_single_pass("prune", model, {"weights_unstructured": 0.5, "schedule": "gradual", "epochs": 2,
+                                         "weight_quant": "int4"}, ctx(), OPTIONS)
+        paths.append(save_compressed(model, tmp_path / f"run{i}.safetensors"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_an_override_sets_another_amount_for_one_layer():
+    model = tiny()
+    config = {"weights_unstructured": 0.5, "epochs": 0,
+              "overrides": [{"targets": ["2"], "weights_unstructured": None, "weights_nm": "1:4"}]}
+    run_single_pass("prune", model, config, ctx(), OPTIONS)
+    masks = get_state(model).masks
+    assert int((~masks["0.weight"]).sum()) == 48
+    assert masks["2.weight"].reshape(4, 3, 4).sum(dim=2).eq(1).all()
+
+
+def test_the_default_config_prunes_half_the_weights():
+    assert PruneConfig().method() == ("unstructured", 0.5)
+    assert PruneConfig(binary_membrane=True).method() is None
+    assert PruneConfig(weights_nm="2:4").method() == ("nm", (2, 4))
