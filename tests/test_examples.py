@@ -47,6 +47,7 @@ def test_example_recipe_runs(path, tmp_path, capsys, example_passes):
         pytest.skip(f"pass {', '.join(missing)} is not registered (not landed or failed to load)")
     out = tmp_path / "out.safetensors"
     tiny = ["--set", "quantize.epochs=1"] if "quantize" in passes_of(path) else []
+    tiny += ["--set", "prune.epochs=1"] if "prune" in passes_of(path) else []
     with pytest.raises(SystemExit) as info:
         main(["run", "demo", "--recipe", str(path), "--data", "digits", "--limit", "32", "-o", str(out),
               "--quiet", *tiny])

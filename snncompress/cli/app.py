@@ -53,6 +53,7 @@ def _register() -> None:
         export_cmd,
         inspect_cmd,
         passes_cmd,
+        prune_cmd,
         quantize_cmd,
         report_cmd,
         run_cmd,
@@ -61,8 +62,8 @@ def _register() -> None:
         verify_cmd,
     )
 
-    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, threshold_cmd, verify_cmd, sweep_cmd,
-                   run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
+    for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, threshold_cmd, prune_cmd, verify_cmd,
+                   sweep_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
         module.register(app)
 
 

@@ -31,6 +31,7 @@ from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
 from snncompress.models.layers import synaptic_layers
 from snncompress.models.neurons import RECURRENT_NEURONS, is_neuron, leak_factor, neuron_layers
+from snncompress.models.spatial import importance_ops, output_keep
 from snncompress.quant.membrane import level_bits
 from snncompress.state import CompressionState, get_state, has_state
 
@@ -108,7 +109,11 @@ class Probe:
                 mask = self.masks.get(_key(name, "weight"))
                 if mask is not None:
                     pattern = pattern & mask.to(pattern.device).reshape(pattern.shape).bool()
-                act.synaptic_ops += float(_connectivity(module, active, pattern.to(torch.float32)).sum())
+                used = _connectivity(module, active, pattern.to(torch.float32))
+                keep = output_keep(module)  # outputs a spatial pruning masked this step are not computed
+                if keep is not None and keep.shape == used.shape:
+                    used = used * keep.to(used.dtype)
+                act.synaptic_ops += float(used.sum())
 
         return hook
 
@@ -247,6 +252,7 @@ def _synaptic_layer(
     scale_count = scale_bits = 0
     scale_pot = False
     nonzero = None
+    gate_ops = 0
     bias_bits = _stored_bits(module.bias) if module.bias is not None else 32
     if state is not None:
         enc = state.tensors.get(_key(name, "weight"))
@@ -262,6 +268,10 @@ def _synaptic_layer(
         bias_enc = state.tensors.get(_key(name, "bias"))
         if bias_enc is not None:
             bias_bits = bias_enc.bits
+        # a spatial pruning fed by this layer ranks its outputs' membranes every step (SpQuant Eq. 21-22):
+        # a magnitude and a compare per output element, costed as the layer's gate work
+        if any(v.get("spatial", {}).get("source") == name for v in state.neurons.values()):
+            gate_ops = importance_ops(math.prod(act.out_shape), 1)
     return SynapticLayer(
         name=name or "model",
         kind=_KIND[type(module)],
@@ -280,6 +290,7 @@ def _synaptic_layer(
         scale_count=scale_count,
         scale_bits=scale_bits,
         scale_is_power_of_two=scale_pot,
+        gate_ops_per_step=gate_ops,
     )
 
 

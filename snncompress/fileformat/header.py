@@ -173,6 +173,14 @@ class ModelRecord(BaseModel):
 Unit = float | list[float] | list[list[float]] | list[list[list[float]]]
 
 
+class SpatialRecord(_Strict):
+    """A neuron layer's spatial pruning: the fraction of its membrane values masked each step, and the
+    synaptic layer whose outputs are masked."""
+
+    ratio: Annotated[float, Field(ge=0.0, lt=1.0)]
+    source: Annotated[str, Field(max_length=1000)]
+
+
 class NeuronRecord(_Strict):
     """A neuron layer's parameters as saved (for readers; the tensors hold the values) and its membrane quantizer."""
 
@@ -180,6 +188,7 @@ class NeuronRecord(_Strict):
     membrane: dict[str, Any] | None = None
     membrane_grid: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     membrane_unit: Unit | None = None
+    spatial: SpatialRecord | None = None  # spatial pruning with membrane importance (models/spatial.py)
 
     @field_validator("membrane_unit")
     @classmethod

@@ -216,6 +216,9 @@ def reinstall_membrane_hooks(model: nn.Module) -> None:
         if "membrane" in settings:
             install_membrane_quantizer(model, layer, MembraneQuantizer.from_dict(settings["membrane"]),
                                        int(settings.get("membrane_grid", 1)), settings.get("membrane_unit"))
+    from snncompress.models.spatial import reinstall_spatial_pruning
+
+    reinstall_spatial_pruning(model)  # the runtime masks the state describes, beside the quantizers
 
 
 def membrane_quantizers(model: nn.Module) -> dict[str, dict[str, Any]]:

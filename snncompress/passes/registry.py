@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "snncompress.passes"
 BUILTIN_PASSES: dict[str, str] = {
     "analyze": "snncompress.passes.analyze:ANALYZE_PASS",
     "quantize": "snncompress.passes.quantize:QUANTIZE_PASS",
+    "prune": "snncompress.passes.prune:PRUNE_PASS",
     "threshold": "snncompress.passes.threshold:THRESHOLD_PASS",
 }
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")

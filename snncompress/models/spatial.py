@@ -1,0 +1,143 @@
+"""Spatial pruning with membrane importance (SpQuant §4.3.1, Eq. 21-22), as a runtime mask on a neuron layer.
+
+At every time step each sample's neurons of the layer are ranked by the importance of their membrane,
+``|u|``, and the fraction ``p`` of least importance is masked *before accumulation*: their input
+current of this step is not added (their synaptic sums need not be computed at all), so they neither
+integrate nor fire this step. The importance is the *prior*: the stored membrane of the previous step
+(what the neuron holds when the step's synaptic work starts), so the mask is known before the
+synaptic layer runs and its masked outputs are real savings -- the hardware probe counts the synaptic
+operations of the masked outputs as skipped (:func:`output_keep`). At the first step of a sample the
+membrane is reset (all zero) and nothing is masked. Ties (a ternary membrane has many) are broken by position.
+
+The importance ranking is itself work: one magnitude and one comparison per neuron and step,
+:func:`importance_ops`, reported by the pass next to the synaptic operations it saves.
+
+The mask needs the layer whose outputs feed the neuron one to one: in an ``nn.Sequential``, the
+synaptic layer right before it, with at most BatchNorm / Dropout / Identity between (elementwise, so
+output ``i`` of the synaptic layer is the current of neuron ``i``). The setting lives in the compression
+state (``state.neurons[layer]["spatial"]``) and is reinstalled on load and copy like the membrane quantizer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snncompress.errors import ConfigError
+from snncompress.models.layers import synaptic_layers
+from snncompress.state import get_state, has_state
+
+KEEP_ATTR = "snncompress_output_keep"
+_MARK = "_snncompress_spatial"
+_PASS_THROUGH = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Identity)
+
+
+def spatial_keep(mem: torch.Tensor, ratio: float, shape: torch.Size) -> torch.Tensor | None:
+    """Eq. 21-22: keep mask (bool, ``shape``) of the ``1 - ratio`` most important neurons of each sample.
+
+    Returns None (keep all) when there is no membrane yet for this shape; a sample whose membrane is all
+    zero (just reset: the first step of a sample) keeps all its neurons.
+    """
+    if mem.shape != shape or mem.dim() < 2:
+        return None
+    score = mem.detach().abs().reshape(shape[0], -1)
+    n = score.shape[1]
+    k = int(round(ratio * n))
+    if k == 0:
+        return torch.ones(shape, dtype=torch.bool, device=mem.device)
+    # the k-th smallest |u| is the cut (a selection, not a sort: fast); below it masked, and of the values
+    # equal to it the first ones by position, as many as k still needs
+    cut = score.kthvalue(k, dim=1, keepdim=True).values
+    below = score < cut
+    tied = score == cut
+    need = k - below.sum(dim=1, keepdim=True)
+    keep = ~(below | (tied & (tied.cumsum(dim=1) <= need)))
+    keep |= (score == 0).all(dim=1, keepdim=True)  # no prior yet (a reset membrane is all zero): keep all
+    return keep.reshape(shape)
+
+
+def feeding_layer(model: nn.Module, neuron: str) -> str:
+    """The synaptic layer whose outputs are the neuron layer's input currents one to one (see the module docstring).
+
+    Raises:
+        ConfigError: the model is not a Sequential at that place, or something other than
+            BatchNorm / Dropout / Identity sits between.
+    """
+    parent_name, _, child = neuron.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(parent, nn.Sequential):
+        raise ConfigError(f"spatial pruning of '{neuron}' needs the layer inside an nn.Sequential (the mask must "
+                          "know which synaptic layer feeds it)")
+    names = list(parent._modules)
+    synaptic = {n for n, _ in synaptic_layers(model)}
+    for name in reversed(names[:names.index(child)]):
+        full = f"{parent_name}.{name}" if parent_name else name
+        if full in synaptic:
+            return full
+        if not isinstance(parent._modules[name], _PASS_THROUGH):
+            break
+    raise ConfigError(f"spatial pruning of '{neuron}': no synaptic layer directly before it (only BatchNorm / "
+                      "Dropout may sit between)")
+
+
+def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
+    """Mask the fraction ``ratio`` of least-important membrane values of neuron ``layer`` at every step.
+
+    Returns:
+        The synaptic layer feeding it (whose masked outputs are skipped).
+
+    Raises:
+        ConfigError: ``ratio`` outside [0, 1), or no feeding synaptic layer (:func:`feeding_layer`).
+    """
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ConfigError(f"spatial pruning ratio for '{layer}' must be in [0, 1), got {ratio}")
+    source = feeding_layer(model, layer)
+    neuron, syn = model.get_submodule(layer), model.get_submodule(source)
+    state = get_state(model)
+    for key in (f"spatial:{layer}", f"spatial-in:{layer}"):
+        old = state.hooks.pop(key, None)
+        if old is not None:
+            old.remove()
+
+    def decide(_module, _inputs, output):
+        # before the neuron runs this step: its stored membrane is the previous step's (the prior)
+        setattr(syn, KEEP_ATTR, spatial_keep(neuron.mem, float(ratio), output.shape))
+
+    def mask_input(_module, args):
+        keep = getattr(syn, KEEP_ATTR, None)
+        if keep is None or not args or args[0].shape != keep.shape:
+            return None
+        return (args[0] * keep.to(args[0].dtype), *args[1:])
+
+    setattr(decide, _MARK, True)
+    setattr(mask_input, _MARK, True)
+    # prepend: the keep is decided before any other hook (the hardware probe) reads it
+    state.hooks[f"spatial:{layer}"] = syn.register_forward_hook(decide, prepend=True)
+    state.hooks[f"spatial-in:{layer}"] = neuron.register_forward_pre_hook(mask_input)
+    state.neurons.setdefault(layer, {})["spatial"] = {"ratio": float(ratio), "source": source}
+    return source
+
+
+def output_keep(module: nn.Module) -> torch.Tensor | None:
+    """The keep mask a spatial pruning put on this synaptic layer's outputs for the current step (None: all)."""
+    return getattr(module, KEEP_ATTR, None)
+
+
+def importance_ops(neurons: int, steps: int) -> int:
+    """Work of the importance ranking per sample: a magnitude and a comparison per neuron and step."""
+    return 2 * neurons * steps
+
+
+def reinstall_spatial_pruning(model: nn.Module) -> None:
+    """Install the spatial masks the model's state describes (after loading or copying)."""
+    if not has_state(model):
+        return
+    for _, module in model.named_modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, h in hooks.items() if getattr(h, _MARK, False)]:
+                del hooks[key]
+        if KEEP_ATTR in module.__dict__:
+            delattr(module, KEEP_ATTR)
+    for layer, settings in list(get_state(model).neurons.items()):
+        if "spatial" in settings:
+            install_spatial_pruning(model, layer, settings["spatial"]["ratio"])

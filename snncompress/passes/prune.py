@@ -1,0 +1,454 @@
+"""The prune pass: weight pruning (Schaefer et al.), binary membrane and spatial pruning (SpQuant §4.3).
+
+* Weights: unstructured magnitude, structured (whole output neurons / channels, their bias with
+  them) or N:M masks (:mod:`snncompress.passes.prune_masks`), one-shot or gradual. The masks go to
+  the compression state (``state.masks``, ``True`` keeps); the file stores them packed and the
+  hardware report counts them (sparse formats, skipped synaptic ops).
+* One-shot prunes to the target at once, then fine-tunes ``epochs`` epochs (``0``: no fine-tuning);
+  any fine-tuning keeps the masks (:class:`~snncompress.sim.constraints.KeepMasks`, from the state).
+* Gradual raises the sparsity after every optimizer step on Zhu & Gupta's cubic schedule
+  (:class:`GradualPruning`) over the first two thirds of the epochs and fine-tunes the rest at the
+  target, keeping the best of those epochs (an epoch during the ramp is never kept: its weights do
+  not fit the final mask).
+* Cumulative: pruning a quantized weight re-encodes it with its stored scheme under the mask (the
+  fine-tuning fake-quantizes it with that scheme); a later QAT keeps the masks. So prune-then-quantize
+  and quantize-then-prune both keep both.
+* Joint: ``weight_quant`` fake-quantizes the pruned layers' weights in the same fine-tuning and
+  stores their codes at the end (prune and quantization-aware training in one step). The other way
+  round -- ``prune`` with ``epochs: 0`` then a QAT ``quantize`` -- is also one fine-tuning.
+* Binary membrane (Eq. 19-20): on a ternary membrane, the -1 level is silenced (levels {0, +1}: 1 bit
+  stored instead of 2); no fine-tuning.
+* Spatial pruning with membrane importance (Eq. 21-22): ``spatial: P`` masks, per step and sample,
+  the fraction P of each hidden neuron layer's least important membrane values before accumulation
+  (:mod:`snncompress.models.spatial`); fine-tuned like weight pruning when ``epochs`` > 0. The
+  measured synaptic ops per sample before (``ctx.before``) and after are reported.
+
+Reported: the configured ratio, the weight sparsity of the masks and the *measured* fraction of
+synaptic operations skipped on the evaluation data (the connections from active inputs that the
+masks remove, counted over one pass -- activity-weighted, so it differs from the weight sparsity
+when some inputs fire more than others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from snncompress.errors import ConfigError
+from snncompress.models.membrane import install_membrane_quantizer
+from snncompress.models.spatial import importance_ops, install_spatial_pruning
+from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
+from snncompress.passes.kit import select_layers
+from snncompress.passes.prune_masks import cubic_sparsity, layer_masks
+from snncompress.quant.membrane import MembraneQuantizer
+from snncompress.quant.schemes import parse_weight_scheme
+from snncompress.sim.constraints import FakeQuantWeights, KeepMasks, encode_weights, raw_parameter
+from snncompress.sim.training import TrainConfig, train
+from snncompress.state import get_state
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+    """``"2:4"`` -> ``(2, 4)``.
+
+    Raises:
+        ValueError: not ``N:M`` with integers ``0 < N < M``.
+    """
+    parts = str(text).strip().split(":")
+    try:
+        n, m = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"weights_nm must be N:M with integers, e.g. 2:4, got '{text}'") from None
+    if not 0 < n < m:
+        raise ValueError(f"weights_nm {text}: N:M needs 0 < N < M (N kept of every M)")
+    return n, m
+
+
+#: the keys that ask for some pruning; with none of them the config prunes DEFAULT_SPARSITY unstructured
+ASKED = ("weights_unstructured", "weights_structured", "weights_nm", "binary_membrane", "spatial")
+DEFAULT_SPARSITY = 0.5
+
+
+class PruneConfig(PassConfig):
+    """Config of the prune pass; keys mirror ``snncompress prune`` flags."""
+
+    weights_unstructured: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Unstructured magnitude pruning: the fraction of each layer's weights "
+                                          "set to zero, in [0, 1); 0.5 when no other pruning is asked for.")
+    weights_structured: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Structured pruning: the fraction of each layer's output neurons / "
+                                          "channels removed (lowest L2 norm; their bias too), in [0, 1).")
+    weights_nm: str | None = Field(None, description="N:M pruning: keep N of every M consecutive weights along "
+                                                     "the fan-in, e.g. 2:4.")
+    binary_membrane: bool = Field(
+        False, description="Silence the -1 level of a ternary membrane (SpQuant Eq. 19-20): 1 bit instead of 2; "
+                           "no fine-tuning.")
+    spatial: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Spatial pruning with membrane importance (SpQuant Eq. 21-22): at every step, mask this fraction "
+                    "of each hidden neuron layer's least important membrane values before accumulation (paper 0.35).")
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot", description="oneshot: prune to the target, then fine-tune; gradual: raise the sparsity after "
+                               "every step on a cubic schedule over the fine-tuning.")
+    epochs: int = Field(3, ge=0, le=1000, description="Fine-tuning epochs (0: none; gradual needs at least 1).")
+    lr: float = Field(1e-3, gt=0, le=1.0, description="Fine-tuning learning rate (Adam).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="Fine-tuning learning rate over the run: constant, or cosine-annealed to 0.")
+    loss: Literal["ce", "tet"] = Field("ce", description="Fine-tuning loss: ce (spike counts) or tet.")
+    weight_quant: str | None = Field(
+        None, description="Joint pruning and quantization: fake-quantize the pruned layers' weights with this "
+                          "scheme (pot4, int4, ...) during the fine-tuning and store their codes.")
+
+    @field_validator("weights_nm")
+    @classmethod
+    def _nm(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_nm(v)
+        return v
+
+    @field_validator("weight_quant")
+    @classmethod
+    def _weight(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parse_weight_scheme(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data):
+        """Nothing asked for (the pass's default config): 50 % unstructured magnitude pruning."""
+        if isinstance(data, dict) and not any(data.get(k) not in (None, False) for k in ASKED):
+            return {**data, "weights_unstructured": DEFAULT_SPARSITY}
+        return data
+
+    @model_validator(mode="after")
+    def _one_method(self) -> PruneConfig:
+        methods = ("weights_unstructured", "weights_structured", "weights_nm")
+        given = [k for k in methods if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"choose one weight-pruning method, got {' and '.join(given)}")
+        if self.schedule == "gradual":
+            if self.weights_nm is not None:
+                raise ValueError("the gradual schedule raises a ratio; N:M pruning is one-shot")
+            if self.epochs < 1:
+                raise ValueError("the gradual schedule prunes during fine-tuning: it needs epochs >= 1")
+        if self.weight_quant is not None and not given:
+            raise ValueError("weight_quant quantizes the pruned layers jointly: it needs a weight-pruning method")
+        return self
+
+    def method(self) -> tuple[str, float | tuple[int, int]] | None:
+        """The weight-pruning method and its amount, or None."""
+        if self.weights_unstructured is not None:
+            return "unstructured", self.weights_unstructured
+        if self.weights_structured is not None:
+            return "structured", self.weights_structured
+        if self.weights_nm is not None:
+            return "nm", parse_nm(self.weights_nm)
+        return None
+
+
+class GradualPruning(KeepMasks):
+    """A training constraint: the masks grow on the cubic schedule after each optimizer step.
+
+    The mask of each weight is recomputed from the weights' magnitudes at the scheduled sparsity,
+    never giving back what it pruned (the current mask is the ``keep`` of the next), and applied.
+    At ``detach`` every layer is at its target and the masks are written to the model's state.
+
+    Args:
+        layers: ``{layer: (module, method, final amount)}``.
+        keep: masks already in force (earlier pruning), by state-dict name.
+        steps: optimizer steps over which the sparsity ramps up to the target.
+    """
+
+    name = "gradual-pruning"
+
+    def __init__(self, layers: Mapping[str, tuple[nn.Module, str, float]], keep: Mapping[str, torch.Tensor],
+                 steps: int):
+        super().__init__(dict(keep))
+        self.layers = dict(layers)
+        self.steps = max(1, int(steps))
+        self.step = 0
+
+    def _update(self, model: nn.Module, step: int) -> None:
+        for layer, (_module, method, final) in self.layers.items():
+            sparsity = cubic_sparsity(final, step, self.steps)
+            module = model.get_submodule(layer)
+            raw = _RawView(module, raw_parameter(model, f"{layer}.weight" if layer else "weight"))
+            self.masks.update(layer_masks(layer, raw, method, sparsity, self.masks))
+        self._apply(model)
+
+    def attach(self, model: nn.Module) -> None:
+        self.step = 0
+        self._update(model, 0)
+
+    def after_step(self, model: nn.Module) -> None:
+        self.step += 1
+        self._update(model, min(self.step, self.steps))
+
+    def detach(self, model: nn.Module) -> None:
+        self._update(model, self.steps)
+        get_state(model).masks.update(self.masks)
+
+
+class _RawView:
+    """A synaptic module seen through its trainable tensor (a parametrized weight's ``original``)."""
+
+    def __init__(self, module: nn.Module, weight: torch.Tensor):
+        self.weight = weight
+        self.bias = getattr(module, "bias", None)
+
+
+def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult:
+    """Prune ``model`` in place; see the module docstring."""
+    metrics: dict = {}
+    notes: list[str] = []
+    if config.binary_membrane:
+        metrics["binary_membrane"] = _binary_membrane(model, config, notes)
+    method = config.method()
+    if method is None and config.spatial is None:
+        return PassResult(metrics=metrics, notes=notes)
+    fine_tune = config.epochs > 0
+    if fine_tune and ctx.train_data is None:
+        raise ConfigError("pruning fine-tunes on training data: pass --train-data, or --epochs 0")
+    if config.spatial is not None:
+        metrics["spatial"] = _spatial(model, config)
+    if method is None:
+        if fine_tune:
+            metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [], "prune fine-tune")
+        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
+        return PassResult(metrics=metrics, notes=notes)
+    layers = select_layers(model, config, "synaptic")
+    if not layers:
+        raise ConfigError("the model has no synaptic layers to prune (check targets)")
+    state = get_state(model)
+    kind, amount = method
+    # an override may set another method or amount for some layers (its config is validated on its own)
+    chosen = {s.name: (s.module, *(s.config.method() or method)) for s in layers}
+    joint = {}
+    if config.weight_quant is not None:
+        joint = {f"{name}.weight": parse_weight_scheme(config.for_layer(name).weight_quant or config.weight_quant)
+                 for name in chosen}
+        joint = {k: v for k, v in joint.items() if not v.is_identity}
+    if config.schedule == "oneshot":
+        for layer, (module, k, a) in chosen.items():
+            state.masks.update(layer_masks(layer, module, k, a, state.masks))
+        KeepMasks(state.masks).attach(model)
+        if fine_tune:
+            metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [FakeQuantWeights(joint)] if joint
+                                              else [], "prune fine-tune")
+    else:
+        metrics["fine_tune"] = _gradual(model, config, ctx, chosen, joint)
+    if not fine_tune:
+        # a quantized weight pruned without fine-tuning: its codes must say zero where the mask prunes
+        # (a fine-tuning re-encodes under the masks itself)
+        _reencode(model, chosen, joint, ctx.seed)
+    metrics.update(_sparsity_metrics(model, chosen, ctx, notes))
+    if config.spatial is not None:
+        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
+    metrics["method"] = kind
+    metrics["configured"] = list(amount) if isinstance(amount, tuple) else amount
+    metrics["schedule"] = config.schedule
+    if joint:
+        metrics["joint_weight_quant"] = config.weight_quant
+        notes.append(f"joint: weights of {len(joint)} pruned layers quantized to {config.weight_quant}"
+                     + (" in the same fine-tuning" if fine_tune else " (no fine-tuning: nearest rounding)"))
+    return PassResult(metrics=metrics, notes=notes)
+
+
+def _spatial(model, config: PruneConfig) -> dict:
+    """Install spatial pruning on the targeted hidden neuron layers (every one but the output layer)."""
+    layers = select_layers(model, config, "neuron")
+    if config.targets is None:
+        layers = layers[:-1]  # the output layer's spikes are the prediction: never masked by default
+    if not layers:
+        raise ConfigError("spatial pruning needs a hidden neuron layer (the output layer is not masked by default; "
+                          "name it in targets to mask it)")
+    out = {}
+    for sel in layers:
+        ratio = sel.config.spatial if sel.config.spatial is not None else config.spatial
+        out[sel.name] = {"ratio": ratio, "source": install_spatial_pruning(model, sel.name, ratio)}
+    return {"ratio": config.spatial, "layers": out}
+
+
+def _ops_metrics(model, ctx: PassContext, spatial: dict, notes: list[str]) -> dict:
+    """Synaptic ops per sample measured before (``ctx.before``) and after on the evaluation data, and the
+    importance ranking's own work."""
+    from snncompress.costing.describe import Probe
+    from snncompress.hardware.description import NeuronLayer, SynapticLayer
+    from snncompress.sim.evaluate import evaluate
+
+    data = ctx.data or ctx.train_data
+    if data is None:
+        return {}
+    probe = Probe(model)
+    evaluate(model, data, instruments=[probe])  # an op count: the pipeline measures accuracy itself
+    after = probe.description(name="model", data_name=data.name, samples=len(data), steps=data.time_steps,
+                              accuracy=None)
+    ops = {la.name: la.measured_synaptic_ops_per_sample for la in after.layers if isinstance(la, SynapticLayer)}
+    neurons = {la.name: la.neurons for la in after.layers if isinstance(la, NeuronLayer)}
+    importance = sum(importance_ops(neurons.get(n, 0), data.time_steps) for n in spatial["layers"])
+    out: dict = {"synaptic_ops_after": round(sum(ops.values()), 3), "importance_ops": importance}
+    before = ctx.before.description if ctx.before is not None else None
+    if before is not None:
+        total = sum(la.measured_synaptic_ops_per_sample for la in before.layers if isinstance(la, SynapticLayer))
+        out["synaptic_ops_before"] = round(total, 3)
+        out["synaptic_ops_reduction"] = round(total / max(out["synaptic_ops_after"], 1e-9), 4)
+        notes.append(f"synaptic ops per sample {total:,.0f} -> {out['synaptic_ops_after']:,.0f} "
+                     f"({out['synaptic_ops_reduction']:.2f}x, measured on {data.name}); importance ranking "
+                     f"{importance:,} ops per sample")
+    return out
+
+
+def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constraints, description: str,
+               keep_best: bool = True) -> dict:
+    train_config = TrainConfig(epochs=epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
+                               schedule=config.lr_schedule, keep_best=keep_best)
+    result = train(model, ctx.train_data, ctx.train_data, train_config, show_progress=ctx.show_progress,
+                   description=description, constraints=constraints)
+    return {"epochs": epochs, "best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
+            "validation": "the training data", "history": result.epochs}
+
+
+def _gradual(model, config: PruneConfig, ctx: PassContext, chosen, joint) -> dict:
+    """Ramp over the first two thirds of the epochs (last epoch kept), fine-tune the rest at the target."""
+    steady = config.epochs // 3
+    ramp = config.epochs - steady
+    batches = len(ctx.train_data.loader(shuffle=True, seed=ctx.seed))
+    state = get_state(model)
+    gradual = GradualPruning(chosen, state.masks, ramp * batches)
+    # the ramp's fake-quantization does not encode: the steady phase (or the re-encode) does
+    ramp_fq = [FakeQuantWeights(joint, encode=steady == 0)] if joint else []
+    out = {"ramp": _fine_tune(model, config, ctx, ramp, [gradual, *ramp_fq], "gradual pruning", keep_best=False),
+           "ramp_steps": gradual.steps}
+    if steady:
+        out["steady"] = _fine_tune(model, config, ctx, steady, [FakeQuantWeights(joint)] if joint else [],
+                                   "prune fine-tune")
+    return out
+
+
+def _reencode(model, chosen, joint, seed: int) -> None:
+    """Encode again, under their masks, the pruned weights that carry codes (or that ``joint`` quantizes)."""
+    from snncompress.quant.base import WeightScheme
+
+    state = get_state(model)
+    schemes = dict(joint)
+    for layer in chosen:
+        name = f"{layer}.weight"
+        enc = state.tensors.get(name)
+        if name not in schemes and enc is not None:
+            schemes[name] = WeightScheme.from_dict(enc.scheme)
+    if schemes:
+        encode_weights(model, schemes, seed)
+
+
+class _SkipCounter:
+    """Forward hooks counting each pruned layer's synaptic ops from active inputs, dense and under its mask."""
+
+    def __init__(self, model: nn.Module, layers: list[str], masks: Mapping[str, torch.Tensor]):
+        self.model, self.layers, self.masks = model, layers, masks
+        self.dense = dict.fromkeys(layers, 0.0)
+        self.kept = dict.fromkeys(layers, 0.0)
+        self.handles = []
+
+    def __enter__(self):
+        from snncompress.costing.describe import _connectivity
+
+        for layer in self.layers:
+            module = self.model.get_submodule(layer)
+            mask = self.masks[f"{layer}.weight" if layer else "weight"].reshape(module.weight.shape).to(torch.float32)
+            ones = torch.ones_like(mask)
+
+            def hook(mod, inputs, _output, layer=layer, mask=mask, ones=ones):
+                active = inputs[0].detach().ne(0).to(torch.float32)
+                self.dense[layer] += float(_connectivity(mod, active, ones.to(active.device)).sum())
+                self.kept[layer] += float(_connectivity(mod, active, mask.to(active.device)).sum())
+
+            self.handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def _sparsity_metrics(model, chosen, ctx: PassContext, notes: list[str]) -> dict:
+    """Weight sparsity of the masks and, on the evaluation data, the fraction of synaptic ops they skip."""
+    from snncompress.sim.evaluate import evaluate
+
+    state = get_state(model)
+    per_layer: dict[str, dict] = {}
+    total = kept = 0
+    for layer in chosen:
+        mask = state.masks[f"{layer}.weight" if layer else "weight"]
+        per_layer[layer] = {"weights": int(mask.numel()), "kept": int(mask.sum()),
+                            "weight_sparsity": round(1 - float(mask.float().mean()), 6)}
+        total += int(mask.numel())
+        kept += int(mask.sum())
+    out = {"weight_sparsity": round(1 - kept / max(total, 1), 6), "layers": per_layer}
+    data = ctx.data or ctx.train_data
+    if data is not None:
+        counter = _SkipCounter(model, list(chosen), state.masks)
+        evaluate(model, data, instruments=[counter])  # an op count: the pipeline measures accuracy itself
+        dense, live = sum(counter.dense.values()), sum(counter.kept.values())
+        for layer in chosen:
+            d = counter.dense[layer]
+            per_layer[layer]["ops_skipped"] = round(1 - counter.kept[layer] / d, 6) if d else None
+        out["ops_skipped"] = round(1 - live / dense, 6) if dense else None
+        out["ops_data"] = data.name
+    skipped = out.get("ops_skipped")
+    notes.append(f"weight sparsity {100 * out['weight_sparsity']:.1f}% over {len(chosen)} layers"
+                 + (f"; measured synaptic ops skipped on {out['ops_data']}: {100 * skipped:.1f}%"
+                    if skipped is not None else ""))
+    return out
+
+
+def _binary_membrane(model, config: PruneConfig, notes: list[str]) -> dict:
+    """Silence the -1 level of every targeted ternary membrane (levels {0, +1})."""
+    state = get_state(model)
+    layers = select_layers(model, config, "neuron")
+    done = []
+    for sel in layers:
+        settings = state.neurons.get(sel.name, {})
+        membrane = settings.get("membrane")
+        if not membrane or (membrane.get("levels_low"), membrane.get("levels_high")) != (-1, 1):
+            continue
+        quantizer = MembraneQuantizer.from_dict({**membrane, "levels_low": 0})
+        install_membrane_quantizer(model, sel.name, quantizer, int(settings.get("membrane_grid", 1)),
+                                   settings.get("membrane_unit"))
+        done.append(sel.name)
+    if not done:
+        raise ConfigError("binary membrane needs a ternary membrane: quantize the model first "
+                          "(membrane_quant: ternary)")
+    notes.append(f"binary membrane: {len(done)} layers {{-1, 0, +1}} -> {{0, +1}}, 2 -> 1 bit per stored membrane")
+    return {"layers": done, "bits_before": 2, "bits_after": 1}
+
+
+def requires(config: PruneConfig) -> dict[str, str | None]:
+    needs: dict[str, str | None] = {"data": "the prune pass needs data to measure accuracy and skipped ops: "
+                                            "pass --data"}
+    if (config.method() is not None or config.spatial is not None) and config.epochs > 0:
+        needs["train_data"] = "pruning fine-tunes on training data: pass --train-data (or use --data digits), " \
+                              "or --epochs 0"
+    if config.binary_membrane:
+        needs["ternary_membrane"] = "binary membrane needs a ternary membrane: quantize first (membrane_quant: " \
+                                    "ternary)"
+    return needs
+
+
+PRUNE_PASS = PassSpec(
+    name="prune",
+    config_class=PruneConfig,
+    apply=apply,
+    summary="Weight pruning (unstructured / structured / N:M, one-shot or gradual, fine-tuned; masks kept by any "
+            "later fine-tuning), binary membrane, spatial pruning by membrane importance.",
+    version="1",
+    requires=requires,
+)
