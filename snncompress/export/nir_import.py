@@ -9,7 +9,8 @@ SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Thres
 on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
 IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
 subgraph) -> ``RLeaky``, a recurrent CubaLIF likewise -> ``RSynaptic``; a LIF our exporter wrote for a
-``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as ``snncompress.export.discretize`` describes.
+``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as
+``snncompress.export.discretize`` describes.
 
 Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
 ``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations

@@ -78,7 +78,8 @@ def test_pickle_needs_trust_pickle(capsys, tmp_path):
 
 def test_unsupported_layer(capsys):
     assert_input_error(capsys, "inspect", "tests.models:lstm_net", match="layer '2' (LSTM) is not supported")
-    assert_input_error(capsys, "inspect", "tests.models:leaky_parallel_net", match="layer '1' is a LeakyParallel neuron")
+    assert_input_error(capsys, "inspect", "tests.models:leaky_parallel_net",
+                       match="layer '1' is a LeakyParallel neuron")
 
 
 def test_data_that_does_not_fit_the_model(capsys, write_tensors):

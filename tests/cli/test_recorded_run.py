@@ -63,7 +63,8 @@ def test_an_explicit_different_t_is_used_with_a_note(capsys, rate_coded):
     assert "with --time-steps 2 (compressed with 3), --encoding direct (compressed with rate) as asked" in err
     assert "records how it was run" not in err
     # the same values as recorded: no note at all
-    code, _, err = cli(capsys, "evaluate", out, "--data", data, "-T", 3, "--encoding", "rate", "--seed", 5, "--json", "-")
+    code, _, err = cli(capsys, "evaluate", out, "--data", data, "-T", 3, "--encoding", "rate", "--seed", 5,
+                       "--json", "-")
     assert code == 0 and "note" not in err
 
 

@@ -84,7 +84,8 @@ def test_the_call_that_breaks_the_chain_is_named(factory, match):
 
 
 def test_one_step_per_call_is_reported_as_no_time_loop():
-    with pytest.raises(NoTimeLoopError, match="this model has no time loop: its forward.x. runs each neuron layer once"):
+    with pytest.raises(NoTimeLoopError,
+                       match="this model has no time loop: its forward.x. runs each neuron layer once"):
         exportable(one_step_net(), torch.rand(1, 8, 8), "NIR export")
 
 
@@ -110,7 +111,8 @@ def test_a_compressed_tutorial_module_exports_with_its_membrane_quantizers(capsy
     code, _, err = cli(capsys, "quantize", "tests.models:tutorial_net", "--data", "tests.models:static_dataset",
                        "-T", T, "-o", q, "--weight-quant", "int4", "--membrane-quant", "int4", "--calibration", "none")
     assert code == 0, err
-    code, stdout, err = cli(capsys, "export", q, "--trust-code", "-o", tmp_path / "q.onnx", "--input-shape", "8", "--json", "-")
+    code, stdout, err = cli(capsys, "export", q, "--trust-code", "-o", tmp_path / "q.onnx", "--input-shape", "8",
+                            "--json", "-")
     assert code == 0, err
     notes = json.loads(stdout)["notes"]
     assert any("chain of its layers" in n for n in notes) and any("stored-membrane quantization" in n for n in notes)

@@ -84,7 +84,8 @@ def test_cli_nir_compat(capsys, tmp_path):
     assert code == 2 and "--nir-compat applies to NIR export only" in err
 
 
-@pytest.mark.skipif(not os.environ.get("SNNCOMPRESS_NIR_1_0_4"), reason="set SNNCOMPRESS_NIR_1_0_4 to a nir 1.0.4 install")
+@pytest.mark.skipif(not os.environ.get("SNNCOMPRESS_NIR_1_0_4"),
+                    reason="set SNNCOMPRESS_NIR_1_0_4 to a nir 1.0.4 install")
 @pytest.mark.parametrize("compat", [False, True])
 def test_a_real_nir_1_0_4_reads_the_compat_file(compat, tmp_path):
     path = tmp_path / "d.nir"

@@ -73,7 +73,8 @@ def test_bad_read_options(kwargs, match):
 def test_cli_nir_options(capsys, tmp_path, write_tensors):
     path = _bare(tmp_path, leaky_linear("zero"), dt=1e-3)
     data = write_tensors("d.safetensors", x=torch.rand(5, 6), y=torch.arange(5) % 4)
-    code, _, err = cli(capsys, "evaluate", path, "--data", data, "--nir-dt", "1e-3", "--nir-reset", "zero", "--json", "-")
+    code, _, err = cli(capsys, "evaluate", path, "--data", data, "--nir-dt", "1e-3", "--nir-reset", "zero",
+                       "--json", "-")
     assert code == 0 and "NIR node" not in err, err
     code, _, err = cli(capsys, "inspect", path, "--json", "-")
     assert code == 0 and err.count("no dt recorded") == 2

@@ -36,7 +36,8 @@ def test_training_checkpoint_gives_its_state_dict_and_names_the_key(key, tmp_pat
 def test_checkpoint_without_a_state_dict_lists_its_keys(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"epoch": 3, "weights_of_fc1": [1.0, 2.0]}, path)
-    with pytest.raises(ModelLoadError, match=r"not hold a state dict of tensors: a dict with keys 'epoch', 'weights_of_fc1' and none under model_state_dict"):
+    with pytest.raises(ModelLoadError, match=r"not hold a state dict of tensors: a dict with keys 'epoch', "
+                                             r"'weights_of_fc1' and none under model_state_dict"):
         load_model("tests.models:leaky_mlp", weights=path)
 
 
