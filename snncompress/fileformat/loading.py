@@ -6,12 +6,15 @@
 * a ``.nir`` graph;
 * a compressed ``.safetensors`` written by snncompress (one of a user module names a factory, which is
   imported only with ``trust_code=True``: see :func:`snncompress.fileformat.compressed.load_compressed`);
-* a pickled whole module (``torch.save(model)``), only with ``trust_pickle=True``.
+* a pickled whole module (``torch.save(model)``), only with ``trust_pickle=True``;
+* a file of another framework's format, through a loader registered for its suffix
+  (:func:`register_loader`, or a plugin's ``snncompress.loaders`` entry point named by the suffix).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +27,49 @@ from snncompress.models.source import call_factory
 from snncompress.state import get_state
 
 DEMO_MODEL = "demo"
+LOADER_ENTRY_POINT_GROUP = "snncompress.loaders"
+_LOADERS: dict[str, Callable[[Path], nn.Module]] = {}
+_LOADER_PLUGINS_LOADED = False
+_BUILTIN_SUFFIXES = (".nir", ".safetensors", ".pt", ".pth")
+
+
+def register_loader(suffix: str, loader: Callable[[Path], nn.Module], *, replace: bool = False) -> None:
+    """Load MODEL files ending in ``suffix`` with ``loader(path) -> nn.Module`` (a plugin's format).
+
+    The model it returns is checked like any other (supported layers, spiking neurons, finite values).
+    A plugin can declare the same in its ``pyproject.toml``: ``[project.entry-points."snncompress.loaders"]``
+    ``".h5" = "my_pkg.io:load_h5"``; entry points are loaded the first time an unknown suffix is seen.
+
+    Raises:
+        ValueError: the suffix does not start with a dot, is a built-in form, or is taken (without ``replace``).
+    """
+    suffix = suffix.lower()
+    if not suffix.startswith(".") or len(suffix) < 2:
+        raise ValueError(f"a loader suffix starts with a dot, e.g. '.h5'; got {suffix!r}")
+    if suffix in _BUILTIN_SUFFIXES:
+        raise ValueError(f"'{suffix}' files are loaded by snncompress itself")
+    if suffix in _LOADERS and not replace:
+        raise ValueError(f"a loader for '{suffix}' files is already registered")
+    _LOADERS[suffix] = loader
+
+
+def unregister_loader(suffix: str) -> None:
+    _LOADERS.pop(suffix.lower(), None)
+
+
+def _loader_for(suffix: str) -> Callable[[Path], nn.Module] | None:
+    global _LOADER_PLUGINS_LOADED
+    if suffix not in _LOADERS and not _LOADER_PLUGINS_LOADED:
+        _LOADER_PLUGINS_LOADED = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=LOADER_ENTRY_POINT_GROUP):
+            try:
+                register_loader(ep.name, ep.load(), replace=True)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never fatal
+                print(f"warning: model-loader plugin '{ep.name} = {ep.value}' was not loaded: "
+                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    return _LOADERS.get(suffix)
 
 
 def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bool = False,
@@ -80,9 +126,14 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
             get_state(model).source = {"kind": "factory", "factory": spec}
             if weights is not None:
                 load_weights(model, weights)
+    elif path.exists() and _loader_for(path.suffix.lower()) is not None:
+        _require_file(path)
+        _no_weights(weights, spec)
+        model = _run_loader(_loader_for(path.suffix.lower()), path)
     elif path.exists():
+        others = "".join(f", {s}" for s in sorted(_LOADERS))
         raise ModelLoadError(
-            f"{spec}: unknown model file type '{path.suffix}'; use .safetensors (snncompress), .nir, "
+            f"{spec}: unknown model file type '{path.suffix}'; use .safetensors (snncompress), .nir{others}, "
             ".pt with --trust-pickle, or package.module:factory"
         )
     else:
@@ -92,6 +143,20 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         raise ModelLoadError(f"{spec}: the model has no snnTorch spiking neurons")
     check_finite(model, spec)
     model.eval()
+    return model
+
+
+def _run_loader(loader: Callable[[Path], nn.Module], path: Path) -> nn.Module:
+    try:
+        model = loader(path)
+    except Exception as exc:  # a plugin's reader: one line naming it
+        if isinstance(exc, ModelLoadError | FileFormatError):
+            raise
+        first = str(exc).strip().splitlines()
+        raise ModelLoadError(f"{path}: the '{path.suffix}' loader failed: {type(exc).__name__}: "
+                             f"{first[0] if first else ''}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{path}: the '{path.suffix}' loader returned {type(model).__name__}, not an nn.Module")
     return model
 
 

@@ -176,3 +176,36 @@ def test_demo_model_loads_the_shipped_weights():
     assert [type(m).__name__ for m in model][:3] == ["Conv2d", "Leaky", "MaxPool2d"]
     assert sum(p.numel() for p in model.parameters()) == 160 + 4640 + 8256 + 650
     assert not model.training
+
+
+def test_a_registered_loader_reads_another_format(tmp_path):
+    """Model loaders are an extension point: a plugin's suffix goes through the same checks as any model."""
+    import json
+
+    from snncompress.errors import ModelLoadError
+    from snncompress.fileformat.loading import load_model, register_loader, unregister_loader
+    from tests.models import leaky_mlp
+
+    def load_tiny(path):
+        spec = json.loads(path.read_text())
+        if spec["arch"] != "leaky_mlp":
+            raise KeyError(spec["arch"])
+        return leaky_mlp()
+
+    good, bad = tmp_path / "net.tiny", tmp_path / "other.tiny"
+    good.write_text(json.dumps({"arch": "leaky_mlp"}))
+    bad.write_text(json.dumps({"arch": "resnet"}))
+    with pytest.raises(ModelLoadError, match="unknown model file type '.tiny'"):
+        load_model(str(good))
+    register_loader(".tiny", load_tiny)
+    try:
+        model = load_model(str(good))
+        assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in leaky_mlp().parameters())
+        with pytest.raises(ModelLoadError, match=r"the '.tiny' loader failed: KeyError"):
+            load_model(str(bad))
+        with pytest.raises(ValueError, match="already registered"):
+            register_loader(".tiny", load_tiny)
+        with pytest.raises(ValueError, match="loaded by snncompress itself"):
+            register_loader(".nir", load_tiny)
+    finally:
+        unregister_loader(".tiny")
