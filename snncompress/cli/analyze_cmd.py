@@ -60,6 +60,7 @@ def analyze(
     json_out: c.JsonOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -85,7 +86,7 @@ def analyze(
 
             raise InputError(f"--plot {plot}: the figure is a PNG; name the file .png")
         check_output_path(plot, force)
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     bundle = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     config = recipe.steps[0].config
     analysis = analyze_clipping(net, config, bundle, show_progress=not quiet)

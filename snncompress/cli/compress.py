@@ -90,7 +90,7 @@ def run_job(make_recipe: Callable[[], Any], job: JobOptions):
     log = (lambda _line: None) if job.quiet else note
     trusted = c.trust_code_requested(job.trust_code)
     typed = any(is_ref(x) for x in (job.model, job.data, job.train_data) if x is not None)
-    with c.user_modules_importable(typed or trusted):  # the user's own modules, never a file's say-so
+    with c.user_modules_importable(typed or trusted or job.trust_pickle):  # the user's modules, never a file's say-so
         result = compress(LibraryJob(
             model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
             weights=job.weights, trust_pickle=job.trust_pickle, trust_code=trusted, encoding=job.encoding,

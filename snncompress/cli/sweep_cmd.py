@@ -74,6 +74,7 @@ def sweep(
     train_data: TrainDataOpt = None,
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -95,10 +96,16 @@ def sweep(
         from snncompress.fileformat.atomic import check_output_path
 
         check_output_path(plot, force)
-    with _ProgressBar(enabled=not quiet) as bar:
+    from snncompress.refs import is_ref
+
+    trusted = c.trust_code_requested(trust_code)
+    typed = any(is_ref(x) for x in (model, data, train_data) if x is not None)
+    # the user's own modules (MODEL, --data) are found in the working directory, as for every command
+    with c.user_modules_importable(typed or trusted or trust_pickle), _ProgressBar(enabled=not quiet) as bar:
         result = run_sweep(SweepJob(
             model=model, data=data, space=space, output=output, train_data=train_data, weights=weights,
-            trust_pickle=trust_pickle, encoding=encoding, time_steps=time_steps, batch_size=batch_size,
+            trust_pickle=trust_pickle, trust_code=trusted, encoding=encoding, time_steps=time_steps,
+            batch_size=batch_size,
             limit=limit, seed=seed, energy=energy, mu=mu, constraints=constraints, gates=gates or [],
             objective=objective, sampler=sampler, trials=trials, jobs=jobs, storage=storage, study=study,
             results=results, force=force, progress=bar.update, log=(lambda _l: None) if quiet else note))

@@ -29,6 +29,7 @@ def verify(
     data: c.DataOpt = "digits",
     weights: c.WeightsOpt = None,
     trust_pickle: c.TrustPickleOpt = False,
+    trust_code: c.TrustCodeOpt = False,
     encoding: c.EncodingOpt = "direct",
     time_steps: c.TimeStepsOpt = 8,
     batch_size: c.BatchSizeOpt = 128,
@@ -58,7 +59,7 @@ def verify(
     if write_bundle is not None and write_bundle.exists() and not force:
         raise InputError(f"{write_bundle} exists; pass --force to overwrite it")
     program = read_bundle(bundle) if bundle is not None else None
-    net = c.load_model_cli(model, weights, trust_pickle)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
     loaded = c.load_data_cli(data, encoding, time_steps, batch_size, limit, seed)
     result = run_verify(net, loaded, program=program, show_progress=True)
     payload = {"model": model, "data": loaded.name, "bundle": str(bundle) if bundle else None, **result.to_dict()}

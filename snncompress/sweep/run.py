@@ -65,6 +65,7 @@ class SweepJob:
     train_data: str | DataBundle | None = None
     weights: str | Path | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     encoding: str = "direct"
     time_steps: int = 8
     batch_size: int = 128
@@ -262,7 +263,8 @@ def _runner(job: SweepJob) -> PointRunner:
                        trust_pickle=job.trust_pickle, encoding=job.encoding, time_steps=job.time_steps,
                        batch_size=job.batch_size, limit=job.limit, seed=job.seed)
     model = job.model if isinstance(job.model, nn.Module) else load_model(job.model, job.weights,
-                                                                          trust_pickle=job.trust_pickle)
+                                                                          trust_pickle=job.trust_pickle,
+                                                                          trust_code=job.trust_code)
     data, train = load_job_data(like)
     from snncompress.sim.evaluate import prepare
 
@@ -309,7 +311,8 @@ def _run_workers(job: SweepJob, space: Space, storage_url: str, sampler_kind: st
     errors = context.Queue()
     settings = {
         "model": job.model, "data": job.data, "train_data": job.train_data, "weights": job.weights,
-        "trust_pickle": job.trust_pickle, "encoding": job.encoding, "time_steps": job.time_steps,
+        "trust_pickle": job.trust_pickle, "trust_code": job.trust_code, "encoding": job.encoding,
+        "time_steps": job.time_steps,
         "batch_size": job.batch_size, "limit": job.limit, "seed": job.seed, "energy": job.energy,
         "gates": list(job.gates), "mu": job.mu, "constraints": job.constraints, "objective": job.objective,
         "space": space, "storage": storage_url, "study": job.study, "sampler": sampler_kind, "total": total,
@@ -346,7 +349,8 @@ def _worker_main(settings: dict[str, Any], errors: Any, index: int) -> None:
     try:
         job = SweepJob(model=settings["model"], data=settings["data"], space=settings["space"],
                        train_data=settings["train_data"], weights=settings["weights"],
-                       trust_pickle=settings["trust_pickle"], encoding=settings["encoding"],
+                       trust_pickle=settings["trust_pickle"], trust_code=settings["trust_code"],
+                       encoding=settings["encoding"],
                        time_steps=settings["time_steps"], batch_size=settings["batch_size"], limit=settings["limit"],
                        seed=settings["seed"], energy=settings["energy"], gates=settings["gates"])
         space: Space = settings["space"]

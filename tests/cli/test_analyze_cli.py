@@ -61,3 +61,18 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path):
     plot.write_bytes(b"old")
     assert_input_error(capsys, "analyze", TINY, "--data", DATA, "--plot", plot, match="exists; pass --force")
     assert plot.read_bytes() == b"old"
+
+
+def test_analyze_takes_trust_code_for_a_file_that_names_its_factory(capsys, tmp_path):
+    from tests.cli.support import assert_input_error, cli
+
+    q = tmp_path / "q.safetensors"
+    code, _, err = cli(capsys, "quantize", "tests.models:tutorial_net", "--data", "tests.models:static_dataset",
+                       "-T", "3", "-o", q, "--membrane-quant", "fp32", "--weight-quant", "int8", "--calibration", "none")
+    assert code == 0, err
+    line = assert_input_error(capsys, "analyze", q, "--data", "tests.models:static_dataset", "-T", "3",
+                              match="tests.models:tutorial_net")
+    assert "--trust-code" in line
+    code, out, err = cli(capsys, "analyze", q, "--trust-code", "--data", "tests.models:static_dataset", "-T", "3",
+                         "--clip-range", "-2:-1:1", "--json", "-")
+    assert code == 0, err
