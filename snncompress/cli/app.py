@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    clean = False
     try:
         result = app(args=args, standalone_mode=False, prog_name="snncompress")
+        clean = True
     except SnnCompressError as exc:
         if debug:
             raise
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     finally:
-        distributed.destroy()  # leave a torchrun process group cleanly (nothing without one)
+        distributed.destroy(wait_for_peers=clean)  # leave a torchrun process group (nothing without one)
     # without standalone mode, typer returns the code of a `typer.Exit` instead of raising it
     sys.exit(result if isinstance(result, int) else 0)
 
