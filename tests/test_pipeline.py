@@ -102,6 +102,25 @@ def test_problems_found_before_any_pass_runs():
     assert torch.equal(model[0].weight, w0) and not get_state(model).history
 
 
+def test_a_pass_check_stops_the_run_before_anything_is_measured(data):
+    """A step whose config cannot work on this model fails as one line, before the first measurement
+    (not after the earlier passes have run): the check sees the model the recipe receives."""
+    from dataclasses import replace
+
+    def wide_only(model, config):
+        narrow = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features < 5]
+        return [f"layer '{n}' is too narrow for this pass" for n in narrow]
+
+    lines = []
+    model = leaky_mlp()
+    w0 = model[0].weight.detach().clone()
+    with registered(replace(ALL[0], name="picky", check=wide_only)):
+        with pytest.raises(ConfigError, match=r"^passes\[1\] \(picky\): layer '2' is too narrow for this pass$"):
+            run_recipe(model, {"version": 1, "passes": [{"pass": "scale", "factor": 2.0}, {"pass": "picky"}]},
+                       PassContext(data=data), RunOptions(log=lines.append))
+    assert lines == [] and torch.equal(model[0].weight, w0) and not get_state(model).history
+
+
 def test_failing_pass_is_named(data):
     with pytest.raises(DomainError, match=r"^passes\[1\] \(explode\) from tests failed: RuntimeError: boom$"):
         run_recipe(leaky_mlp(), {"version": 1, "passes": [{"pass": "scale"}, {"pass": "explode"}]},

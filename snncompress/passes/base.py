@@ -150,6 +150,10 @@ def _nothing(_config: Any) -> tuple[str, ...]:
     return ()
 
 
+def _no_problems(_model: Any, _config: Any) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class PassSpec:
     """A registered pass.
@@ -172,6 +176,11 @@ class PassSpec:
             checked by :mod:`snncompress.recipes` before anything runs).
         before: passes this one must precede when both are in a recipe.
         max_per_recipe: how often the pass may appear in one recipe (None: no limit).
+        check: ``check(model, config)`` -> problems (one line each) that make this config impossible
+            on ``model`` as the recipe receives it (a layer of the wrong kind, a model style the pass
+            cannot handle). The pipeline calls it for every step before anything runs, so such a
+            mistake is one error line instead of a failure after minutes of earlier passes. Check only
+            what no earlier pass can change (layer names, types, the model's structure).
     """
 
     name: str
@@ -187,6 +196,7 @@ class PassSpec:
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     max_per_recipe: int | None = None
+    check: Callable[[nn.Module, PassConfig], Iterable[str]] = _no_problems
 
     def requirements(self, config: PassConfig) -> dict[str, str | None]:
         """What this pass needs for ``config``, each with the pass's own reason (None: the generic one).

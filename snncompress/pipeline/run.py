@@ -244,7 +244,8 @@ def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path, registry: PassReg
 
 
 def _check_before_run(model: nn.Module, recipe: Recipe, specs: list, ctx: PassContext) -> None:
-    """Problems the recipe alone cannot show: missing data, needs no earlier pass meets, targets naming no layer."""
+    """Problems the recipe alone cannot show: missing data, needs no earlier pass meets, targets naming no
+    layer, and what each pass's own ``check`` finds wrong with the model."""
     have = {"data"} if ctx.data is not None else set()
     if ctx.train_data is not None:
         have.add("train_data")
@@ -260,6 +261,9 @@ def _check_before_run(model: nn.Module, recipe: Recipe, specs: list, ctx: PassCo
                 problems.append(f"passes[{i}] ({spec.name}): {reason or flags.get(need, f'needs {need}')}")
         have |= set(spec.provides(step.config))
     problems += target_problems(model, recipe)
+    if not problems:  # a pass's own check may assume its targets exist
+        for i, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
+            problems += [f"passes[{i}] ({spec.name}): {p}" for p in spec.check(model, step.config)]
     if len(problems) == 1 and recipe.source is None:
         raise ConfigError(problems[0])  # a recipe built in code or by a command: one line
     if problems:
