@@ -298,7 +298,10 @@ def destroy(wait_for_peers: bool = True) -> None:
         # succeeded ("terminate called without an active exception"): 2 of 18 runs of
         # tests/sim/ddp_worker.py on a 2-core machine; 0 of 30 with the barrier and collections here.
         if wait_for_peers:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer left on an error (it said so); leaving is all that is left
+                pass
         gc.collect()
         dist.destroy_process_group()
         gc.collect()
