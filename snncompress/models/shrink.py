@@ -67,20 +67,22 @@ class ShrinkResult:
 
     Attributes:
         layers: ``{synaptic layer: [outputs before, outputs after]}`` for every layer that shrank.
-        parameters_before: the model's parameter count (weights, biases, per-neuron tensors) before.
+        removed: ``{synaptic layer: [the indices of its removed outputs]}`` (as they were numbered before).
+        parameters_before: the model's parameter count (its ``nn.Parameter`` entries) before.
         parameters_after: and after.
         masks_dropped: masks that became all-True and were removed (their layers are dense again).
         notes: pruned outputs that were kept, and why.
     """
 
     layers: dict[str, list[int]] = field(default_factory=dict)
+    removed: dict[str, list[int]] = field(default_factory=dict)
     parameters_before: int = 0
     parameters_after: int = 0
     masks_dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers, "parameters_before": self.parameters_before,
+        return {"layers": self.layers, "removed": self.removed, "parameters_before": self.parameters_before,
                 "parameters_after": self.parameters_after, "masks_dropped": self.masks_dropped}
 
 
@@ -104,16 +106,26 @@ def shrink_model(model: nn.Module, layers: Iterable[str] | None = None) -> Shrin
         ConfigError: not an ``nn.Sequential``, a named layer that is not one of its synaptic layers, or
             a layer whose state cannot be sliced (one line naming it).
     """
-    if not isinstance(model, nn.Sequential):
-        raise ConfigError(f"shrinking needs an nn.Sequential model: {type(model).__name__} is a user module, "
-                          "rebuilt from its factory at its original layer sizes; prune it without --shrink "
-                          "(the masks skip the same work)")
+    check_shrinkable(model)
     from snncompress.models.membrane import copy_model
 
     _clear_hidden_state(model)  # a last run's membranes (part of its autograd graph) cannot be copied
     # every refusal is found on a copy first, so a refused model is left exactly as it was
     _shrink(copy_model(model), layers)
     return _shrink(model, layers)
+
+
+def check_shrinkable(model: nn.Module) -> None:
+    """Refuse, before any work, a model :func:`shrink_model` cannot shrink whatever its masks.
+
+    Raises:
+        ConfigError: not an ``nn.Sequential``; or a layer whose state cannot be sliced.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise ConfigError(f"shrinking needs an nn.Sequential model: {type(model).__name__} is a user module, "
+                          "rebuilt from its factory at its original layer sizes; prune it without --shrink "
+                          "(the masks skip the same work)")
+    _check_model(model, _leaves(model, ""))
 
 
 def _shrink(model: nn.Sequential, layers: Iterable[str] | None) -> ShrinkResult:
@@ -172,7 +184,7 @@ def _leaves(module: nn.Module, prefix: str) -> list[_Leaf]:
 
 
 def _count(model: nn.Module) -> int:
-    return sum(int(t.numel()) for t in model.state_dict().values() if t.is_floating_point())
+    return sum(int(p.numel()) for p in model.parameters())  # as the measurement counts them
 
 
 def _check_model(model: nn.Module, chain: list[_Leaf]) -> None:
@@ -299,6 +311,7 @@ def _shrink_one(model, chain: list[_Leaf], i: int, j: int, state, result: Shrink
     else:
         nxt.module.in_channels = int(columns.numel())
     result.layers[layer.name] = [rows, int(keep.numel())]
+    result.removed[layer.name] = torch.nonzero(remove).flatten().tolist()
 
 
 def _batchnorm_affine(bn: nn.Module, const: torch.Tensor) -> torch.Tensor:
@@ -431,9 +444,4 @@ def shrink_pruned(model: nn.Module, layers: list[str], notes: list[str]) -> dict
     return result.to_dict()
 
 
-def parameter_count(model: nn.Module) -> int:
-    """Floating-point entries of the state dict (weights, biases, per-neuron tensors, BatchNorm statistics)."""
-    return _count(model)
-
-
-__all__ = ["ShrinkResult", "parameter_count", "shrink_model", "shrink_pruned"]
+__all__ = ["ShrinkResult", "check_shrinkable", "shrink_model", "shrink_pruned"]

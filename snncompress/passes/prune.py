@@ -233,6 +233,10 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     layers = select_layers(model, config, "synaptic")
     if not layers:
         raise ConfigError("the model has no synaptic layers to prune (check targets)")
+    if config.shrink:  # refused before any fine-tuning is spent
+        from snncompress.models.shrink import check_shrinkable
+
+        check_shrinkable(model)
     state = get_state(model)
     kind, amount = method
     # an override may set another method or amount for some layers (its config is validated on its own)
