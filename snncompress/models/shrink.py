@@ -31,8 +31,12 @@ neurons, lateral inhibition, grouped convolutions, a parametrized (being-trained
 per-layer neuron settings.
 
 A shrunk ``nn.Sequential`` is written to a compressed file as its (new) architecture spec, so it loads
-back at its new sizes. A user module (a tutorial-style network with its own time loop) is rebuilt on load
-by calling its factory, at the factory's sizes: it is refused here.
+back at its new sizes. A user module with its own time loop (snnTorch tutorials 5 and 6) is shrunk along
+the chain of its layers (``chain``: what one recorded step calls, checked to give the model's spikes;
+:func:`snncompress.export.chain.layer_chain`), its layers resized in place, so its own ``forward`` runs
+them. On load such a module is built by its factory at the factory's sizes; the model record therefore
+keeps, under ``resized``, the spec of every layer shrinking resized, built in place of the factory's
+(:func:`snncompress.models.source.rebuild`). A user module needs that factory reference.
 """
 
 from __future__ import annotations
@@ -92,12 +96,17 @@ class _Leaf:
     module: nn.Module
 
 
-def shrink_model(model: nn.Module, layers: Iterable[str] | None = None) -> ShrinkResult:
+def shrink_model(model: nn.Module, layers: Iterable[str] | None = None,
+                 chain: list[str | None] | None = None) -> ShrinkResult:
     """Remove, in place, the pruned output channels / neurons of ``model`` (see the module docstring).
 
     Args:
-        model: an ``nn.Sequential`` whose compression state holds structured masks.
+        model: an ``nn.Sequential`` whose compression state holds structured masks, or a user module
+            whose ``chain`` is given.
         layers: the synaptic layers whose outputs may be removed (default: every one but the last).
+        chain: for a user module with its own time loop, the qualified names of the layers one time step
+            calls, in order, ``None`` for a flatten between two
+            (:func:`snncompress.export.chain.layer_chain` finds and checks it).
 
     Returns:
         What was removed and the parameter counts before and after.
@@ -106,30 +115,46 @@ def shrink_model(model: nn.Module, layers: Iterable[str] | None = None) -> Shrin
         ConfigError: not an ``nn.Sequential``, a named layer that is not one of its synaptic layers, or
             a layer whose state cannot be sliced (one line naming it).
     """
-    check_shrinkable(model)
+    check_shrinkable(model, chain)
     from snncompress.models.membrane import copy_model
 
     _clear_hidden_state(model)  # a last run's membranes (part of its autograd graph) cannot be copied
     # every refusal is found on a copy first, so a refused model is left exactly as it was
-    _shrink(copy_model(model), layers)
-    return _shrink(model, layers)
+    _shrink(copy_model(model), layers, chain)
+    return _shrink(model, layers, chain)
 
 
-def check_shrinkable(model: nn.Module) -> None:
+def check_shrinkable(model: nn.Module, chain: list[str | None] | None = None) -> None:
     """Refuse, before any work, a model :func:`shrink_model` cannot shrink whatever its masks.
 
     Raises:
-        ConfigError: not an ``nn.Sequential``; or a layer whose state cannot be sliced.
+        ConfigError: a user module without its chain, or one not rebuilt from a factory; or a layer whose
+            state cannot be sliced.
     """
     if not isinstance(model, nn.Sequential):
-        raise ConfigError(f"shrinking needs an nn.Sequential model: {type(model).__name__} is a user module, "
-                          "rebuilt from its factory at its original layer sizes; prune it without --shrink "
-                          "(the masks skip the same work)")
-    _check_model(model, _leaves(model, ""))
+        if chain is None:
+            raise ConfigError(f"shrinking {type(model).__name__}, a user module, needs the chain of its layers "
+                              "(snncompress.export.chain.layer_chain)")
+        source = get_state(model).source if has_state(model) else {}
+        if source.get("kind") != "factory":
+            raise ConfigError(f"shrinking {type(model).__name__} needs it loaded from a package.module:factory "
+                              "reference: the file records the new layer sizes on top of what the factory builds")
+    _check_model(model, _resolve(model, chain))
 
 
-def _shrink(model: nn.Sequential, layers: Iterable[str] | None) -> ShrinkResult:
-    chain = _leaves(model, "")
+def chain_synaptic(model: nn.Module, chain: list[str | None] | None = None) -> list[str]:
+    """The synaptic layers in forward order (of the chain, for a user module)."""
+    return [leaf.name for leaf in _resolve(model, chain) if isinstance(leaf.module, SYNAPTIC_TYPES)]
+
+
+def _resolve(model: nn.Module, chain: list[str | None] | None) -> list[_Leaf]:
+    if chain is None:
+        return _leaves(model, "")
+    return [_Leaf(name, model.get_submodule(name)) if name else _Leaf("", nn.Flatten()) for name in chain]
+
+
+def _shrink(model: nn.Module, layers: Iterable[str] | None, names: list[str | None] | None) -> ShrinkResult:
+    chain = _resolve(model, names)
     synaptic = [i for i, leaf in enumerate(chain) if isinstance(leaf.module, SYNAPTIC_TYPES)]
     if not synaptic:
         raise ConfigError("the model has no synaptic layers to shrink")
@@ -155,11 +180,39 @@ def _shrink(model: nn.Sequential, layers: Iterable[str] | None) -> ShrinkResult:
     for name in [n for n, m in state.masks.items() if bool(m.all())]:
         del state.masks[name]
         result.masks_dropped.append(name)
+    if names is not None:
+        _record_sizes(model, chain, result)
     from snncompress.models.membrane import reinstall_membrane_hooks
 
     reinstall_membrane_hooks(model)  # a hook holds its layer's level unit: rebuild it from the sliced state
     result.parameters_after = _count(model)
     return result
+
+
+def _resized(module: nn.Module) -> bool:
+    """Whether shrinking changes the module's sizes: a synaptic layer or BatchNorm, a neuron with per-neuron
+    tensors (a neuron with scalar parameters is the factory's own)."""
+    if isinstance(module, (*SYNAPTIC_TYPES, *_BATCHNORMS)):
+        return True
+    return is_neuron(module) and any(t.numel() > 1 for t in module.state_dict().values())
+
+
+def _record_sizes(model: nn.Module, chain: list[_Leaf], result: ShrinkResult) -> None:
+    """A user module is rebuilt by its factory at the factory's sizes: the source record keeps the spec of
+    every layer shrinking resized (the shrunk layers, the layers between, the next ones), which
+    :func:`snncompress.models.source.rebuild` builds in their place."""
+    from snncompress.models.layers import module_spec
+
+    synaptic = [i for i, leaf in enumerate(chain) if isinstance(leaf.module, SYNAPTIC_TYPES)]
+    touched: list[_Leaf] = []
+    for pos, i in enumerate(synaptic[:-1]):
+        if chain[i].name in result.layers:
+            touched += [leaf for leaf in chain[i:synaptic[pos + 1] + 1] if _resized(leaf.module)]
+    source = get_state(model).source
+    resized = dict(source.get("resized") or {})
+    for leaf in touched:
+        resized[leaf.name] = module_spec(leaf.module)
+    source["resized"] = resized
 
 
 def _clear_hidden_state(model: nn.Module) -> None:
@@ -255,7 +308,7 @@ def _shrink_one(model, chain: list[_Leaf], i: int, j: int, state, result: Shrink
             if (m.start_dim, m.end_dim) != (1, -1) or flatten_at is not None:
                 raise ConfigError(f"cannot shrink layer '{layer.name}' through '{leaf.name}': only "
                                   "Flatten(start_dim=1, end_dim=-1) keeps channel blocks contiguous")
-            flatten_at = leaf.name
+            flatten_at = leaf.name or "the flatten"
         elif isinstance(m, _ZERO_PRESERVING):
             silent &= const.eq(0)  # a pool of a nonzero constant (padding) is not that constant
         else:
@@ -425,23 +478,4 @@ def _slice_encoded(enc, shape: tuple[int, ...], plan: list[tuple[int, torch.Tens
     return EncodedTensor(codes=codes.clone(), bits=enc.bits, params=params, scheme=enc.scheme)
 
 
-def shrink_pruned(model: nn.Module, layers: list[str], notes: list[str]) -> dict:
-    """The prune pass's ``shrink``: shrink the pruned ``layers`` (the last synaptic layer is left to its
-    masks: its outputs are the classes) and say what it did in ``notes``; returns the metrics.
-
-    Raises:
-        ConfigError: as :func:`shrink_model`.
-    """
-    from snncompress.models.layers import synaptic_layers
-
-    last = synaptic_layers(model)[-1][0]
-    result = shrink_model(model, [n for n in layers if n != last])
-    removed = sum(before - after for before, after in result.layers.values())
-    notes.append(f"shrink: {removed} pruned outputs removed from {len(result.layers)} layers, parameters "
-                 f"{result.parameters_before:,} -> {result.parameters_after:,}; "
-                 f"{len(result.masks_dropped)} masks no longer needed")
-    notes.extend(result.notes)
-    return result.to_dict()
-
-
-__all__ = ["ShrinkResult", "check_shrinkable", "shrink_model", "shrink_pruned"]
+__all__ = ["ShrinkResult", "chain_synaptic", "check_shrinkable", "shrink_model"]

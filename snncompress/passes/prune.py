@@ -233,10 +233,11 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     layers = select_layers(model, config, "synaptic")
     if not layers:
         raise ConfigError("the model has no synaptic layers to prune (check targets)")
+    shrink_chain = None
     if config.shrink:  # refused before any fine-tuning is spent
-        from snncompress.models.shrink import check_shrinkable
+        from snncompress.passes import prune_shrink
 
-        check_shrinkable(model)
+        shrink_chain = prune_shrink.prepare(model, ctx)
     state = get_state(model)
     kind, amount = method
     # an override may set another method or amount for some layers (its config is validated on its own)
@@ -263,9 +264,7 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     if config.spatial is not None:
         metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
     if config.shrink:
-        from snncompress.models.shrink import shrink_pruned
-
-        metrics["shrink"] = shrink_pruned(model, list(chosen), notes)
+        metrics["shrink"] = prune_shrink.shrink(model, list(chosen), notes, shrink_chain)
     metrics["method"] = kind
     metrics["configured"] = list(amount) if isinstance(amount, tuple) else amount
     metrics["schedule"] = config.schedule

@@ -176,8 +176,8 @@ def test_quantized_shrunk_file_round_trips_with_no_mask(tmp_path, name):
 
 def test_hardware_report_has_no_index_for_a_shrunk_layer():
     from snncompress.costing.measure import measure
-    from snncompress.hardware.memory import choose_format
     from snncompress.hardware.config import CostModelConfig
+    from snncompress.hardware.memory import choose_format
 
     name = "leaky_mlp"
     masked_model = masked(name, 0.5)
@@ -192,6 +192,38 @@ def test_hardware_report_has_no_index_for_a_shrunk_layer():
     assert after["0"].weight_count == before["0"].nonzero_weights
 
 
+@pytest.mark.parametrize("name", ["tutorial_net", "tutorial_sequence_net"])
+def test_a_tutorial_module_shrinks_along_its_chain_and_loads_back(tmp_path, name):
+    options = RunOptions(hardware=False)
+    model = load_model(TINY_MODELS[name].ref, trust_code=True)
+    masked_model, shrunk = copy_model(model), copy_model(model)
+    prune = {"weights_structured": 0.5, "epochs": 0}  # every layer: the last one (the classes) stays masked
+    run_single_pass("prune", masked_model, prune, ctx(name), options)
+    report = run_single_pass("prune", shrunk, {**prune, "shrink": True}, ctx(name), options)
+    assert report.steps[0]["metrics"]["shrink"]["layers"] == {"fc1": [12, 6]}
+    assert shrunk.fc1.out_features == shrunk.fc2.in_features == 6 and shrunk.fc2.out_features == 4
+    ref = spikes(masked_model, name, steps=3)
+    assert ref.sum() > 0 and torch.equal(spikes(shrunk, name, steps=3), ref)
+    path = save_compressed(shrunk, tmp_path / "t.safetensors")
+    record = read_metadata(path)["model"]
+    assert record["kind"] == "factory" and record["resized"]["fc1"]["args"]["out_features"] == 6
+    loaded = load_model(str(path), trust_code=True)
+    assert torch.equal(spikes(loaded, name, steps=3), ref)
+    assert save_compressed(loaded, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
+    named = load_model(TINY_MODELS[name].ref, weights=str(path))  # the factory named by the user: resized too
+    assert torch.equal(spikes(named, name, steps=3), ref)
+
+
+def test_a_resized_record_naming_a_missing_layer_is_refused():
+    from snncompress.errors import ModelLoadError
+    from snncompress.models.source import rebuild
+
+    with pytest.raises(ModelLoadError, match="resizes layer 'fc9'"):
+        rebuild({"kind": "factory", "factory": "tests.models:tutorial_net",
+                 "resized": {"fc9": {"type": "Linear", "args": {"in_features": 2, "out_features": 2}}}},
+                trust_code=True)
+
+
 # -- what cannot be shrunk: one line, the model as it was ------------------------------------------------
 
 def _unchanged(model, snapshot):
@@ -200,7 +232,7 @@ def _unchanged(model, snapshot):
 
 
 @pytest.mark.parametrize(("name", "match"), [
-    ("tutorial_net", "needs an nn.Sequential model: TutorialNet is a user module"),
+    ("tutorial_net", "shrinking TutorialNet, a user module, needs the chain of its layers"),
     ("rleaky_mlp", "all-to-all recurrent"),
 ])
 def test_models_that_cannot_shrink_are_refused(name, match):
@@ -250,6 +282,10 @@ def test_cli_shrink(capsys, tmp_path):
     assert_input_error(capsys, "prune", "tests.models:leaky_mlp", "--data", data, "-o", bad, "--epochs", 0,
                        "--weights-unstructured", 0.5, "--shrink", match="needs weights_structured")
     assert not bad.exists()
-    assert_input_error(capsys, "prune", "tests.models:tutorial_net", "--trust-code", "--data", data, "-o", bad,
-                       "--epochs", 0, "--weights-structured", 0.5, "--shrink", "-q", match="needs an nn.Sequential")
+    assert_input_error(capsys, "prune", "tests.models:rleaky_mlp", "--data", data, "-o", bad, "--epochs", 0,
+                       "--weights-structured", 0.5, "--shrink", "-q", match="all-to-all recurrent")
     assert not bad.exists()
+    code, stdout, err = cli(capsys, "prune", "tests.models:tutorial_net", "--trust-code", "--data", data, "-o",
+                            tmp_path / "t.safetensors", "--epochs", 0, "--weights-structured", 0.5, "--shrink")
+    assert code == 0, err
+    assert read_metadata(tmp_path / "t.safetensors")["tensors"]["fc2.weight"]["shape"] == [4, 6]
