@@ -72,7 +72,9 @@ def _mean(runs, key):
 
 
 def rows_for(name, base, test, train, seeds, log) -> tuple[list[dict], dict]:
-    out = {}
+    from snncompress.sim.evaluate import evaluate
+
+    out = {"fp32_accuracy": evaluate(base, test).accuracy}
     for shrink in (False, True):
         runs = []
         for seed in seeds:
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print_table(rows, meta)
     for name, result in results.items():
-        print(f"{name}: masked and shrunk accuracy equal on every seed: {result['same_accuracy']}")
+        print(f"{name}: fp32 {result['fp32_accuracy']:.2f}%; masked and shrunk accuracy equal on every seed: "
+              f"{result['same_accuracy']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows, **results}, indent=2, default=float) + "\n")
     log(f"wrote {args.out}")

@@ -112,8 +112,8 @@ def shrink_model(model: nn.Module, layers: Iterable[str] | None = None,
         What was removed and the parameter counts before and after.
 
     Raises:
-        ConfigError: not an ``nn.Sequential``, a named layer that is not one of its synaptic layers, or
-            a layer whose state cannot be sliced (one line naming it).
+        ConfigError: a user module without its chain, a named layer that is not one of its synaptic layers
+            (or the last one), or a layer whose state cannot be sliced (one line naming it).
     """
     check_shrinkable(model, chain)
     from snncompress.models.membrane import copy_model
@@ -180,8 +180,8 @@ def _shrink(model: nn.Module, layers: Iterable[str] | None, names: list[str | No
     for name in [n for n, m in state.masks.items() if bool(m.all())]:
         del state.masks[name]
         result.masks_dropped.append(name)
-    if names is not None:
-        _record_sizes(model, chain, result)
+    if names is not None or get_state(model).source.get("kind") == "factory":
+        _record_sizes(model, chain, result)  # a factory builds the old sizes: the record keeps the new
     from snncompress.models.membrane import reinstall_membrane_hooks
 
     reinstall_membrane_hooks(model)  # a hook holds its layer's level unit: rebuild it from the sliced state
