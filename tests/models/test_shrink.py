@@ -148,7 +148,7 @@ def ctx(name: str) -> PassContext:
     return PassContext(data=tiny_bundle(name, 16), train_data=tiny_bundle(name, 16, seed=1))
 
 
-@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net"])
+@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net", "subtract_reset_mlp"])
 def test_quantized_shrunk_file_round_trips_with_no_mask(tmp_path, name):
     options = RunOptions(hardware=False)
     quantized = load_model(TINY_MODELS[name].ref)
@@ -164,6 +164,9 @@ def test_quantized_shrunk_file_round_trips_with_no_mask(tmp_path, name):
     assert not state.masks  # every hidden layer is dense again
     for tname, enc in state.tensors.items():  # codes and per-channel scales sliced with their tensors
         assert tuple(enc.codes.shape) == tuple(shrunk.state_dict()[tname].shape), tname
+    for layer, settings in state.neurons.items():  # a per-neuron membrane unit (per-neuron threshold) too
+        if isinstance(settings.get("membrane_unit"), list):
+            assert len(settings["membrane_unit"]) == shrunk.get_submodule(layer).threshold.numel(), layer
     path = save_compressed(shrunk, tmp_path / "s.safetensors")
     header = read_metadata(path)
     assert not any(spec.get("mask") for spec in header["tensors"].values())
