@@ -71,6 +71,21 @@ def exportable(model: nn.Module, sample: torch.Tensor, what: str) -> tuple[nn.Mo
     return seq, [note]
 
 
+def layer_chain(model: nn.Module, sample: torch.Tensor, what: str) -> list[str | None]:
+    """The qualified names of the layers one time step of a user module calls, in order (``None``: a flatten
+    between two), checked as :func:`exportable` checks them (the chain's spikes are the model's).
+
+    Raises:
+        UnsupportedLayerError: the model is not a chain, naming the call that breaks it.
+    """
+    x, is_sequence = _probe_input(model, sample)
+    calls, out = _record(model, x, is_sequence)
+    steps = int(out.spikes.shape[0])
+    chain = _chain(calls, x[:, 0] if is_sequence else x, type(model).__name__, what)
+    _check_spikes(_build(model, chain), model, x, is_sequence, steps, out.spikes, what)
+    return [c.name or None for c in chain]
+
+
 def _probe_input(model: nn.Module, sample: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """Two inputs built from ``sample`` (one time step), static ``[2, ...]`` or event frames
     ``[2, 3, ...]``, whichever the model reads (its output is ``[T, 2, classes]``).

@@ -102,6 +102,7 @@ def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | 
     if factory is not None:
         model = call_factory(factory)
         kept = {k: v for k, v in source.items() if k not in ("architecture", "style")}
+        _resize(model, kept.get("resized"), where)
         get_state(model).source = {**kept, "kind": "factory", "factory": factory}
         return model
     kind = source.get("kind")
@@ -111,7 +112,34 @@ def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | 
         if not trust_code:
             raise refuse_code(source["factory"], where)
         model = call_factory(source["factory"])
+        _resize(model, source.get("resized"), where)
     else:
         raise ModelLoadError(f"compressed file names an unknown model source '{kind}'")
     get_state(model).source = source
     return model
+
+
+def _resize(model: nn.Module, resized: Any, where: str) -> None:
+    """Build, in place of the factory's own, the layers a shrunk model resized (``resized``: qualified name ->
+    :func:`snncompress.models.layers.module_spec`; written by :mod:`snncompress.models.shrink`).
+
+    Raises:
+        ModelLoadError: the record names a layer the factory's module lacks, or a spec that cannot be built.
+    """
+    from snncompress.models.layers import build_module
+
+    if not resized:
+        return
+    if not isinstance(resized, dict):
+        raise ModelLoadError(f"{where}: the model record's resized layers are not a mapping")
+    for name, spec in resized.items():
+        parent_name, _, attr = str(name).rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name)
+            getattr(parent, attr)
+        except AttributeError:
+            raise ModelLoadError(f"{where}: the file resizes layer '{name}', which the factory's "
+                                 f"{type(model).__name__} does not have") from None
+        if not isinstance(spec, dict):
+            raise ModelLoadError(f"{where}: the resized layer '{name}' has no layer spec")
+        setattr(parent, attr, build_module(spec))

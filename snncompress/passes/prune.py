@@ -101,6 +101,9 @@ class PruneConfig(PassConfig):
     weight_quant: str | None = Field(
         None, description="Joint pruning and quantization: fake-quantize the pruned layers' weights with this "
                           "scheme (pot4, int4, ...) during the fine-tuning and store their codes.")
+    shrink: bool = Field(
+        False, description="After structured pruning, remove the pruned outputs for good: a smaller dense "
+                           "nn.Sequential (the next layer's inputs removed too), no masks (the classes stay).")
 
     @field_validator("weights_nm")
     @classmethod
@@ -141,6 +144,9 @@ class PruneConfig(PassConfig):
                 raise ValueError("the gradual schedule prunes during fine-tuning: it needs epochs >= 1")
         if self.weight_quant is not None and not given:
             raise ValueError("weight_quant quantizes the pruned layers jointly: it needs a weight-pruning method")
+        if self.shrink and (self.weights_structured is None or self.spatial is not None):
+            raise ValueError("shrink removes the outputs structured pruning masks: it needs weights_structured "
+                             "(and no spatial pruning, whose ranking counts each layer's neurons)")
         return self
 
     def method(self) -> tuple[str, float | tuple[int, int]] | None:
@@ -227,6 +233,11 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     layers = select_layers(model, config, "synaptic")
     if not layers:
         raise ConfigError("the model has no synaptic layers to prune (check targets)")
+    shrink_chain = None
+    if config.shrink:  # refused before any fine-tuning is spent
+        from snncompress.passes import prune_shrink
+
+        shrink_chain = prune_shrink.prepare(model, ctx)
     state = get_state(model)
     kind, amount = method
     # an override may set another method or amount for some layers (its config is validated on its own)
@@ -252,6 +263,8 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     metrics.update(_sparsity_metrics(model, chosen, ctx, notes))
     if config.spatial is not None:
         metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
+    if config.shrink:
+        metrics["shrink"] = prune_shrink.shrink(model, list(chosen), notes, shrink_chain)
     metrics["method"] = kind
     metrics["configured"] = list(amount) if isinstance(amount, tuple) else amount
     metrics["schedule"] = config.schedule
