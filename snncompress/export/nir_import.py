@@ -9,8 +9,9 @@ SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Thres
 on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
 IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
 subgraph) -> ``RLeaky``, a recurrent CubaLIF likewise -> ``RSynaptic``; a LIF our exporter wrote for a
-``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as
-``snncompress.export.discretize`` describes.
+``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt); with ``--nir-spike multi``
+(sinabs's default mode), IF/LIF -> ``MultiSpikeLeaky`` (``trunc(v / v_th)`` spikes per step).
+Parameters are converted as ``snncompress.export.discretize`` describes.
 
 Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
 ``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations
@@ -42,9 +43,11 @@ from snncompress.models.layers import build_module
 from snncompress.models.neurons import is_neuron
 
 RESETS = ("subtract", "zero", "none")
+SPIKES = ("single", "multi")  # one spike per step (NIR's H(v - v_th)), or sinabs's MultiSpike: trunc(v / v_th)
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
-             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF")
+             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF",
+             "IF/LIF with --nir-spike multi")
 
 
 class NirReadOptions:
@@ -55,18 +58,27 @@ class NirReadOptions:
             (snncompress's, or a top-level ``dt``), else snnTorch's 1e-4 with a note per node.
         reset: the reset mechanism of neuron nodes that do not record one (``zero``, ``subtract``,
             ``none``; applied in the same step). None: NIR's own equations (to ``v_reset`` = 0 in the
-            same step) with a note per node.
+            same step) with a note per node; with ``spike="multi"``, subtract (sinabs's default).
+        spike: ``single`` (NIR's one spike per step) or ``multi`` (sinabs's default ``MultiSpike``:
+            ``trunc(v / v_th)`` spikes per step, read as :class:`MultiSpikeLeaky`) for IF and LIF nodes that
+            do not record it. None: single.
     """
 
-    def __init__(self, dt: float | None = None, reset: str | None = None):
+    def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None):
         from snncompress.errors import InputError
 
         if dt is not None and not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise InputError(f"--nir-dt must be a positive number of seconds, got {dt!r}")
         if reset is not None and reset not in RESETS:
             raise InputError(f"--nir-reset '{reset}' is unknown; use one of {', '.join(RESETS)}")
+        if spike is not None and spike not in SPIKES:
+            raise InputError(f"--nir-spike '{spike}' is unknown; use one of {', '.join(SPIKES)}")
+        if spike == "multi" and reset == "zero":
+            raise InputError("--nir-spike multi takes --nir-reset subtract or none (a reset to zero after "
+                             "several spikes has no snnTorch form here)")
         self.dt = None if dt is None else float(dt)
         self.reset = reset
+        self.spike = spike
 
 
 @dataclass
@@ -76,6 +88,7 @@ class _Context:
     dt: float
     dt_recorded: bool
     reset_given: str | None = None
+    spike_given: str | None = None
     reset_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)  # node -> how it was read, per open point
@@ -120,10 +133,10 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
     if options.dt is not None:
         if recorded is not None and not np.isclose(recorded, options.dt):
             pre_notes.append(f"{source} records dt = {recorded:g}; reading it with dt = {options.dt:g} as asked")
-        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset)
+        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset, spike_given=options.spike)
     else:
         ctx = _Context(dt=recorded if recorded is not None else DEFAULT_DT, dt_recorded=recorded is not None,
-                       reset_given=options.reset)
+                       reset_given=options.reset, spike_given=options.spike)
     ctx.notes.extend(pre_notes)
     order, nodes = _chain(graph, source)
     modules: list[nn.Module] = []
@@ -409,12 +422,17 @@ def _reduce(full: torch.Tensor, shape: list[int]) -> torch.Tensor | None:
     return t.reshape(shape).clone()
 
 
-def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context) -> tuple[str, bool]:
+def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context,
+           multi: bool = False) -> tuple[str, bool]:
     mechanism = node_meta.get("reset_mechanism", ours.get("reset_mechanism"))
     if mechanism is None:
         if ctx.reset_given is not None:
             return ctx.reset_given, False  # the user's reading, in the same step as NIR's equations
         ctx.reset_missing.append(f"'{name}'")
+        if multi:  # sinabs's MultiSpike comes with MembraneSubtract by default
+            ctx.ambiguity(f"'{name}'", "no reset recorded: multi-spike with subtract reset in the same step "
+                                       "(sinabs's default; --nir-reset none to say otherwise)")
+            return "subtract", False
         ctx.ambiguity(f"'{name}'", "no reset recorded: reset to zero in the same step (NIR's v_reset equations, as "
                                    "snnTorch's import_from_nir; --nir-reset subtract|zero|none to say otherwise)")
         return DEFAULT_RESET, False
@@ -532,14 +550,31 @@ def _lapicque(name: str, node: Any, ours: dict[str, Any], mechanism: str) -> nn.
     return _fill(build_module({"type": "Lapicque", "args": args}), tensors)
 
 
+def _multi_spike(name: str, node: Any, ours: dict[str, Any], ctx: _Context) -> bool:
+    """Whether the node fires sinabs's multi-spike count: recorded by our exporter, else ``--nir-spike``."""
+    if ours.get("module") is not None:
+        return ours.get("module") == "MultiSpikeLeaky"
+    if ctx.spike_given != "multi":
+        return False
+    if not isinstance(node, (nir.IF, nir.LIF)):
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-spike multi applies to IF and LIF "
+                                    "nodes only (sinabs's multi-spike neurons)")
+    return True
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
     if ours.get("module") == "Lapicque" and isinstance(node, nir.LIF):
         mechanism, _ = _reset(name, node_meta, ours, ctx)
         return _lapicque(name, node, ours, mechanism)
-    mechanism, delay = _reset(name, node_meta, ours, ctx)
+    multi = _multi_spike(name, node, ours, ctx)
+    mechanism, delay = _reset(name, node_meta, ours, ctx, multi=multi)
+    if multi and (mechanism == "zero" or delay):
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): a multi-spike neuron resets by "
+                                    "subtraction (or not at all) in the same step here, not "
+                                    f"{'with a delay' if delay else 'to zero'}")
     values = _neuron_values(name, node, ctx)
-    kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky"
+    kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "MultiSpikeLeaky" if multi else "Leaky"
     spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     return _fill(build_module(spec), tensors)
 
@@ -575,6 +610,9 @@ def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module
 def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     kind = "RSynaptic" if isinstance(neuron, nir.CubaLIF) else "RLeaky"  # a recurrent CubaLIF: RSynaptic
     ours = _parse_metadata(node_meta, name)
+    if ctx.spike_given == "multi":
+        raise UnsupportedLayerError(f"NIR node '{name}' (recurrent {_type(neuron)}): --nir-spike multi applies to "
+                                    "feed-forward IF and LIF nodes only")
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, neuron, ctx)
     w = _array(weight.weight)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
+from snncompress.models.multispike import MultiSpikeLeaky
 from snncompress.models.neurons import (
     RESET_NAMES,
     SUPPORTED_NEURON_NAMES,
@@ -52,7 +53,8 @@ _TORCH_LAYER_ARGS: dict[type[nn.Module], tuple[str, ...]] = {
 _BY_NAME: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in _TORCH_LAYER_ARGS}
 _NEURON_CLASSES: dict[str, type[nn.Module]] = {"Leaky": snn.Leaky, "Synaptic": snn.Synaptic,
                                                "RLeaky": snn.RLeaky, "RSynaptic": snn.RSynaptic,
-                                               "Lapicque": snn.Lapicque, "Alpha": snn.Alpha}
+                                               "Lapicque": snn.Lapicque, "Alpha": snn.Alpha,
+                                               "MultiSpikeLeaky": MultiSpikeLeaky}
 _LAPICQUE_BUFFERS = ("R", "C", "time_step")
 SUPPORTED_LAYER_NAMES = sorted([*_BY_NAME, *_NEURON_CLASSES, "Sequential"])
 
@@ -230,6 +232,8 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
     )
     if kind == "Leaky":
         return snn.Leaky(**common)
+    if kind == "MultiSpikeLeaky":
+        return MultiSpikeLeaky(**common)
     if kind == "Synaptic":
         alpha = torch.zeros(a["alpha_shape"]) if a["alpha_shape"] else 0.5
         return snn.Synaptic(alpha=alpha, learn_alpha=a["learn_alpha"], **common)
