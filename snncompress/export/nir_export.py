@@ -72,7 +72,7 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
         DataError: the sample does not fit the model.
     """
     path = check_output_path(path, force)
-    graph, notes = model_to_nir(model, sample, dt=dt)
+    graph, notes = model_to_nir(model, sample, dt=dt, unit_r=compat)
     with atomic_path(path, replace=force) as tmp:
         nir.write(tmp, graph)
         if compat:
@@ -84,9 +84,14 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
     return ExportResult(path=path, format="nir", notes=notes, details={"nodes": len(graph.nodes)})
 
 
-def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
-                 dt: float = DEFAULT_DT) -> tuple[nir.NIRGraph, list[str]]:
-    """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes."""
+def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_DT,
+                 unit_r: bool = False) -> tuple[nir.NIRGraph, list[str]]:
+    """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes.
+
+    ``unit_r`` (``--nir-compat``): feed-forward LIF nodes get ``r = 1`` and ``v_threshold / r``, the same
+    network with the membrane in units of ``r`` (Norse's and sinabs's importers ignore a LIF's ``r``); the
+    exact thresholds stay in the node's metadata for our importer.
+    """
     model, notes = exportable(model, sample, "NIR export")
     leaves = probe_shapes(model, sample)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(sample.shape))}
@@ -100,7 +105,7 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
                          "and is left out")
             continue
         quantization = node_quantization(model, leaf.name)
-        for suffix, node in _convert(leaf, previous, dt):
+        for suffix, node in _convert(leaf, previous, dt, unit_r):
             # codes, scales, membrane levels (export/nir_quant.py); nir <= 1.0.4's Conv2d/Linear hold no metadata
             if quantization is not None and not suffix and hasattr(node, "metadata"):
                 node.metadata[QUANT_KEY] = quantization
@@ -202,10 +207,10 @@ def _graph_metadata(model: nn.Module, sample: torch.Tensor, dt: float, notes: li
 
 # -- per-layer conversion ----------------------------------------------------------------------------
 
-def _convert(leaf: Leaf, previous: Leaf | None, dt: float) -> list[tuple[str, nir.NIRNode]]:
+def _convert(leaf: Leaf, previous: Leaf | None, dt: float, unit_r: bool = False) -> list[tuple[str, nir.NIRNode]]:
     m = leaf.module
     if is_neuron(m):
-        return [("", _neuron_node(leaf, dt))]
+        return [("", _neuron_node(leaf, dt, unit_r))]
     if isinstance(m, nn.Linear):
         return [("", _linear(leaf))]
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
@@ -385,9 +390,13 @@ def _neuron_meta(leaf: Leaf) -> dict[str, Any]:
     return meta
 
 
-def _neuron_node(leaf: Leaf, dt: float) -> nir.NIRNode:
+def _neuron_node(leaf: Leaf, dt: float, unit_r: bool = False) -> nir.NIRNode:
     _check_neuron(leaf)
     meta = _neuron_meta(leaf)
+    unit_r = unit_r and meta["module"] in ("Leaky", "MultiSpikeLeaky")
+    if unit_r:  # the exact threshold, as v_threshold / r is rounded (model_to_nir)
+        meta["r_folded"] = True
+        meta["threshold_values"] = leaf.module.threshold.detach().cpu().float().reshape(-1).tolist()
     node_meta = {"reset_mechanism": meta["reset_mechanism"], METADATA_KEY: json.dumps(meta)}
     if meta["module"] == "Alpha":
         raise UnsupportedLayerError(
@@ -398,7 +407,7 @@ def _neuron_node(leaf: Leaf, dt: float) -> nir.NIRNode:
         return _rleaky_subgraph(leaf, dt, node_meta)
     if meta["module"] == "Lapicque":
         return _lapicque_node(leaf, dt, node_meta)
-    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] == "Synaptic")
+    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] == "Synaptic", unit_r=unit_r)
 
 
 def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:
@@ -421,7 +430,7 @@ def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:
 
 
 def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any],
-              synaptic: bool) -> nir.NIRNode:
+              synaptic: bool, unit_r: bool = False) -> nir.NIRNode:
     m = leaf.module
     beta = _per_neuron(m.beta, shape, clamp=True)
     threshold = _per_neuron(m.threshold, shape, clamp=False)
@@ -446,6 +455,9 @@ def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any
             "neurons only; NIR's LIF needs a finite tau and its IF has no leak"
         )
     p = lif_params(beta, dt)
+    if unit_r:  # tau dv/dt = -v + r I  is  tau du/dt = -u + I  for u = v / r, firing at v_threshold / r
+        threshold = (threshold / p["r"]).astype(np.float32)
+        p = {**p, "r": np.ones_like(p["r"])}
     return nir_node(nir.LIF, tau=p["tau"], r=p["r"], v_leak=zeros, v_threshold=threshold, v_reset=v_reset,
                    metadata=meta)
 

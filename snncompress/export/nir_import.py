@@ -451,8 +451,9 @@ def _check_zero(name: str, node: Any, field_name: str) -> None:
         )
 
 
-def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]:
-    """beta (and alpha), threshold from a LIF/IF/CubaLIF node, gains folded into the threshold."""
+def _neuron_values(name: str, node: Any, ctx: _Context, ours: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """beta (and alpha), threshold from a LIF/IF/CubaLIF node, gains folded into the threshold (unless our
+    exporter folded ``r`` into ``v_threshold`` for older readers and recorded the exact threshold)."""
     _check_zero(name, node, "v_reset")
     threshold = _array(node.v_threshold).astype(np.float64)
     out: dict[str, np.ndarray] = {}
@@ -473,7 +474,14 @@ def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]
             gain = cuba_gain(node.tau_syn, node.w_in, node.tau_mem, node.r, ctx.dt)
         else:
             gain = lif_gain(tau, node.r, ctx.dt)
-    if not is_unit_gain(gain):
+    exact = (ours or {}).get("threshold_values") if (ours or {}).get("r_folded") else None
+    if exact is not None:
+        try:
+            threshold = np.asarray(exact, dtype=np.float32).astype(np.float64).reshape(
+                (ours or {}).get("threshold_shape") or [])
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"NIR node '{name}': malformed threshold_values in its metadata ({exc})") from exc
+    elif not is_unit_gain(gain):
         if not np.all(np.isfinite(gain)) or np.any(gain <= 0):
             raise UnsupportedLayerError(
                 f"NIR node '{name}' ({_type(node)}) has a non-positive or infinite input gain"
@@ -573,7 +581,7 @@ def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> n
         raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): a multi-spike neuron resets by "
                                     "subtraction (or not at all) in the same step here, not "
                                     f"{'with a delay' if delay else 'to zero'}")
-    values = _neuron_values(name, node, ctx)
+    values = _neuron_values(name, node, ctx, ours)
     kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "MultiSpikeLeaky" if multi else "Leaky"
     spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     return _fill(build_module(spec), tensors)

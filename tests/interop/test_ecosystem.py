@@ -8,7 +8,7 @@ snncompress[interop]`` into an environment of its own: sinabs pins nir <= 1.0.4)
   was made from has a newer nir (the shared one: 1.0.8), the file is written by that one, through the CLI,
   so the compat output of a nir >= 1.0.5 install is what sinabs reads;
 * Norse -> NIR -> snncompress, read with ``--nir-dt dt**2`` (Norse writes ``tau = dt / tau_mem_inv``);
-  snncompress IF (``--nir-compat``) -> Norse's ``from_nir``: identical.
+  snncompress IF and LIF (``--nir-compat``) -> Norse's ``from_nir`` (given our dt): identical.
 """
 
 from __future__ import annotations
@@ -122,14 +122,16 @@ def test_norse_lif_box_reads_with_norse_spikes(tmp_path):
     assert torch.equal(_ours(ours, _x()), expected)
 
 
-def test_our_compat_if_nir_loads_in_norse_with_the_same_spikes(tmp_path):
+@pytest.mark.parametrize("beta", [1.0, 0.8])  # NIR's IF; LIF (r folded into the threshold by --nir-compat)
+def test_our_compat_nir_loads_in_norse_with_the_same_spikes(beta, tmp_path):
     nt = pytest.importorskip("norse.torch")
     import snntorch as snn
 
-    model = _fill(nn.Sequential(nn.Linear(6, 8), snn.Leaky(beta=1.0, init_hidden=True, reset_mechanism="zero"),
-                                nn.Linear(8, 3), snn.Leaky(beta=1.0, init_hidden=True, reset_mechanism="zero",
-                                                           output=True)), scale=1.0).eval()
-    export_nir(model, tmp_path / "if.nir", torch.rand(6), compat=True)
-    theirs = nt.from_nir(nir.read(tmp_path / "if.nir"))
+    def lif(**kw):
+        return snn.Leaky(beta=beta, init_hidden=True, reset_mechanism="zero", reset_delay=False, **kw)
+
+    model = _fill(nn.Sequential(nn.Linear(6, 8), lif(), nn.Linear(8, 3), lif(output=True)), scale=1.0).eval()
+    export_nir(model, tmp_path / "ours.nir", torch.rand(6), compat=True)  # at snncompress's dt = 1e-4
+    theirs = nt.from_nir(nir.read(tmp_path / "ours.nir"), dt=1e-4)
     expected = _ours(model, _x())
     assert expected.sum() > 0 and torch.equal(_norse_run(theirs, _x()), expected)
