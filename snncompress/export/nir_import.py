@@ -33,6 +33,7 @@ from torch import nn
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
 from snncompress.export.discretize import (
     DEFAULT_DT,
+    GAIN_TOLERANCE,
     cuba_gain,
     decay_from_tau,
     is_unit_gain,
@@ -459,6 +460,12 @@ def _neuron_values(name: str, node: Any, ctx: _Context, ours: dict[str, Any] | N
     out: dict[str, np.ndarray] = {}
     if isinstance(node, nir.IF):
         gain = _array(node.r).astype(np.float64)
+        if not is_unit_gain(gain) and np.allclose(gain * ctx.dt, 1.0, rtol=GAIN_TOLERANCE, atol=0):
+            # dv/dt = r I read as one Euler step of dt: SpikingJelly writes r = 1/dt for a unit gain, where
+            # sinabs, Norse and snnTorch write r = 1 (read as the gain itself)
+            gain = gain * ctx.dt
+            ctx.ambiguity(f"'{name}'", f"IF r = {float(np.ravel(node.r)[0]):g} = 1/dt: read as NIR's continuous-time "
+                                       "gain r*dt = 1 (SpikingJelly's convention; r = 1 is read as a unit gain too)")
         out["beta"] = np.ones_like(threshold)
     else:
         _check_zero(name, node, "v_leak")

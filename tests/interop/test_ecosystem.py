@@ -8,11 +8,15 @@ snncompress[interop]`` into an environment of its own: sinabs pins nir <= 1.0.4)
   was made from has a newer nir (the shared one: 1.0.8), the file is written by that one, through the CLI,
   so the compat output of a nir >= 1.0.5 install is what sinabs reads;
 * Norse -> NIR -> snncompress, read with ``--nir-dt dt**2`` (Norse writes ``tau = dt / tau_mem_inv``);
-  snncompress IF and LIF (``--nir-compat``) -> Norse's ``from_nir`` (given our dt): identical.
+  snncompress IF and LIF (``--nir-compat``) -> Norse's ``from_nir`` (given our dt): identical;
+* SpikingJelly IF and LIF -> NIR -> snncompress: identical (its IF's ``r = 1/dt`` read as a unit gain);
+  snncompress LIF (with and without ``--nir-compat``) -> SpikingJelly's ``import_from_nir``: identical.
+  SpikingJelly 2.0.0 needs nir >= 1.0.5 (it writes ``v_reset``), so it cannot share sinabs's environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -135,3 +139,62 @@ def test_our_compat_nir_loads_in_norse_with_the_same_spikes(beta, tmp_path):
     theirs = nt.from_nir(nir.read(tmp_path / "ours.nir"), dt=1e-4)
     expected = _ours(model, _x())
     assert expected.sum() > 0 and torch.equal(_norse_run(theirs, _x()), expected)
+
+
+# -- SpikingJelly ------------------------------------------------------------------------------------
+
+def _sj_exchange():
+    if "v_reset" not in {f.name for f in dataclasses.fields(nir.LIF)}:
+        pytest.skip(f"SpikingJelly's NIR exchange needs nir >= 1.0.5 (nir {nir.version} here)")
+    return pytest.importorskip("spikingjelly.activation_based.nir_exchange")
+
+
+def _sj_net(kind: str):
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    from spikingjelly.activation_based import functional, layer
+
+    def make():
+        return neuron.IFNode(v_reset=0.0) if kind == "if" else neuron.LIFNode(tau=2.0, v_reset=0.0)
+
+    net = _fill(nn.Sequential(layer.Linear(6, 8), make(), layer.Linear(8, 3), make()),
+                scale=0.6 if kind == "if" else 1.5)
+    functional.reset_net(net)
+    return net
+
+
+def _sj_run(net, x: torch.Tensor) -> torch.Tensor:
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(net)
+    with torch.no_grad():
+        return torch.stack([net(x[:, t]) for t in range(x.shape[1])])
+
+
+@pytest.mark.parametrize("kind", ["if", "lif"])
+def test_spikingjelly_reads_with_spikingjelly_spikes(kind, tmp_path, capsys):
+    export_to_nir = _sj_exchange().export_to_nir
+    net = _sj_net(kind)
+    export_to_nir(net, torch.rand(B, 6), save_path=tmp_path / "sj.nir")  # dt = 1e-4, SpikingJelly's default
+    expected = _sj_run(net, _x())
+    assert expected.sum() > 0 and not torch.all(expected == 1)
+    ours = load_nir(tmp_path / "sj.nir")
+    assert torch.equal(_ours(ours, _x()), expected)
+    if kind == "if":  # SpikingJelly writes r = 1/dt for a unit gain: said, not silently folded
+        assert "IF r = 10000 = 1/dt: read as NIR's continuous-time gain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_our_lif_nir_loads_in_spikingjelly_with_the_same_spikes(compat, tmp_path):
+    exchange = _sj_exchange()
+    export_to_nir, import_from_nir = exchange.export_to_nir, exchange.import_from_nir
+    export_to_nir(_sj_net("lif"), torch.rand(B, 6), save_path=tmp_path / "sj.nir")
+    ours = load_nir(tmp_path / "sj.nir")
+    export_nir(ours, tmp_path / "ours.nir", torch.rand(6), compat=compat)
+    theirs = import_from_nir(tmp_path / "ours.nir")
+    state, out = None, []
+    with torch.no_grad():
+        for t in range(T):
+            z, state = theirs(_x()[:, t], state)
+            out.append(z)
+    expected = _ours(ours, _x())
+    assert expected.sum() > 0 and torch.equal(torch.stack(out), expected)
