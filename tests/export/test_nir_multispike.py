@@ -112,6 +112,11 @@ def test_cli_nir_spike(capsys, tmp_path, write_tensors):
     code, out, err = cli(capsys, "evaluate", path, "--data", data, "--time-steps", str(T), "--nir-spike", "multi",
                          "--json", "-")
     assert code == 0, err
+    code, out, err = cli(capsys, "report", path, "--data", data, "--time-steps", str(T), "--nir-spike", "multi",
+                         "--json", "-")
+    assert code == 0, err
+    code, _, err = cli(capsys, "export", path, "--nir-spike", "multi", "-o", tmp_path / "m.onnx")
+    assert code == 2 and "MultiSpikeLeaky" in err, err  # the ONNX step knows one spike per step only
     assert_input_error(capsys, "inspect", "demo", "--nir-spike", "multi", match="apply to a .nir MODEL")
     assert_input_error(capsys, "inspect", path, "--nir-spike", "multi", "--nir-reset", "zero",
                        match="--nir-spike multi takes")
