@@ -24,6 +24,7 @@ def evaluate(
     nir_dt: c.NirDtOpt = None,
     nir_reset: c.NirResetOpt = None,
     nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
     encoding: c.RecordedEncodingOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
@@ -38,7 +39,7 @@ def evaluate(
 
     c.check_json_target(json_out, force)
     net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset,
-                           nir_spike=nir_spike),
+                           nir_spike=nir_spike, nir_producer=nir_producer),
                        device)
     time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
     seed = c.recorded_seed(net, model, seed, encoding)

@@ -36,7 +36,7 @@ from snncompress.export.nir_compat import nir_node
 from snncompress.export.nir_quant import QUANT_KEY, node_quantization
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
-from snncompress.models.multispike import MultiSpikeLeaky
+from snncompress.models.multispike import MultiSpikeLeaky, MultiSpikeSynaptic
 from snncompress.models.neurons import RECURRENT_NEURONS, RESET_NAMES, is_neuron, leak_factor, surrogate_name
 from snncompress.state import get_state, has_state
 
@@ -45,7 +45,7 @@ FORMAT_NAME = "snncompress-nir"
 FORMAT_VERSION = 1
 NIR_LAYERS = ("Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "MaxPool2d (after a spiking layer)",
               "Dropout/Identity (left out)", "Leaky", "Synaptic", "Lapicque (as LIF)",
-              "MultiSpikeLeaky (as IF/LIF)", "RLeaky (linear recurrence)",
+              "MultiSpikeLeaky (as IF/LIF)", "MultiSpikeSynaptic (as CubaLIF)", "RLeaky (linear recurrence)",
               "RSynaptic (linear recurrence)")
 _SKIPPED = (nn.Dropout, nn.Identity)
 
@@ -114,7 +114,7 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_
             chain.append(name)
         if is_neuron(leaf.module) and not _nir_reset(leaf.module):
             other_reset.append(leaf.name)
-        if isinstance(leaf.module, MultiSpikeLeaky):
+        if isinstance(leaf.module, (MultiSpikeLeaky, MultiSpikeSynaptic)):
             multi.append(leaf.name)
         previous = leaf
     out_name = _unique("output", nodes)
@@ -376,7 +376,7 @@ def _neuron_meta(leaf: Leaf) -> dict[str, Any]:
         "learn_beta": isinstance(m.beta, nn.Parameter),
         "learn_threshold": isinstance(m.threshold, nn.Parameter),
     }
-    if kind in ("Synaptic", "RSynaptic"):
+    if kind in ("Synaptic", "RSynaptic", "MultiSpikeSynaptic"):
         meta.update(alpha_shape=list(m.alpha.shape), learn_alpha=isinstance(m.alpha, nn.Parameter))
     if kind == "Lapicque":  # the RC circuit itself, so our importer rebuilds it exactly
         for key in ("R", "C", "time_step", "beta"):
@@ -407,7 +407,8 @@ def _neuron_node(leaf: Leaf, dt: float, unit_r: bool = False) -> nir.NIRNode:
         return _rleaky_subgraph(leaf, dt, node_meta)
     if meta["module"] == "Lapicque":
         return _lapicque_node(leaf, dt, node_meta)
-    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] == "Synaptic", unit_r=unit_r)
+    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] in ("Synaptic", "MultiSpikeSynaptic"),
+                     unit_r=unit_r)
 
 
 def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:

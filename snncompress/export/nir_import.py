@@ -45,6 +45,7 @@ from snncompress.models.neurons import is_neuron
 
 RESETS = ("subtract", "zero", "none")
 SPIKES = ("single", "multi")  # one spike per step (NIR's H(v - v_th)), or sinabs's MultiSpike: trunc(v / v_th)
+PRODUCERS = ("rockpool",)  # producers whose graphs mean their own dynamics, not NIR's Euler reading
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
              "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF",
@@ -63,9 +64,12 @@ class NirReadOptions:
         spike: ``single`` (NIR's one spike per step) or ``multi`` (sinabs's default ``MultiSpike``:
             ``trunc(v / v_th)`` spikes per step, read as :class:`MultiSpikeLeaky`) for IF and LIF nodes that
             do not record it. None: single.
+        producer: ``rockpool``: CubaLIF nodes are Rockpool's ``LIFTorch`` (:func:`_rockpool_cuba`), dt
+            inferred from their ``r`` unless given. None: NIR's reading.
     """
 
-    def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None):
+    def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None,
+                 producer: str | None = None):
         from snncompress.errors import InputError
 
         if dt is not None and not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
@@ -77,9 +81,12 @@ class NirReadOptions:
         if spike == "multi" and reset == "zero":
             raise InputError("--nir-spike multi takes --nir-reset subtract or none (a reset to zero after "
                              "several spikes has no snnTorch form here)")
+        if producer is not None and producer not in PRODUCERS:
+            raise InputError(f"--nir-producer '{producer}' is unknown; use one of {', '.join(PRODUCERS)}")
         self.dt = None if dt is None else float(dt)
         self.reset = reset
         self.spike = spike
+        self.producer = producer
 
 
 @dataclass
@@ -90,6 +97,8 @@ class _Context:
     dt_recorded: bool
     reset_given: str | None = None
     spike_given: str | None = None
+    producer: str | None = None
+    dt_given: bool = False
     reset_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)  # node -> how it was read, per open point
@@ -134,10 +143,11 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
     if options.dt is not None:
         if recorded is not None and not np.isclose(recorded, options.dt):
             pre_notes.append(f"{source} records dt = {recorded:g}; reading it with dt = {options.dt:g} as asked")
-        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset, spike_given=options.spike)
+        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset, spike_given=options.spike,
+                       producer=options.producer, dt_given=True)
     else:
         ctx = _Context(dt=recorded if recorded is not None else DEFAULT_DT, dt_recorded=recorded is not None,
-                       reset_given=options.reset, spike_given=options.spike)
+                       reset_given=options.reset, spike_given=options.spike, producer=options.producer)
     ctx.notes.extend(pre_notes)
     order, nodes = _chain(graph, source)
     modules: list[nn.Module] = []
@@ -568,7 +578,7 @@ def _lapicque(name: str, node: Any, ours: dict[str, Any], mechanism: str) -> nn.
 def _multi_spike(name: str, node: Any, ours: dict[str, Any], ctx: _Context) -> bool:
     """Whether the node fires sinabs's multi-spike count: recorded by our exporter, else ``--nir-spike``."""
     if ours.get("module") is not None:
-        return ours.get("module") == "MultiSpikeLeaky"
+        return ours.get("module") in ("MultiSpikeLeaky", "MultiSpikeSynaptic")
     if ctx.spike_given != "multi":
         return False
     if not isinstance(node, (nir.IF, nir.LIF)):
@@ -577,8 +587,58 @@ def _multi_spike(name: str, node: Any, ours: dict[str, Any], ctx: _Context) -> b
     return True
 
 
+def _rockpool_dt(name: str, node: Any, ctx: _Context) -> float:
+    """Rockpool writes ``r = tau_mem exp(-dt/tau_mem) / dt``: solve it for dt (decreasing in dt), 6 digits."""
+    if ctx.dt_given:
+        return ctx.dt
+    tau = float(np.ravel(_array(node.tau_mem))[0])
+    r = float(np.ravel(_array(node.r))[0])
+    if not (np.isfinite(tau) and np.isfinite(r) and tau > 0 and r > 0):
+        raise UnsupportedLayerError(f"NIR node '{name}' (CubaLIF): no dt follows from tau_mem {tau:g} and r {r:g} "
+                                    "as Rockpool writes them; give --nir-dt")
+    low, high = 1e-15, 100 * tau
+    for _ in range(200):
+        mid = (low * high) ** 0.5
+        low, high = (mid, high) if tau * np.exp(-mid / tau) / mid > r else (low, mid)
+    dt = float(f"{(low * high) ** 0.5:.6g}")
+    ctx.ambiguity(f"'{name}'", f"read as Rockpool's LIFTorch at dt = {dt:g} (from r = tau_mem exp(-dt/tau_mem)/dt; "
+                               "--nir-dt to say otherwise)")
+    return dt
+
+
+def _rockpool_cuba(name: str, node: Any, ctx: _Context) -> nn.Module:
+    """A CubaLIF that Rockpool's ``LIFTorch`` wrote, with Rockpool's own dynamics (``lif_torch.py``):
+
+        isyn = (isyn + x) * exp(-dt/tau_syn);  v = v * exp(-dt/tau_mem) + isyn
+        s = floor(v / Vth) where v >= Vth;     v = v - s * Vth
+
+    (``r`` and ``w_in`` only encode dt there). That is ``MultiSpikeSynaptic`` with ``alpha = exp(-dt/tau_syn)``,
+    ``beta = exp(-dt/tau_mem)``, subtract reset in the same step, and the input gain ``exp(-dt/tau_syn)``
+    folded into the threshold. Rockpool caps a step at 2^16 spikes; here there is no cap.
+    """
+    _check_zero(name, node, "v_leak")
+    _check_zero(name, node, "v_reset")
+    dt = _rockpool_dt(name, node, ctx)
+    with torch.no_grad():  # Rockpool's tau_to_decay: exp(-dt / tau) in float32
+        syn = torch.exp(-dt / torch.as_tensor(np.asarray(node.tau_syn, dtype=np.float32)))
+        mem = torch.exp(-dt / torch.as_tensor(np.asarray(node.tau_mem, dtype=np.float32)))
+        threshold = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float32)) / syn
+    ctx.notes.append(f"NIR node '{name}': Rockpool's synaptic gain exp(-dt/tau_syn) folded into the threshold "
+                     "(the membrane reads in units of 1/gain)")
+    shape = np.broadcast_shapes(tuple(syn.shape), tuple(mem.shape), tuple(threshold.shape))
+    values = {"alpha": syn.expand(shape).numpy(), "beta": mem.expand(shape).numpy(),
+              "threshold": threshold.expand(shape).numpy()}
+    spec, tensors = _neuron_spec("MultiSpikeSynaptic", values, {}, "subtract", False)
+    return _fill(build_module(spec), tensors)
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    if ctx.producer == "rockpool" and not ours:
+        if isinstance(node, nir.CubaLIF):
+            return _rockpool_cuba(name, node, ctx)
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-producer rockpool reads CubaLIF "
+                                    "nodes (Rockpool's LIFTorch) only")
     if ours.get("module") == "Lapicque" and isinstance(node, nir.LIF):
         mechanism, _ = _reset(name, node_meta, ours, ctx)
         return _lapicque(name, node, ours, mechanism)
@@ -589,7 +649,8 @@ def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> n
                                     "subtraction (or not at all) in the same step here, not "
                                     f"{'with a delay' if delay else 'to zero'}")
     values = _neuron_values(name, node, ctx, ours)
-    kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "MultiSpikeLeaky" if multi else "Leaky"
+    kind = ("Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky") if not multi else (
+        "MultiSpikeSynaptic" if isinstance(node, nir.CubaLIF) else "MultiSpikeLeaky")
     spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     return _fill(build_module(spec), tensors)
 

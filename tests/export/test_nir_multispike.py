@@ -120,3 +120,66 @@ def test_cli_nir_spike(capsys, tmp_path, write_tensors):
     assert_input_error(capsys, "inspect", "demo", "--nir-spike", "multi", match="apply to a .nir MODEL")
     assert_input_error(capsys, "inspect", path, "--nir-spike", "multi", "--nir-reset", "zero",
                        match="--nir-spike multi takes")
+
+
+def _rockpool_graph(tmp_path, dt=1e-3):
+    """Affine-free Linear - CubaLIF - Linear - CubaLIF as Rockpool's ``to_nir`` writes LIFTorch: r encodes dt."""
+    (w1, _), (w2, _) = _weights()
+    nodes = {"input": nir.Input(np.array([6])), "0": nir.Linear(w1 * 0.3), "2": nir.Linear(w2 * 0.5),
+             "output": nir.Output(np.array([3]))}
+    taus = {"1": (0.02, 0.01), "3": (0.03, 0.005)}
+    for name, (tau_mem, tau_syn) in taus.items():
+        n = 8 if name == "1" else 3
+        full = np.ones(n, dtype=np.float32)
+        nodes[name] = nir.CubaLIF(tau_syn=full * tau_syn, tau_mem=full * tau_mem,
+                                  r=full * np.float32(tau_mem * np.exp(-dt / tau_mem) / dt), v_leak=0 * full,
+                                  v_threshold=full * 0.5, w_in=full)
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "0"), ("0", "1"), ("1", "2"), ("2", "3"), ("3", "output")])
+    nir.write(tmp_path / "rockpool_like.nir", graph)
+    return tmp_path / "rockpool_like.nir", [(w1 * 0.3, taus["1"]), (w2 * 0.5, taus["3"])]
+
+
+def _rockpool_reference(x: torch.Tensor, layers, dt=1e-3) -> torch.Tensor:
+    """Rockpool's LIFTorch.forward (rockpool/nn/modules/torch/lif_torch.py), no bias or noise."""
+    h = x.transpose(0, 1)
+    for w, (tau_mem, tau_syn) in layers:
+        current = h @ torch.as_tensor(w).T
+        a = torch.exp(-dt / torch.full(current.shape[2:], tau_mem))
+        b = torch.exp(-dt / torch.full(current.shape[2:], tau_syn))
+        isyn, vmem, out = torch.zeros(current.shape[1:]), torch.zeros(current.shape[1:]), []
+        for t in range(current.shape[0]):
+            isyn = isyn + current[t]
+            vmem = vmem * a
+            isyn = isyn * b
+            vmem = vmem + isyn
+            spikes = (vmem >= 0.5) * torch.floor(vmem / 0.5)
+            vmem = vmem - spikes * 0.5
+            out.append(spikes)
+        h = torch.stack(out)
+    return h
+
+
+def test_rockpool_producer_reads_lif_torch_dynamics(tmp_path, capsys):
+    path, layers = _rockpool_graph(tmp_path)
+    model = load_nir(path, NirReadOptions(producer="rockpool"))
+    err = capsys.readouterr().err
+    assert err.count("read as Rockpool's LIFTorch at dt = 0.001 (from r = tau_mem exp(-dt/tau_mem)/dt") == 2, err
+    x = _x() * 3
+    expected = _rockpool_reference(x, layers)
+    assert expected.max() > 1
+    assert torch.equal(_run(model, x).spikes, expected)
+    # our NIR and the architecture spec keep MultiSpikeSynaptic (a file of ours needs no option)
+    export_nir(model, tmp_path / "ours.nir", torch.rand(6))
+    back = load_nir(tmp_path / "ours.nir")
+    assert type(back[1]).__name__ == "MultiSpikeSynaptic" and torch.equal(_run(back, x).spikes, expected)
+    rebuilt = build_module(module_spec(model))
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(_run(rebuilt, x).spikes, expected)
+
+
+def test_rockpool_producer_refuses_what_it_does_not_read(tmp_path):
+    with pytest.raises(InputError, match="--nir-producer 'norse' is unknown"):
+        NirReadOptions(producer="norse")
+    path, _ = _if_graph(tmp_path)
+    with pytest.raises(UnsupportedLayerError, match="--nir-producer rockpool reads CubaLIF nodes"):
+        load_nir(path, NirReadOptions(producer="rockpool"))

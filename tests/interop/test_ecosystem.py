@@ -11,7 +11,8 @@ snncompress[interop]`` into an environment of its own: sinabs pins nir <= 1.0.4)
   snncompress IF and LIF (``--nir-compat``) -> Norse's ``from_nir`` (given our dt): identical;
 * SpikingJelly IF and LIF -> NIR -> snncompress: identical (its IF's ``r = 1/dt`` read as a unit gain);
   snncompress LIF (with and without ``--nir-compat``) -> SpikingJelly's ``import_from_nir``: identical.
-  SpikingJelly 2.0.0 needs nir >= 1.0.5 (it writes ``v_reset``), so it cannot share sinabs's environment.
+  SpikingJelly 2.0.0 needs nir >= 1.0.5 (it writes ``v_reset``), so it cannot share sinabs's environment;
+* Rockpool ``LIFTorch`` -> NIR -> snncompress ``--nir-producer rockpool``: spike counts identical.
 """
 
 from __future__ import annotations
@@ -198,3 +199,24 @@ def test_our_lif_nir_loads_in_spikingjelly_with_the_same_spikes(compat, tmp_path
             out.append(z)
     expected = _ours(ours, _x())
     assert expected.sum() > 0 and torch.equal(torch.stack(out), expected)
+
+
+# -- Rockpool ----------------------------------------------------------------------------------------
+
+def test_rockpool_lif_torch_reads_with_rockpool_spike_counts(tmp_path):
+    pytest.importorskip("rockpool")
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFTorch, LinearTorch
+    from rockpool.nn.modules.torch.nir import to_nir
+
+    torch.manual_seed(0)  # Rockpool draws its initial weights from the global generator
+    net = Sequential(LinearTorch((6, 8)), LIFTorch(8), LinearTorch((8, 3)), LIFTorch(3))  # dt = 1e-3
+    nir.write(tmp_path / "rockpool.nir", to_nir(net))
+    x = _x() * 3
+    with torch.no_grad():
+        expected = net(x)[0].transpose(0, 1)  # Rockpool runs [B, T, N]
+    assert expected.max() > 1  # LIFTorch fires several spikes per step
+    ours = load_nir(tmp_path / "rockpool.nir", NirReadOptions(producer="rockpool"))
+    assert torch.equal(_ours(ours, x), expected)
+    plain = _ours(load_nir(tmp_path / "rockpool.nir", NirReadOptions(dt=1e-3, reset="subtract")), x)
+    assert not torch.equal(plain, expected)  # NIR's Euler reading is not Rockpool's network
