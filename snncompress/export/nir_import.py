@@ -45,7 +45,7 @@ from snncompress.models.neurons import is_neuron
 
 RESETS = ("subtract", "zero", "none")
 SPIKES = ("single", "multi")  # one spike per step (NIR's H(v - v_th)), or sinabs's MultiSpike: trunc(v / v_th)
-PRODUCERS = ("rockpool",)  # producers whose graphs mean their own dynamics, not NIR's Euler reading
+PRODUCERS = ("rockpool", "sinabs")  # producers whose graphs mean their own dynamics, not NIR's Euler reading
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
              "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF",
@@ -65,7 +65,8 @@ class NirReadOptions:
             ``trunc(v / v_th)`` spikes per step, read as :class:`MultiSpikeLeaky`) for IF and LIF nodes that
             do not record it. None: single.
         producer: ``rockpool``: CubaLIF nodes are Rockpool's ``LIFTorch`` (:func:`_rockpool_cuba`), dt
-            inferred from their ``r`` unless given. None: NIR's reading.
+            inferred from their ``r`` unless given; ``sinabs``: IF and LIF nodes are sinabs's default
+            ``IAF`` and ``LIF`` (:func:`_sinabs_lif`). None: NIR's reading.
     """
 
     def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None,
@@ -632,8 +633,38 @@ def _rockpool_cuba(name: str, node: Any, ctx: _Context) -> nn.Module:
     return _fill(build_module(spec), tensors)
 
 
+def _sinabs_lif(name: str, node: Any, ctx: _Context) -> nn.Module:
+    """A LIF that sinabs's default ``LIF`` wrote (``sinabs/layers/functional/lif.py``): tau in time steps,
+
+        v = exp(-1/tau) v + (1 - exp(-1/tau)) x      (norm_input=True, its default)
+        s = trunc(v / Vth) where v > 0;  v = v - s * Vth
+
+    That is ``MultiSpikeLeaky`` with ``beta = exp(-1/tau)`` and the gain ``1 - beta`` folded into the
+    threshold (``r`` is 1 in sinabs's files). sinabs's own importer reads the node with ``norm_input=False``.
+    """
+    _check_zero(name, node, "v_leak")
+    _check_zero(name, node, "v_reset")
+    step = ctx.dt if ctx.dt_given else 1.0  # sinabs counts time in steps
+    with torch.no_grad():  # sinabs's alpha_mem_calculated: exp(-1 / tau_mem) in float32
+        beta = torch.exp(-step / torch.as_tensor(np.asarray(node.tau, dtype=np.float32)))
+        threshold = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float32)) / (1 - beta)
+    ctx.ambiguity(f"'{name}'", f"read as sinabs's LIF: tau in steps of {step:g}, beta = exp(-{step:g}/tau), input "
+                               "gain 1 - beta (norm_input) folded into the threshold, multi-spike, subtract reset")
+    shape = np.broadcast_shapes(tuple(beta.shape), tuple(threshold.shape))
+    values = {"beta": beta.expand(shape).numpy(), "threshold": threshold.expand(shape).numpy()}
+    spec, tensors = _neuron_spec("MultiSpikeLeaky", values, {}, "subtract", False)
+    return _fill(build_module(spec), tensors)
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    if ctx.producer == "sinabs" and not ours:
+        if isinstance(node, nir.LIF):
+            return _sinabs_lif(name, node, ctx)
+        if not isinstance(node, nir.IF):
+            raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-producer sinabs reads IF and LIF "
+                                        "nodes (sinabs's IAF and LIF) only")
+        ctx.spike_given = "multi"  # sinabs's IAF: MultiSpike, MembraneSubtract
     if ctx.producer == "rockpool" and not ours:
         if isinstance(node, nir.CubaLIF):
             return _rockpool_cuba(name, node, ctx)

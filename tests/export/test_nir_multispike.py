@@ -183,3 +183,28 @@ def test_rockpool_producer_refuses_what_it_does_not_read(tmp_path):
     path, _ = _if_graph(tmp_path)
     with pytest.raises(UnsupportedLayerError, match="--nir-producer rockpool reads CubaLIF nodes"):
         load_nir(path, NirReadOptions(producer="rockpool"))
+
+
+def test_sinabs_producer_reads_iaf_and_lif(tmp_path):
+    path, thresholds = _if_graph(tmp_path)
+    model = load_nir(path, NirReadOptions(producer="sinabs"))  # IF: the same as --nir-spike multi
+    assert torch.equal(_run(model, _x()).spikes, _sinabs_reference(_x(), thresholds)[-1])
+    graph = nir.read(path)
+    taus = {"1": 4.0, "3": 10.0}
+    for name, tau in taus.items():  # LIF as sinabs writes its LIF: tau in steps, r = 1
+        th = np.asarray(graph.nodes[name].v_threshold)
+        graph.nodes[name] = nir.LIF(tau=np.full_like(th, tau), r=np.ones_like(th), v_leak=0 * th, v_threshold=th)
+    nir.write(tmp_path / "lif.nir", graph)
+    model = load_nir(tmp_path / "lif.nir", NirReadOptions(producer="sinabs"))
+    h = _x().transpose(0, 1)
+    for (w, b), th, tau in zip(_weights(), thresholds, taus.values(), strict=True):  # sinabs's lif_forward_single
+        alpha, th = torch.exp(-1.0 / torch.full((len(th),), tau)), torch.as_tensor(th)
+        current = h @ torch.as_tensor(w).T + torch.as_tensor(b)
+        v, out = torch.zeros(current.shape[1:]), []
+        for t in range(current.shape[0]):
+            v = alpha * v + (1 - alpha) * current[t]
+            s = (v > 0) * torch.div(v, th, rounding_mode="trunc")
+            v = v - s * th
+            out.append(s)
+        h = torch.stack(out)
+    assert h.sum() > 0 and torch.equal(_run(model, _x()).spikes, h)

@@ -3,7 +3,8 @@
 Each test skips when its package is not installed; they are not in the core requirements (``pip install
 snncompress[interop]`` into an environment of its own: sinabs pins nir <= 1.0.4). What is checked:
 
-* sinabs -> NIR -> snncompress (``--nir-spike multi``, sinabs's default IAF): spike counts identical;
+* sinabs -> NIR -> snncompress (``--nir-spike multi``, sinabs's default IAF; ``--nir-producer sinabs`` for its
+  default LIF too): spike counts identical;
 * snncompress ``--nir-compat`` -> sinabs's ``from_nir``: identical. Where the interpreter the environment
   was made from has a newer nir (the shared one: 1.0.8), the file is written by that one, through the CLI,
   so the compat output of a nir >= 1.0.5 install is what sinabs reads;
@@ -92,6 +93,19 @@ def test_sinabs_default_mode_reads_with_sinabs_spike_counts(tmp_path):
     assert torch.equal(_ours(ours, _x()), expected)
     single = _ours(load_nir(tmp_path / "sinabs.nir"), _x())
     assert single.sum() < expected.sum()  # NIR's one-spike reading is not sinabs's network
+
+
+@pytest.mark.parametrize("tau", [5.0, 20.0])
+def test_sinabs_default_lif_reads_with_sinabs_producer(tau, tmp_path):
+    sinabs = pytest.importorskip("sinabs")
+    sl = pytest.importorskip("sinabs.layers")
+    net = _fill(nn.Sequential(nn.Linear(6, 8), sl.LIFSqueeze(tau_mem=tau, batch_size=B), nn.Linear(8, 3),
+                              sl.LIFSqueeze(tau_mem=tau, batch_size=B)), scale=8.0)  # norm_input=True, MultiSpike
+    nir.write(tmp_path / "sinabs.nir", sinabs.to_nir(net, torch.rand(B, 6)))
+    expected = _sinabs_run(net, _x())
+    assert expected.max() > 1
+    ours = load_nir(tmp_path / "sinabs.nir", NirReadOptions(producer="sinabs"))
+    assert torch.equal(_ours(ours, _x()), expected)
 
 
 def test_our_compat_nir_loads_in_sinabs_with_the_same_spikes(tmp_path):
