@@ -208,3 +208,10 @@ def test_sinabs_producer_reads_iaf_and_lif(tmp_path):
             out.append(s)
         h = torch.stack(out)
     assert h.sum() > 0 and torch.equal(_run(model, _x()).spikes, h)
+
+
+def test_cli_nir_producer(capsys, tmp_path):
+    path, _ = _rockpool_graph(tmp_path)
+    code, out, err = cli(capsys, "inspect", path, "--nir-producer", "rockpool", "--json", "-")
+    assert code == 0 and "MultiSpikeSynaptic" in out and "read as Rockpool's LIFTorch" in err, err
+    assert_input_error(capsys, "inspect", path, "--nir-producer", "brian", match="--nir-producer 'brian' is unknown")
