@@ -87,21 +87,28 @@ NirDtOpt = Annotated[float | None, typer.Option(
 NirResetOpt = Annotated[str | None, typer.Option(
     "--nir-reset", help="A .nir MODEL: reset (zero, subtract, none) for neuron nodes that record none "
                         "(default: NIR's zero reset, with a note per node).")]
+NirSpikeOpt = Annotated[str | None, typer.Option(
+    "--nir-spike", help="A .nir MODEL: spikes per step of IF/LIF nodes that record none: single (NIR's), or "
+                        "multi (sinabs's default: trunc(v/threshold) spikes, subtract reset).")]
+NirProducerOpt = Annotated[str | None, typer.Option(
+    "--nir-producer", help="A .nir MODEL: read it with its producer's own dynamics: rockpool (CubaLIF = LIFTorch: "
+                           "exponential decay, multi-spike, dt from its r).")]
 
 
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False,
-                   nir_dt: float | None = None, nir_reset: str | None = None):
+                   nir_dt: float | None = None, nir_reset: str | None = None, nir_spike: str | None = None,
+                   nir_producer: str | None = None):
     from snncompress.fileformat.loading import load_model
     from snncompress.refs import is_ref
 
     options = None
-    if nir_dt is not None or nir_reset is not None:
+    if any(v is not None for v in (nir_dt, nir_reset, nir_spike, nir_producer)):
         from snncompress.errors import InputError
         from snncompress.export.nir_io import NirReadOptions
 
         if not model.lower().endswith(".nir"):
-            raise InputError("--nir-dt and --nir-reset apply to a .nir MODEL")
-        options = NirReadOptions(dt=nir_dt, reset=nir_reset)
+            raise InputError("--nir-dt, --nir-reset, --nir-spike and --nir-producer apply to a .nir MODEL")
+        options = NirReadOptions(dt=nir_dt, reset=nir_reset, spike=nir_spike, producer=nir_producer)
     trusted = trust_code_requested(trust_code)
     with user_modules_importable(is_ref(model) or trusted or trust_pickle):  # a pickle names modules too
         return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted, nir_options=options)

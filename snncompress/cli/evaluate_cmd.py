@@ -23,6 +23,8 @@ def evaluate(
     trust_code: c.TrustCodeOpt = False,
     nir_dt: c.NirDtOpt = None,
     nir_reset: c.NirResetOpt = None,
+    nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
     encoding: c.RecordedEncodingOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
@@ -36,7 +38,8 @@ def evaluate(
     from snncompress.sim.evaluate import evaluate as run_eval
 
     c.check_json_target(json_out, force)
-    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset),
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset,
+                           nir_spike=nir_spike, nir_producer=nir_producer),
                        device)
     time_steps, encoding = c.recorded_defaults(net, model, time_steps, encoding)
     seed = c.recorded_seed(net, model, seed, encoding)

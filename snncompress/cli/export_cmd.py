@@ -39,6 +39,8 @@ def export(
     trust_code: c.TrustCodeOpt = False,
     nir_dt: c.NirDtOpt = None,
     nir_reset: c.NirResetOpt = None,
+    nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
     data: c.OptionalDataOpt = None,
     input_shape: InputShapeOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
@@ -79,7 +81,8 @@ def export(
         raise InputError(f"--time-steps must be >= 1, got {time_steps}")
     if unroll and kind != "onnx":
         raise InputError("--unroll applies to ONNX export; NIR graphs are continuous-time")
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset,
+                           nir_spike=nir_spike, nir_producer=nir_producer)
     time_steps, _ = c.recorded_defaults(net, model, time_steps, None, with_encoding=False)
     if isinstance(net, nn.Sequential):
         require_sequential(net, f"{kind.upper()} export")  # before any data is read

@@ -23,6 +23,8 @@ def inspect(
     trust_code: c.TrustCodeOpt = False,
     nir_dt: c.NirDtOpt = None,
     nir_reset: c.NirResetOpt = None,
+    nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
     data: c.OptionalDataOpt = None,
     time_steps: c.TimeStepsOpt = 8,
     json_out: c.JsonOpt = None,
@@ -36,7 +38,8 @@ def inspect(
     from snncompress.sim.summary import summarize
 
     c.check_json_target(json_out, force)
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset,
+                           nir_spike=nir_spike, nir_producer=nir_producer)
     sample, is_sequence = None, False
     if data is not None:
         bundle = c.load_data_cli(data, "direct", time_steps, 1, 1, 0)

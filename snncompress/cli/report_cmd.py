@@ -44,6 +44,8 @@ def report(
     trust_code: c.TrustCodeOpt = False,
     nir_dt: c.NirDtOpt = None,
     nir_reset: c.NirResetOpt = None,
+    nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
     encoding: c.RecordedEncodingOpt = None,
     time_steps: c.RecordedTimeStepsOpt = None,
     batch_size: c.BatchSizeOpt = 128,
@@ -89,7 +91,8 @@ def report(
         from snncompress.errors import ConfigError
 
         raise ConfigError("--sparsity-sweep measures the model's activity: pass --data")
-    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset),
+    net = c.use_device(c.load_model_cli(model, weights, trust_pickle, trust_code, nir_dt=nir_dt, nir_reset=nir_reset,
+                           nir_spike=nir_spike, nir_producer=nir_producer),
                        device)
     bundle = None
     if data:

@@ -12,7 +12,9 @@ lose theirs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,25 @@ NIR_1_0_4_KEYS: dict[str, frozenset[str]] = {
     "LI": frozenset({"tau", "r", "v_leak", *_TYPES}),
     "NIRGraph": frozenset({"nodes", "edges", *_TYPES}),
 }
+
+
+def nir_node(cls: type, **fields: Any) -> Any:
+    """``cls(**fields)`` with only the fields the installed nir's class has.
+
+    sinabs pins ``nir<=1.0.4``, so where it is installed nir's LIF, IF and CubaLIF take no ``v_reset`` and
+    Linear, Conv2d and AvgPool2d no ``metadata``. ``v_reset`` is left out where it is 0 (NIR's default);
+    a non-zero one is refused.
+
+    Raises:
+        UnsupportedLayerError: a non-zero ``v_reset`` the installed nir cannot hold.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    kept = {k: v for k, v in fields.items() if k in names}
+    reset = fields.get("v_reset")
+    if "v_reset" not in names and reset is not None and np.any(np.asarray(reset) != 0):
+        raise UnsupportedLayerError(f"a {cls.__name__} node with a non-zero v_reset needs nir >= 1.0.5 "
+                                    "(the installed nir has no v_reset)")
+    return cls(**kept)
 
 
 def make_compatible(path: str | Path) -> list[str]:

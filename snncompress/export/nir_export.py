@@ -32,9 +32,11 @@ from snncompress.errors import DataError, DomainError, UnsupportedLayerError
 from snncompress.export.chain import exportable
 from snncompress.export.discretize import DEFAULT_DT, cuba_params, lif_params
 from snncompress.export.layout import ExportResult, Leaf, probe_shapes
+from snncompress.export.nir_compat import nir_node
 from snncompress.export.nir_quant import QUANT_KEY, node_quantization
 from snncompress.fileformat.atomic import atomic_path, check_output_path
 from snncompress.models.membrane import membrane_quantizers
+from snncompress.models.multispike import MultiSpikeLeaky, MultiSpikeSynaptic
 from snncompress.models.neurons import RECURRENT_NEURONS, RESET_NAMES, is_neuron, leak_factor, surrogate_name
 from snncompress.state import get_state, has_state
 
@@ -42,7 +44,8 @@ METADATA_KEY = "snncompress"
 FORMAT_NAME = "snncompress-nir"
 FORMAT_VERSION = 1
 NIR_LAYERS = ("Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "MaxPool2d (after a spiking layer)",
-              "Dropout/Identity (left out)", "Leaky", "Synaptic", "Lapicque (as LIF)", "RLeaky (linear recurrence)",
+              "Dropout/Identity (left out)", "Leaky", "Synaptic", "Lapicque (as LIF)",
+              "MultiSpikeLeaky (as IF/LIF)", "MultiSpikeSynaptic (as CubaLIF)", "RLeaky (linear recurrence)",
               "RSynaptic (linear recurrence)")
 _SKIPPED = (nn.Dropout, nn.Identity)
 
@@ -69,7 +72,7 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
         DataError: the sample does not fit the model.
     """
     path = check_output_path(path, force)
-    graph, notes = model_to_nir(model, sample, dt=dt)
+    graph, notes = model_to_nir(model, sample, dt=dt, unit_r=compat)
     with atomic_path(path, replace=force) as tmp:
         nir.write(tmp, graph)
         if compat:
@@ -81,14 +84,20 @@ def export_nir(model: nn.Module, path: str | Path, sample: torch.Tensor, *, forc
     return ExportResult(path=path, format="nir", notes=notes, details={"nodes": len(graph.nodes)})
 
 
-def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
-                 dt: float = DEFAULT_DT) -> tuple[nir.NIRGraph, list[str]]:
-    """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes."""
+def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_DT,
+                 unit_r: bool = False) -> tuple[nir.NIRGraph, list[str]]:
+    """Build the NIR graph of ``model`` (see :func:`export_nir`); returns the graph and the notes.
+
+    ``unit_r`` (``--nir-compat``): feed-forward LIF nodes get ``r = 1`` and ``v_threshold / r``, the same
+    network with the membrane in units of ``r`` (Norse's and sinabs's importers ignore a LIF's ``r``); the
+    exact thresholds stay in the node's metadata for our importer.
+    """
     model, notes = exportable(model, sample, "NIR export")
     leaves = probe_shapes(model, sample)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(sample.shape))}
     chain = ["input"]
     other_reset: list[str] = []
+    multi: list[str] = []
     previous: Leaf | None = None
     for leaf in leaves:
         if isinstance(leaf.module, _SKIPPED):
@@ -96,19 +105,26 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *,
                          "and is left out")
             continue
         quantization = node_quantization(model, leaf.name)
-        for suffix, node in _convert(leaf, previous, dt):
-            if quantization is not None and not suffix:  # codes, scales, membrane levels (export/nir_quant.py)
+        for suffix, node in _convert(leaf, previous, dt, unit_r):
+            # codes, scales, membrane levels (export/nir_quant.py); nir <= 1.0.4's Conv2d/Linear hold no metadata
+            if quantization is not None and not suffix and hasattr(node, "metadata"):
                 node.metadata[QUANT_KEY] = quantization
             name = _unique(_node_name(leaf.name) + suffix, nodes)
             nodes[name] = node
             chain.append(name)
         if is_neuron(leaf.module) and not _nir_reset(leaf.module):
             other_reset.append(leaf.name)
+        if isinstance(leaf.module, (MultiSpikeLeaky, MultiSpikeSynaptic)):
+            multi.append(leaf.name)
         previous = leaf
     out_name = _unique("output", nodes)
     nodes[out_name] = nir.Output(output_type=np.array(leaves[-1].out_shape if leaves else sample.shape))
     chain.append(out_name)
     notes.extend(_model_notes(model, other_reset))
+    if multi:
+        notes.append(f"neuron layers {', '.join(repr(n) for n in multi)} fire trunc(v/threshold) spikes per step "
+                     "(sinabs's MultiSpike); NIR's IF/LIF say one spike: the metadata says so, which snncompress "
+                     "reads back (sinabs's importer reads every IF as multi-spike; other tools fire one spike)")
     metadata = {"producer": f"snncompress {__version__}",
                 METADATA_KEY: json.dumps(_graph_metadata(model, sample, dt, notes))}
     edges = list(zip(chain[:-1], chain[1:], strict=True))
@@ -191,10 +207,10 @@ def _graph_metadata(model: nn.Module, sample: torch.Tensor, dt: float, notes: li
 
 # -- per-layer conversion ----------------------------------------------------------------------------
 
-def _convert(leaf: Leaf, previous: Leaf | None, dt: float) -> list[tuple[str, nir.NIRNode]]:
+def _convert(leaf: Leaf, previous: Leaf | None, dt: float, unit_r: bool = False) -> list[tuple[str, nir.NIRNode]]:
     m = leaf.module
     if is_neuron(m):
-        return [("", _neuron_node(leaf, dt))]
+        return [("", _neuron_node(leaf, dt, unit_r))]
     if isinstance(m, nn.Linear):
         return [("", _linear(leaf))]
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
@@ -225,8 +241,8 @@ def _linear(leaf: Leaf) -> nir.NIRNode:
         )
     meta = {METADATA_KEY: json.dumps({"module": "Linear", "layer": leaf.name})}
     if m.bias is None:
-        return nir.Linear(weight=_np(m.weight), metadata=meta)
-    return nir.Affine(weight=_np(m.weight), bias=_np(m.bias), metadata=meta)
+        return nir_node(nir.Linear, weight=_np(m.weight), metadata=meta)
+    return nir_node(nir.Affine, weight=_np(m.weight), bias=_np(m.bias), metadata=meta)
 
 
 def _conv(leaf: Leaf) -> nir.NIRNode:
@@ -241,10 +257,10 @@ def _conv(leaf: Leaf) -> nir.NIRNode:
     meta = {METADATA_KEY: json.dumps({"module": kind, "layer": leaf.name, "bias": m.bias is not None})}
     padding = m.padding if isinstance(m.padding, str) else tuple(int(p) for p in m.padding)
     if isinstance(m, nn.Conv1d):
-        return nir.Conv1d(input_shape=int(leaf.in_shape[1]), weight=_np(m.weight), stride=int(m.stride[0]),
+        return nir_node(nir.Conv1d, input_shape=int(leaf.in_shape[1]), weight=_np(m.weight), stride=int(m.stride[0]),
                           padding=padding if isinstance(padding, str) else padding[0],
                           dilation=int(m.dilation[0]), groups=int(m.groups), bias=bias, metadata=meta)
-    return nir.Conv2d(input_shape=tuple(int(s) for s in leaf.in_shape[1:]), weight=_np(m.weight),
+    return nir_node(nir.Conv2d, input_shape=tuple(int(s) for s in leaf.in_shape[1:]), weight=_np(m.weight),
                       stride=tuple(int(s) for s in m.stride), padding=padding,
                       dilation=tuple(int(d) for d in m.dilation), groups=int(m.groups), bias=bias,
                       metadata=meta)
@@ -259,7 +275,7 @@ def _flatten(leaf: Leaf) -> nir.NIRNode:
     # NIR shapes have no batch dimension: shift non-negative dims down by one, as snnTorch's exporter does
     start = m.start_dim - 1 if m.start_dim > 0 else m.start_dim
     end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
-    return nir.Flatten(input_type={"input": np.array(leaf.in_shape)}, start_dim=start, end_dim=end,
+    return nir_node(nir.Flatten, input_type={"input": np.array(leaf.in_shape)}, start_dim=start, end_dim=end,
                        metadata={METADATA_KEY: json.dumps({"module": "Flatten", "layer": leaf.name})})
 
 
@@ -290,9 +306,9 @@ def _avg_pool(leaf: Leaf) -> nir.NIRNode:
         )
     meta = {METADATA_KEY: json.dumps({"module": "AvgPool2d", "layer": leaf.name})}
     if m.divisor_override is None:
-        return nir.AvgPool2d(kernel_size=kernel, stride=stride, padding=padding, metadata=meta)
+        return nir_node(nir.AvgPool2d, kernel_size=kernel, stride=stride, padding=padding, metadata=meta)
     if m.divisor_override == 1:
-        return nir.SumPool2d(kernel_size=kernel, stride=stride, padding=padding, metadata=meta)
+        return nir_node(nir.SumPool2d, kernel_size=kernel, stride=stride, padding=padding, metadata=meta)
     raise UnsupportedLayerError(
         f"layer '{leaf.name}' (AvgPool2d) divides by {m.divisor_override}; "
         "NIR has average and sum pooling only"
@@ -314,8 +330,8 @@ def _max_pool(leaf: Leaf, previous: Leaf | None) -> list[tuple[str, nir.NIRNode]
         )
     meta = {METADATA_KEY: json.dumps({"module": "MaxPool2d", "layer": leaf.name})}
     threshold = np.full(leaf.out_shape, 0.5, dtype=np.float32)
-    return [("", nir.SumPool2d(kernel_size=kernel, stride=stride, padding=padding, metadata=meta)),
-            ("_threshold", nir.Threshold(threshold=threshold, metadata=dict(meta)))]
+    return [("", nir_node(nir.SumPool2d, kernel_size=kernel, stride=stride, padding=padding, metadata=meta)),
+            ("_threshold", nir_node(nir.Threshold, threshold=threshold, metadata=dict(meta)))]
 
 
 # -- neurons -----------------------------------------------------------------------------------------
@@ -360,7 +376,7 @@ def _neuron_meta(leaf: Leaf) -> dict[str, Any]:
         "learn_beta": isinstance(m.beta, nn.Parameter),
         "learn_threshold": isinstance(m.threshold, nn.Parameter),
     }
-    if kind in ("Synaptic", "RSynaptic"):
+    if kind in ("Synaptic", "RSynaptic", "MultiSpikeSynaptic"):
         meta.update(alpha_shape=list(m.alpha.shape), learn_alpha=isinstance(m.alpha, nn.Parameter))
     if kind == "Lapicque":  # the RC circuit itself, so our importer rebuilds it exactly
         for key in ("R", "C", "time_step", "beta"):
@@ -374,9 +390,13 @@ def _neuron_meta(leaf: Leaf) -> dict[str, Any]:
     return meta
 
 
-def _neuron_node(leaf: Leaf, dt: float) -> nir.NIRNode:
+def _neuron_node(leaf: Leaf, dt: float, unit_r: bool = False) -> nir.NIRNode:
     _check_neuron(leaf)
     meta = _neuron_meta(leaf)
+    unit_r = unit_r and meta["module"] in ("Leaky", "MultiSpikeLeaky")
+    if unit_r:  # the exact threshold, as v_threshold / r is rounded (model_to_nir)
+        meta["r_folded"] = True
+        meta["threshold_values"] = leaf.module.threshold.detach().cpu().float().reshape(-1).tolist()
     node_meta = {"reset_mechanism": meta["reset_mechanism"], METADATA_KEY: json.dumps(meta)}
     if meta["module"] == "Alpha":
         raise UnsupportedLayerError(
@@ -387,7 +407,8 @@ def _neuron_node(leaf: Leaf, dt: float) -> nir.NIRNode:
         return _rleaky_subgraph(leaf, dt, node_meta)
     if meta["module"] == "Lapicque":
         return _lapicque_node(leaf, dt, node_meta)
-    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] == "Synaptic")
+    return _lif_node(leaf, leaf.in_shape, dt, node_meta, synaptic=meta["module"] in ("Synaptic", "MultiSpikeSynaptic"),
+                     unit_r=unit_r)
 
 
 def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:
@@ -405,12 +426,12 @@ def _lapicque_node(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRNode:
     gain = torch.broadcast_to((m.time_step / m.C).detach().to(torch.float64), shape).numpy()
     tau = dt / (1.0 - leak)
     threshold = _per_neuron(m.threshold, shape, clamp=False)
-    return nir.LIF(tau=tau, r=gain / (1.0 - leak), v_leak=np.zeros(shape, dtype=np.float64),
+    return nir_node(nir.LIF, tau=tau, r=gain / (1.0 - leak), v_leak=np.zeros(shape, dtype=np.float64),
                    v_threshold=threshold, v_reset=np.zeros(shape, dtype=np.float32), metadata=meta)
 
 
 def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any],
-              synaptic: bool) -> nir.NIRNode:
+              synaptic: bool, unit_r: bool = False) -> nir.NIRNode:
     m = leaf.module
     beta = _per_neuron(m.beta, shape, clamp=True)
     threshold = _per_neuron(m.threshold, shape, clamp=False)
@@ -424,10 +445,10 @@ def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any
                 "beta = 1; NIR's CubaLIF needs finite time constants"
             )
         p = cuba_params(alpha, beta, dt)
-        return nir.CubaLIF(tau_syn=p["tau_syn"], tau_mem=p["tau_mem"], r=p["r"], v_leak=zeros,
+        return nir_node(nir.CubaLIF, tau_syn=p["tau_syn"], tau_mem=p["tau_mem"], r=p["r"], v_leak=zeros,
                            v_threshold=threshold, v_reset=v_reset, w_in=p["w_in"], metadata=meta)
     if (beta >= 1).all():
-        return nir.IF(r=np.ones(shape, dtype=np.float64), v_threshold=threshold, v_reset=v_reset,
+        return nir_node(nir.IF, r=np.ones(shape, dtype=np.float64), v_threshold=threshold, v_reset=v_reset,
                       metadata=meta)
     if (beta >= 1).any():
         raise UnsupportedLayerError(
@@ -435,7 +456,10 @@ def _lif_node(leaf: Leaf, shape: tuple[int, ...], dt: float, meta: dict[str, Any
             "neurons only; NIR's LIF needs a finite tau and its IF has no leak"
         )
     p = lif_params(beta, dt)
-    return nir.LIF(tau=p["tau"], r=p["r"], v_leak=zeros, v_threshold=threshold, v_reset=v_reset,
+    if unit_r:  # tau dv/dt = -v + r I  is  tau du/dt = -u + I  for u = v / r, firing at v_threshold / r
+        threshold = (threshold / p["r"]).astype(np.float32)
+        p = {**p, "r": np.ones_like(p["r"])}
+    return nir_node(nir.LIF, tau=p["tau"], r=p["r"], v_leak=zeros, v_threshold=threshold, v_reset=v_reset,
                    metadata=meta)
 
 
@@ -452,11 +476,11 @@ def _rleaky_subgraph(leaf: Leaf, dt: float, meta: dict[str, Any]) -> nir.NIRGrap
     n = int(leaf.in_shape[0])
     if m.all_to_all:
         rec = m.recurrent
-        w_rec: nir.NIRNode = (nir.Affine(weight=_np(rec.weight), bias=_np(rec.bias)) if rec.bias is not None
-                              else nir.Linear(weight=_np(rec.weight)))
+        w_rec: nir.NIRNode = (nir_node(nir.Affine, weight=_np(rec.weight), bias=_np(rec.bias)) if rec.bias is not None
+                              else nir_node(nir.Linear, weight=_np(rec.weight)))
     else:
         v = torch.broadcast_to(m.V.detach().to(torch.float32), (n,))
-        w_rec = nir.Linear(weight=_np(torch.diag(v)))
+        w_rec = nir_node(nir.Linear, weight=_np(torch.diag(v)))
     lif = _lif_node(leaf, (n,), dt, {"reset_mechanism": meta["reset_mechanism"]}, synaptic=kind == "RSynaptic")
     return nir.NIRGraph(
         nodes={"input": nir.Input(input_type=np.array([n])), "lif": lif, "w_rec": w_rec,

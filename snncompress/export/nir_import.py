@@ -9,8 +9,9 @@ SumPool2d -> ``AvgPool2d(divisor_override=1)`` (an exact sum); SumPool2d + Thres
 on spikes -> ``MaxPool2d`` (exact on binary spikes); LIF -> ``Leaky``; CubaLIF -> ``Synaptic``;
 IF -> ``Leaky(beta=1)``; a recurrent LIF (a ``LIF <-> Affine/Linear`` cycle, flat or as snnTorch's
 subgraph) -> ``RLeaky``, a recurrent CubaLIF likewise -> ``RSynaptic``; a LIF our exporter wrote for a
-``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt). Parameters are converted as
-``snncompress.export.discretize`` describes.
+``Lapicque`` neuron -> that ``Lapicque`` (from its recorded R, C and dt); with ``--nir-spike multi``
+(sinabs's default mode), IF/LIF -> ``MultiSpikeLeaky`` (``trunc(v / v_th)`` spikes per step).
+Parameters are converted as ``snncompress.export.discretize`` describes.
 
 Reset: NIR has no reset field. A file written by snncompress says it per node (metadata
 ``reset_mechanism`` and ``reset_delay``). When a file does not say, we follow NIR's own equations
@@ -32,6 +33,7 @@ from torch import nn
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
 from snncompress.export.discretize import (
     DEFAULT_DT,
+    GAIN_TOLERANCE,
     cuba_gain,
     decay_from_tau,
     is_unit_gain,
@@ -42,9 +44,12 @@ from snncompress.models.layers import build_module
 from snncompress.models.neurons import is_neuron
 
 RESETS = ("subtract", "zero", "none")
+SPIKES = ("single", "multi")  # one spike per step (NIR's H(v - v_th)), or sinabs's MultiSpike: trunc(v / v_th)
+PRODUCERS = ("rockpool", "sinabs")  # producers whose graphs mean their own dynamics, not NIR's Euler reading
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
-             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF")
+             "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF",
+             "IF/LIF with --nir-spike multi")
 
 
 class NirReadOptions:
@@ -55,18 +60,34 @@ class NirReadOptions:
             (snncompress's, or a top-level ``dt``), else snnTorch's 1e-4 with a note per node.
         reset: the reset mechanism of neuron nodes that do not record one (``zero``, ``subtract``,
             ``none``; applied in the same step). None: NIR's own equations (to ``v_reset`` = 0 in the
-            same step) with a note per node.
+            same step) with a note per node; with ``spike="multi"``, subtract (sinabs's default).
+        spike: ``single`` (NIR's one spike per step) or ``multi`` (sinabs's default ``MultiSpike``:
+            ``trunc(v / v_th)`` spikes per step, read as :class:`MultiSpikeLeaky`) for IF and LIF nodes that
+            do not record it. None: single.
+        producer: ``rockpool``: CubaLIF nodes are Rockpool's ``LIFTorch`` (:func:`_rockpool_cuba`), dt
+            inferred from their ``r`` unless given; ``sinabs``: IF and LIF nodes are sinabs's default
+            ``IAF`` and ``LIF`` (:func:`_sinabs_lif`). None: NIR's reading.
     """
 
-    def __init__(self, dt: float | None = None, reset: str | None = None):
+    def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None,
+                 producer: str | None = None):
         from snncompress.errors import InputError
 
         if dt is not None and not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise InputError(f"--nir-dt must be a positive number of seconds, got {dt!r}")
         if reset is not None and reset not in RESETS:
             raise InputError(f"--nir-reset '{reset}' is unknown; use one of {', '.join(RESETS)}")
+        if spike is not None and spike not in SPIKES:
+            raise InputError(f"--nir-spike '{spike}' is unknown; use one of {', '.join(SPIKES)}")
+        if spike == "multi" and reset == "zero":
+            raise InputError("--nir-spike multi takes --nir-reset subtract or none (a reset to zero after "
+                             "several spikes has no snnTorch form here)")
+        if producer is not None and producer not in PRODUCERS:
+            raise InputError(f"--nir-producer '{producer}' is unknown; use one of {', '.join(PRODUCERS)}")
         self.dt = None if dt is None else float(dt)
         self.reset = reset
+        self.spike = spike
+        self.producer = producer
 
 
 @dataclass
@@ -76,6 +97,9 @@ class _Context:
     dt: float
     dt_recorded: bool
     reset_given: str | None = None
+    spike_given: str | None = None
+    producer: str | None = None
+    dt_given: bool = False
     reset_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)  # node -> how it was read, per open point
@@ -120,10 +144,11 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
     if options.dt is not None:
         if recorded is not None and not np.isclose(recorded, options.dt):
             pre_notes.append(f"{source} records dt = {recorded:g}; reading it with dt = {options.dt:g} as asked")
-        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset)
+        ctx = _Context(dt=options.dt, dt_recorded=True, reset_given=options.reset, spike_given=options.spike,
+                       producer=options.producer, dt_given=True)
     else:
         ctx = _Context(dt=recorded if recorded is not None else DEFAULT_DT, dt_recorded=recorded is not None,
-                       reset_given=options.reset)
+                       reset_given=options.reset, spike_given=options.spike, producer=options.producer)
     ctx.notes.extend(pre_notes)
     order, nodes = _chain(graph, source)
     modules: list[nn.Module] = []
@@ -409,12 +434,17 @@ def _reduce(full: torch.Tensor, shape: list[int]) -> torch.Tensor | None:
     return t.reshape(shape).clone()
 
 
-def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context) -> tuple[str, bool]:
+def _reset(name: str, node_meta: dict[str, Any], ours: dict[str, Any], ctx: _Context,
+           multi: bool = False) -> tuple[str, bool]:
     mechanism = node_meta.get("reset_mechanism", ours.get("reset_mechanism"))
     if mechanism is None:
         if ctx.reset_given is not None:
             return ctx.reset_given, False  # the user's reading, in the same step as NIR's equations
         ctx.reset_missing.append(f"'{name}'")
+        if multi:  # sinabs's MultiSpike comes with MembraneSubtract by default
+            ctx.ambiguity(f"'{name}'", "no reset recorded: multi-spike with subtract reset in the same step "
+                                       "(sinabs's default; --nir-reset none to say otherwise)")
+            return "subtract", False
         ctx.ambiguity(f"'{name}'", "no reset recorded: reset to zero in the same step (NIR's v_reset equations, as "
                                    "snnTorch's import_from_nir; --nir-reset subtract|zero|none to say otherwise)")
         return DEFAULT_RESET, False
@@ -433,13 +463,20 @@ def _check_zero(name: str, node: Any, field_name: str) -> None:
         )
 
 
-def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]:
-    """beta (and alpha), threshold from a LIF/IF/CubaLIF node, gains folded into the threshold."""
+def _neuron_values(name: str, node: Any, ctx: _Context, ours: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """beta (and alpha), threshold from a LIF/IF/CubaLIF node, gains folded into the threshold (unless our
+    exporter folded ``r`` into ``v_threshold`` for older readers and recorded the exact threshold)."""
     _check_zero(name, node, "v_reset")
     threshold = _array(node.v_threshold).astype(np.float64)
     out: dict[str, np.ndarray] = {}
     if isinstance(node, nir.IF):
         gain = _array(node.r).astype(np.float64)
+        if not is_unit_gain(gain) and np.allclose(gain * ctx.dt, 1.0, rtol=GAIN_TOLERANCE, atol=0):
+            # dv/dt = r I read as one Euler step of dt: SpikingJelly writes r = 1/dt for a unit gain, where
+            # sinabs, Norse and snnTorch write r = 1 (read as the gain itself)
+            gain = gain * ctx.dt
+            ctx.ambiguity(f"'{name}'", f"IF r = {float(np.ravel(node.r)[0]):g} = 1/dt: read as NIR's continuous-time "
+                                       "gain r*dt = 1 (SpikingJelly's convention; r = 1 is read as a unit gain too)")
         out["beta"] = np.ones_like(threshold)
     else:
         _check_zero(name, node, "v_leak")
@@ -455,7 +492,14 @@ def _neuron_values(name: str, node: Any, ctx: _Context) -> dict[str, np.ndarray]
             gain = cuba_gain(node.tau_syn, node.w_in, node.tau_mem, node.r, ctx.dt)
         else:
             gain = lif_gain(tau, node.r, ctx.dt)
-    if not is_unit_gain(gain):
+    exact = (ours or {}).get("threshold_values") if (ours or {}).get("r_folded") else None
+    if exact is not None:
+        try:
+            threshold = np.asarray(exact, dtype=np.float32).astype(np.float64).reshape(
+                (ours or {}).get("threshold_shape") or [])
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"NIR node '{name}': malformed threshold_values in its metadata ({exc})") from exc
+    elif not is_unit_gain(gain):
         if not np.all(np.isfinite(gain)) or np.any(gain <= 0):
             raise UnsupportedLayerError(
                 f"NIR node '{name}' ({_type(node)}) has a non-positive or infinite input gain"
@@ -532,14 +576,112 @@ def _lapicque(name: str, node: Any, ours: dict[str, Any], mechanism: str) -> nn.
     return _fill(build_module({"type": "Lapicque", "args": args}), tensors)
 
 
+def _multi_spike(name: str, node: Any, ours: dict[str, Any], ctx: _Context) -> bool:
+    """Whether the node fires sinabs's multi-spike count: recorded by our exporter, else ``--nir-spike``."""
+    if ours.get("module") is not None:
+        return ours.get("module") in ("MultiSpikeLeaky", "MultiSpikeSynaptic")
+    if ctx.spike_given != "multi":
+        return False
+    if not isinstance(node, (nir.IF, nir.LIF)):
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-spike multi applies to IF and LIF "
+                                    "nodes only (sinabs's multi-spike neurons)")
+    return True
+
+
+def _rockpool_dt(name: str, node: Any, ctx: _Context) -> float:
+    """Rockpool writes ``r = tau_mem exp(-dt/tau_mem) / dt``: solve it for dt (decreasing in dt), 6 digits."""
+    if ctx.dt_given:
+        return ctx.dt
+    tau = float(np.ravel(_array(node.tau_mem))[0])
+    r = float(np.ravel(_array(node.r))[0])
+    if not (np.isfinite(tau) and np.isfinite(r) and tau > 0 and r > 0):
+        raise UnsupportedLayerError(f"NIR node '{name}' (CubaLIF): no dt follows from tau_mem {tau:g} and r {r:g} "
+                                    "as Rockpool writes them; give --nir-dt")
+    low, high = 1e-15, 100 * tau
+    for _ in range(200):
+        mid = (low * high) ** 0.5
+        low, high = (mid, high) if tau * np.exp(-mid / tau) / mid > r else (low, mid)
+    dt = float(f"{(low * high) ** 0.5:.6g}")
+    ctx.ambiguity(f"'{name}'", f"read as Rockpool's LIFTorch at dt = {dt:g} (from r = tau_mem exp(-dt/tau_mem)/dt; "
+                               "--nir-dt to say otherwise)")
+    return dt
+
+
+def _rockpool_cuba(name: str, node: Any, ctx: _Context) -> nn.Module:
+    """A CubaLIF that Rockpool's ``LIFTorch`` wrote, with Rockpool's own dynamics (``lif_torch.py``):
+
+        isyn = (isyn + x) * exp(-dt/tau_syn);  v = v * exp(-dt/tau_mem) + isyn
+        s = floor(v / Vth) where v >= Vth;     v = v - s * Vth
+
+    (``r`` and ``w_in`` only encode dt there). That is ``MultiSpikeSynaptic`` with ``alpha = exp(-dt/tau_syn)``,
+    ``beta = exp(-dt/tau_mem)``, subtract reset in the same step, and the input gain ``exp(-dt/tau_syn)``
+    folded into the threshold. Rockpool caps a step at 2^16 spikes; here there is no cap.
+    """
+    _check_zero(name, node, "v_leak")
+    _check_zero(name, node, "v_reset")
+    dt = _rockpool_dt(name, node, ctx)
+    with torch.no_grad():  # Rockpool's tau_to_decay: exp(-dt / tau) in float32
+        syn = torch.exp(-dt / torch.as_tensor(np.asarray(node.tau_syn, dtype=np.float32)))
+        mem = torch.exp(-dt / torch.as_tensor(np.asarray(node.tau_mem, dtype=np.float32)))
+        threshold = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float32)) / syn
+    ctx.notes.append(f"NIR node '{name}': Rockpool's synaptic gain exp(-dt/tau_syn) folded into the threshold "
+                     "(the membrane reads in units of 1/gain)")
+    shape = np.broadcast_shapes(tuple(syn.shape), tuple(mem.shape), tuple(threshold.shape))
+    values = {"alpha": syn.expand(shape).numpy(), "beta": mem.expand(shape).numpy(),
+              "threshold": threshold.expand(shape).numpy()}
+    spec, tensors = _neuron_spec("MultiSpikeSynaptic", values, {}, "subtract", False)
+    return _fill(build_module(spec), tensors)
+
+
+def _sinabs_lif(name: str, node: Any, ctx: _Context) -> nn.Module:
+    """A LIF that sinabs's default ``LIF`` wrote (``sinabs/layers/functional/lif.py``): tau in time steps,
+
+        v = exp(-1/tau) v + (1 - exp(-1/tau)) x      (norm_input=True, its default)
+        s = trunc(v / Vth) where v > 0;  v = v - s * Vth
+
+    That is ``MultiSpikeLeaky`` with ``beta = exp(-1/tau)`` and the gain ``1 - beta`` folded into the
+    threshold (``r`` is 1 in sinabs's files). sinabs's own importer reads the node with ``norm_input=False``.
+    """
+    _check_zero(name, node, "v_leak")
+    _check_zero(name, node, "v_reset")
+    step = ctx.dt if ctx.dt_given else 1.0  # sinabs counts time in steps
+    with torch.no_grad():  # sinabs's alpha_mem_calculated: exp(-1 / tau_mem) in float32
+        beta = torch.exp(-step / torch.as_tensor(np.asarray(node.tau, dtype=np.float32)))
+        threshold = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float32)) / (1 - beta)
+    ctx.ambiguity(f"'{name}'", f"read as sinabs's LIF: tau in steps of {step:g}, beta = exp(-{step:g}/tau), input "
+                               "gain 1 - beta (norm_input) folded into the threshold, multi-spike, subtract reset")
+    shape = np.broadcast_shapes(tuple(beta.shape), tuple(threshold.shape))
+    values = {"beta": beta.expand(shape).numpy(), "threshold": threshold.expand(shape).numpy()}
+    spec, tensors = _neuron_spec("MultiSpikeLeaky", values, {}, "subtract", False)
+    return _fill(build_module(spec), tensors)
+
+
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    if ctx.producer == "sinabs" and not ours:
+        if isinstance(node, nir.LIF):
+            return _sinabs_lif(name, node, ctx)
+        if not isinstance(node, nir.IF):
+            raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-producer sinabs reads IF and LIF "
+                                        "nodes (sinabs's IAF and LIF) only")
+        ctx.spike_given = "multi"  # sinabs's IAF: MultiSpike, MembraneSubtract
+    if ctx.producer == "rockpool" and not ours:
+        if isinstance(node, nir.CubaLIF):
+            return _rockpool_cuba(name, node, ctx)
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): --nir-producer rockpool reads CubaLIF "
+                                    "nodes (Rockpool's LIFTorch) only")
     if ours.get("module") == "Lapicque" and isinstance(node, nir.LIF):
         mechanism, _ = _reset(name, node_meta, ours, ctx)
         return _lapicque(name, node, ours, mechanism)
-    mechanism, delay = _reset(name, node_meta, ours, ctx)
-    values = _neuron_values(name, node, ctx)
-    kind = "Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky"
+    multi = _multi_spike(name, node, ours, ctx)
+    mechanism, delay = _reset(name, node_meta, ours, ctx, multi=multi)
+    if multi and (mechanism == "zero" or delay):
+        raise UnsupportedLayerError(f"NIR node '{name}' ({_type(node)}): a multi-spike neuron resets by "
+                                    "subtraction (or not at all) in the same step here, not "
+                                    f"{'with a delay' if delay else 'to zero'}")
+    values = _neuron_values(name, node, ctx, ours)
+    kind = ("Synaptic" if isinstance(node, nir.CubaLIF) else "Leaky") if not multi else (
+        "MultiSpikeSynaptic" if isinstance(node, nir.CubaLIF) else "MultiSpikeLeaky")
     spec, tensors = _neuron_spec(kind, values, ours, mechanism, delay)
     return _fill(build_module(spec), tensors)
 
@@ -575,6 +717,9 @@ def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module
 def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     kind = "RSynaptic" if isinstance(neuron, nir.CubaLIF) else "RLeaky"  # a recurrent CubaLIF: RSynaptic
     ours = _parse_metadata(node_meta, name)
+    if ctx.spike_given == "multi":
+        raise UnsupportedLayerError(f"NIR node '{name}' (recurrent {_type(neuron)}): --nir-spike multi applies to "
+                                    "feed-forward IF and LIF nodes only")
     mechanism, delay = _reset(name, node_meta, ours, ctx)
     values = _neuron_values(name, neuron, ctx)
     w = _array(weight.weight)

@@ -399,7 +399,7 @@ def layer_elements(spec: LayerSpec) -> int:
     elif spec.type.startswith("BatchNorm"):
         sizes = [_size(a.get("num_features"))]
         total = 4 * sizes[0] + 1
-    elif spec.type in ("Leaky", "Synaptic", "RLeaky"):
+    elif spec.type in ("Leaky", "Synaptic", "RLeaky", "MultiSpikeLeaky", "MultiSpikeSynaptic"):
         shapes = [a.get(k) for k in ("beta_shape", "threshold_shape", "alpha_shape", "V_shape")]
         sizes = [v for s in shapes if isinstance(s, list) for v in s if isinstance(v, int)]
         total = sum(math.prod(s) for s in shapes if isinstance(s, list)) + 8

@@ -20,7 +20,8 @@ SynapticKind = Literal["linear", "conv1d", "conv2d"]
 # State variables per neuron for the snnTorch neurons we know (Synaptic: syn + mem).
 # Alpha: its two synaptic traces (its membrane is recomputed from them at every step; the reset reads the
 # last spike, which the spike memory already holds).
-STATE_VARIABLES = {"Leaky": 1, "RLeaky": 1, "Lapicque": 1, "Synaptic": 2, "RSynaptic": 2, "Alpha": 2}
+STATE_VARIABLES = {"Leaky": 1, "RLeaky": 1, "Lapicque": 1, "Synaptic": 2, "RSynaptic": 2, "Alpha": 2,
+                   "MultiSpikeLeaky": 1, "MultiSpikeSynaptic": 2}
 
 
 def _need(cond: bool, where: str, msg: str) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from snncompress.errors import ModelLoadError, UnsupportedLayerError
+from snncompress.models.multispike import MultiSpikeLeaky, MultiSpikeSynaptic
 from snncompress.models.neurons import (
     RESET_NAMES,
     SUPPORTED_NEURON_NAMES,
@@ -52,7 +53,9 @@ _TORCH_LAYER_ARGS: dict[type[nn.Module], tuple[str, ...]] = {
 _BY_NAME: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in _TORCH_LAYER_ARGS}
 _NEURON_CLASSES: dict[str, type[nn.Module]] = {"Leaky": snn.Leaky, "Synaptic": snn.Synaptic,
                                                "RLeaky": snn.RLeaky, "RSynaptic": snn.RSynaptic,
-                                               "Lapicque": snn.Lapicque, "Alpha": snn.Alpha}
+                                               "Lapicque": snn.Lapicque, "Alpha": snn.Alpha,
+                                               "MultiSpikeLeaky": MultiSpikeLeaky,
+                                               "MultiSpikeSynaptic": MultiSpikeSynaptic}
 _LAPICQUE_BUFFERS = ("R", "C", "time_step")
 SUPPORTED_LAYER_NAMES = sorted([*_BY_NAME, *_NEURON_CLASSES, "Sequential"])
 
@@ -124,7 +127,7 @@ def _neuron_spec(m: nn.Module) -> dict[str, Any]:
         "reset_delay": bool(getattr(m, "reset_delay", True)),
         "spike_grad": surrogate_name(m),
     }
-    if cls in ("Synaptic", "RSynaptic", "Alpha"):
+    if cls in ("Synaptic", "RSynaptic", "Alpha", "MultiSpikeSynaptic"):
         args["alpha_shape"] = list(m.alpha.shape)
         args["learn_alpha"] = isinstance(m.alpha, nn.Parameter)
     if cls == "Lapicque":
@@ -230,9 +233,12 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
     )
     if kind == "Leaky":
         return snn.Leaky(**common)
-    if kind == "Synaptic":
+    if kind == "MultiSpikeLeaky":
+        return MultiSpikeLeaky(**common)
+    if kind in ("Synaptic", "MultiSpikeSynaptic"):
         alpha = torch.zeros(a["alpha_shape"]) if a["alpha_shape"] else 0.5
-        return snn.Synaptic(alpha=alpha, learn_alpha=a["learn_alpha"], **common)
+        cls = MultiSpikeSynaptic if kind == "MultiSpikeSynaptic" else snn.Synaptic
+        return cls(alpha=alpha, learn_alpha=a["learn_alpha"], **common)
     v = torch.ones(a["V_shape"]) if a.get("V_shape") else 1.0
     if kind == "RSynaptic":
         alpha = torch.zeros(a["alpha_shape"]) if a["alpha_shape"] else 0.5

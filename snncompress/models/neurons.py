@@ -11,6 +11,9 @@ weights from its own spikes, ``RSynaptic`` adds them to its synaptic current
 from them at every step, ``u[t] = tau_alpha * (exc[t] + inh[t])``, with
 ``tau_alpha = log(alpha) / (log(beta) - log(alpha)) + 1`` (snnTorch ``_neurons/alpha.py``).
 
+``MultiSpikeLeaky`` and ``MultiSpikeSynaptic`` (``models/multispike.py``) are ``Leaky`` and ``Synaptic``
+firing ``trunc(u/Vth)`` spikes per step (sinabs's and Rockpool's default mode, read from their NIR).
+
 ``LeakyParallel`` (an ``nn.RNN`` run over the whole sequence at once) is not supported.
 """
 
@@ -22,13 +25,17 @@ import snntorch as snn
 import torch
 from torch import nn
 
+from snncompress.models.multispike import MultiSpikeLeaky, MultiSpikeSynaptic
+
 # Order matters for isinstance checks: RLeaky and Synaptic do not subclass Leaky in snnTorch 1.x,
 # but keep the most specific first anyway.
-SUPPORTED_NEURONS: tuple[type[nn.Module], ...] = (snn.RSynaptic, snn.RLeaky, snn.Synaptic, snn.Alpha,
+SUPPORTED_NEURONS: tuple[type[nn.Module], ...] = (MultiSpikeLeaky, MultiSpikeSynaptic, snn.RSynaptic,
+                                                   snn.RLeaky, snn.Synaptic, snn.Alpha,
                                                    snn.Lapicque, snn.Leaky)
 KNOWN_NEURON_NAMES = {cls.__name__ for cls in SUPPORTED_NEURONS}
 SUPPORTED_NEURON_NAMES = ", ".join(cls.__name__ for cls in (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic,
-                                                           snn.Lapicque, snn.Alpha))
+                                                           snn.Lapicque, snn.Alpha, MultiSpikeLeaky,
+                                                           MultiSpikeSynaptic))
 # neurons whose recurrent weights (``recurrent`` or one-to-one ``V``) feed their own spikes back
 RECURRENT_NEURONS = ("RLeaky", "RSynaptic")
 

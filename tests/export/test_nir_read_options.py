@@ -97,3 +97,24 @@ def test_an_input_shape_with_time_exports_without_input_shape(tmp_path, capsys):
 
     assert json.loads(out)["input_shape"] == [6]
     assert torch.equal(run(loaded, inputs((6,))).spikes, run(model, inputs((6,))).spikes)
+
+
+def test_an_if_with_r_of_one_over_dt_is_read_as_a_unit_gain(tmp_path, capsys):
+    """SpikingJelly writes IF r = 1/dt (NIR's dv/dt = r I over one step of dt); sinabs, Norse and snnTorch
+    write r = 1. Both read as a unit gain here, the first with a note."""
+    from tests.export.export_nets import integrate_and_fire
+
+    model = integrate_and_fire()
+    x = inputs((6,))
+    for r, note in ((1.0, False), (1e4, True)):
+        graph, _ = model_to_nir(model, x[0])
+        for node in graph.nodes.values():
+            node.metadata = {}
+            if isinstance(node, nir.IF):
+                node.r = np.full_like(np.asarray(node.r), r)
+        nir.write(tmp_path / "if.nir", graph)
+        loaded = load_nir(tmp_path / "if.nir", NirReadOptions(reset="subtract"))
+        err = capsys.readouterr().err
+        assert ("IF r = 10000 = 1/dt: read as NIR's continuous-time gain r*dt = 1" in err) == note
+        assert torch.equal(run(loaded, x).spikes, run(model, x).spikes) and torch.equal(loaded[1].threshold,
+                                                                                         model[1].threshold)
