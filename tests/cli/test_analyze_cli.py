@@ -68,7 +68,8 @@ def test_analyze_takes_trust_code_for_a_file_that_names_its_factory(capsys, tmp_
 
     q = tmp_path / "q.safetensors"
     code, _, err = cli(capsys, "quantize", "tests.models:tutorial_net", "--data", "tests.models:static_dataset",
-                       "-T", "3", "-o", q, "--membrane-quant", "fp32", "--weight-quant", "int8", "--calibration", "none")
+                       "-T", "3", "-o", q, "--membrane-quant", "fp32", "--weight-quant", "int8",
+                       "--calibration", "none")
     assert code == 0, err
     line = assert_input_error(capsys, "analyze", q, "--data", "tests.models:static_dataset", "-T", "3",
                               match="tests.models:tutorial_net")
