@@ -368,6 +368,9 @@ def _ops_metrics(model, ctx: PassContext, masks: dict, notes: list[str]) -> dict
 
 def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constraints, description: str,
                keep_best: bool = True) -> dict:
+    # the best epoch by accuracy alone would undo a channel gate's training against its cost (the start,
+    # every channel kept, often scores best): with gates, the last epoch is kept
+    keep_best = keep_best and config.channel_threshold is None
     train_config = TrainConfig(epochs=epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
                                schedule=config.lr_schedule, keep_best=keep_best)
     result = train(model, ctx.train_data, ctx.train_data, train_config, show_progress=ctx.show_progress,
