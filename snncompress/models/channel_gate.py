@@ -157,6 +157,9 @@ def install_channel_gate(model: nn.Module, layer: str, threshold: float, cost: f
         keep = getattr(syn, KEEP_ATTR, None)
         if keep is None or not args or args[0].shape[:2] != keep.shape:
             return None
+        # the mask carries the gate's gradient (straight-through) to this step's input only; what stays on
+        # the module is detached (a model holding a graph could not be copied)
+        setattr(syn, KEEP_ATTR, keep.detach())
         x = args[0]
         return (x * keep.to(x.dtype).reshape(*keep.shape, *([1] * (x.dim() - 2))), *args[1:])
 

@@ -130,3 +130,4 @@ def test_a_layer_without_channels_of_its_own_is_refused():
     with pytest.raises((ConfigError, RecipeError), match="nn.Sequential"):
         run_single_pass("prune", tiny("tutorial_net"), {"channel_threshold": 0.47, "epochs": 0},
                         ctx("tutorial_net"), OPTIONS)
+
