@@ -105,7 +105,7 @@ class PruneConfig(PassConfig):
                     "membrane -> point-wise gate -> softmax -- is below this threshold, in (0, 1) (paper 0.47). "
                     "The gate trains in the fine-tuning; its parameters and operations are stored and counted.")
     channel_cost: float = Field(
-        1.0, ge=0.0, le=100.0,
+        0.5, ge=0.0, le=100.0,
         description="Channel masking: weight of the gate's sparsity cost (the mean keep probability) in the "
                     "fine-tuning loss; higher drops more channels (0: only the task loss).")
     schedule: Literal["oneshot", "gradual"] = Field(
