@@ -29,6 +29,7 @@ from torch import nn
 from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError, FileFormatError
 from snncompress.hardware.description import ModelDescription, NeuronLayer, SynapticLayer
+from snncompress.models.channel_gate import GATE_NAME, channel_keep, gate_ops
 from snncompress.models.layers import synaptic_layers
 from snncompress.models.neurons import RECURRENT_NEURONS, is_neuron, leak_factor, neuron_layers
 from snncompress.models.spatial import importance_ops, output_keep
@@ -113,6 +114,9 @@ class Probe:
                 keep = output_keep(module)  # outputs a spatial pruning masked this step are not computed
                 if keep is not None and keep.shape == used.shape:
                     used = used * keep.to(used.dtype)
+                channels = channel_keep(module)  # channels a gate dropped this step are not computed either
+                if channels is not None and channels.shape == used.shape[:2]:
+                    used = used * channels.to(used.dtype).reshape(*channels.shape, *([1] * (used.dim() - 2)))
                 act.synaptic_ops += float(used.sum())
 
         return hook
@@ -232,7 +236,7 @@ def _describe_layer(model, name, act, samples, steps, state) -> SynapticLayer | 
     module = model.get_submodule(name) if name else model
     if is_neuron(module):
         return _neuron_layer(name, module, act, samples, steps, state)
-    return _synaptic_layer(name, module, act, samples, steps, state)
+    return _synaptic_layer(model, name, module, act, samples, steps, state)
 
 
 def _per_sample(total: float, samples: int) -> float | None:
@@ -244,7 +248,8 @@ def _stored_bits(tensor: torch.Tensor) -> int:
 
 
 def _synaptic_layer(
-    name: str, module: nn.Module, act: _Activity, samples: int, steps: int, state: CompressionState | None
+    model: nn.Module, name: str, module: nn.Module, act: _Activity, samples: int, steps: int,
+    state: CompressionState | None
 ) -> SynapticLayer:
     weight = module.weight
     fan_in = math.prod(weight.shape[1:])
@@ -252,7 +257,7 @@ def _synaptic_layer(
     scale_count = scale_bits = 0
     scale_pot = False
     nonzero = None
-    gate_ops = 0
+    gate_work = gate_params = 0
     bias_bits = _stored_bits(module.bias) if module.bias is not None else 32
     if state is not None:
         enc = state.tensors.get(_key(name, "weight"))
@@ -271,7 +276,16 @@ def _synaptic_layer(
         # a spatial pruning fed by this layer ranks its outputs' membranes every step (SpQuant Eq. 21-22):
         # a magnitude and a compare per output element, costed as the layer's gate work
         if any(v.get("spatial", {}).get("source") == name for v in state.neurons.values()):
-            gate_ops = importance_ops(math.prod(act.out_shape), 1)
+            gate_work = importance_ops(math.prod(act.out_shape), 1)
+        # a channel gate fed by this layer (SpQuant Eq. 23): pooling, point-wise gate and compare every step,
+        # and its parameters stored beside the layer's
+        for layer, v in state.neurons.items():
+            record = v.get("channel_gate")
+            if record and record.get("source") == name:
+                channels = int(record["channels"])
+                gate_work += gate_ops(channels, math.prod(act.out_shape) // channels, bool(record["depthwise"]))
+                gate = getattr(model.get_submodule(layer), GATE_NAME)
+                gate_params += sum(int(p.numel()) for p in gate.parameters())
     return SynapticLayer(
         name=name or "model",
         kind=_KIND[type(module)],
@@ -290,7 +304,8 @@ def _synaptic_layer(
         scale_count=scale_count,
         scale_bits=scale_bits,
         scale_is_power_of_two=scale_pot,
-        gate_ops_per_step=gate_ops,
+        gate_ops_per_step=gate_work,
+        gate_params=gate_params,
     )
 
 

@@ -231,6 +231,7 @@ def load_compressed(path: str | Path, *, trust_code: bool = False, factory: str 
     if header.model.kind == "sequential" and factory is None:
         check_allocation(header, where)
     model = _build(header, trust_code, factory, where)
+    _add_gates(model, header, where)
     state = get_state(model)
     state_dict = {name: _decode_entry(name, spec, stored, state, where) for name, spec in header.tensors.items()}
     _check_fits(model, header, where)
@@ -389,6 +390,23 @@ def _check_fits(model: nn.Module, header: Header, where: str) -> None:
         if str(have.dtype).removeprefix("torch.") != spec.dtype:
             raise FileFormatError(f"{where}: tensor '{name}' is {spec.dtype} in the file, "
                                   f"{str(have.dtype).removeprefix('torch.')} in the rebuilt model")
+
+
+def _add_gates(model: nn.Module, header: Header, where: str) -> None:
+    """The channel gates' modules (models/channel_gate.py), so the file's gate tensors have a place to load."""
+    from snncompress.models.channel_gate import add_gate_modules
+
+    records = {k: v.model_dump() for k, v in header.neurons.items() if v.channel_gate is not None}
+    if not records:
+        return
+    neurons = dict(neuron_layers(model))
+    for layer in records:
+        if layer not in neurons:
+            raise FileFormatError(f"{where}: corrupted header (neurons names '{layer}', not a neuron layer)")
+    try:
+        add_gate_modules(model, records)
+    except SnnCompressError as exc:
+        raise FileFormatError(f"{where}: corrupted header ({exc})") from None
 
 
 def _install_membranes(model: nn.Module, where: str) -> None:

@@ -181,6 +181,18 @@ class SpatialRecord(_Strict):
     source: Annotated[str, Field(max_length=1000)]
 
 
+class ChannelGateRecord(_Strict):
+    """A neuron layer's channel gate (models/channel_gate.py): its threshold and sparsity cost, the synaptic
+    layer whose outputs it masks, its channel count and kind. Its parameters are tensors of the file
+    (``<layer>.channel_gate.weight`` / ``.bias``)."""
+
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)]
+    cost: Annotated[float, Field(ge=0.0)]
+    source: Annotated[str, Field(max_length=1000)]
+    channels: Annotated[int, Field(ge=1, le=MAX_ELEMENTS)]
+    depthwise: bool
+
+
 class NeuronRecord(_Strict):
     """A neuron layer's parameters as saved (for readers; the tensors hold the values) and its membrane quantizer."""
 
@@ -189,6 +201,7 @@ class NeuronRecord(_Strict):
     membrane_grid: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     membrane_unit: Unit | None = None
     spatial: SpatialRecord | None = None  # spatial pruning with membrane importance (models/spatial.py)
+    channel_gate: ChannelGateRecord | None = None  # channel masking with membrane prior (models/channel_gate.py)
 
     @field_validator("membrane_unit")
     @classmethod

@@ -219,6 +219,9 @@ def reinstall_membrane_hooks(model: nn.Module) -> None:
     from snncompress.models.spatial import reinstall_spatial_pruning
 
     reinstall_spatial_pruning(model)  # the runtime masks the state describes, beside the quantizers
+    from snncompress.models.channel_gate import reinstall_channel_gates
+
+    reinstall_channel_gates(model)
 
 
 def membrane_quantizers(model: nn.Module) -> dict[str, dict[str, Any]]:

@@ -56,8 +56,11 @@ def spatial_keep(mem: torch.Tensor, ratio: float, shape: torch.Size) -> torch.Te
     return keep.reshape(shape)
 
 
-def feeding_layer(model: nn.Module, neuron: str) -> str:
+def feeding_layer(model: nn.Module, neuron: str, what: str = "spatial pruning") -> str:
     """The synaptic layer whose outputs are the neuron layer's input currents one to one (see the module docstring).
+
+    Args:
+        what: the mask that needs it, for the error message.
 
     Raises:
         ConfigError: the model is not a Sequential at that place, or something other than
@@ -66,7 +69,7 @@ def feeding_layer(model: nn.Module, neuron: str) -> str:
     parent_name, _, child = neuron.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     if not isinstance(parent, nn.Sequential):
-        raise ConfigError(f"spatial pruning of '{neuron}' needs the layer inside an nn.Sequential (the mask must "
+        raise ConfigError(f"{what} of '{neuron}' needs the layer inside an nn.Sequential (the mask must "
                           "know which synaptic layer feeds it)")
     names = list(parent._modules)
     synaptic = {n for n, _ in synaptic_layers(model)}
@@ -76,7 +79,7 @@ def feeding_layer(model: nn.Module, neuron: str) -> str:
             return full
         if not isinstance(parent._modules[name], _PASS_THROUGH):
             break
-    raise ConfigError(f"spatial pruning of '{neuron}': no synaptic layer directly before it (only BatchNorm / "
+    raise ConfigError(f"{what} of '{neuron}': no synaptic layer directly before it (only BatchNorm / "
                       "Dropout may sit between)")
 
 

@@ -22,6 +22,12 @@
   the fraction P of each hidden neuron layer's least important membrane values before accumulation
   (:mod:`snncompress.models.spatial`); fine-tuned like weight pruning when ``epochs`` > 0. The
   measured synaptic ops per sample before (``ctx.before``) and after are reported.
+* Channel masking with membrane prior (Eq. 23, Fig. 3): ``channel_threshold: TH`` gates each hidden neuron
+  layer's channels (a Linear-fed layer: each neuron) from its pooled membrane prior with a point-wise gate
+  and a softmax, dropping a channel when its keep probability is below TH
+  (:mod:`snncompress.models.channel_gate`); the gate trains in the fine-tuning (straight-through, with a
+  sparsity cost ``channel_cost``). Its parameters are stored in the file; its operations are reported
+  next to the synaptic operations it saves.
 
 Reported: the configured ratio, the weight sparsity of the masks and the *measured* fraction of
 synaptic operations skipped on the evaluation data (the connections from active inputs that the
@@ -39,6 +45,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from snncompress.errors import ConfigError
+from snncompress.models.channel_gate import counted, gate_ops, install_channel_gate
 from snncompress.models.membrane import install_membrane_quantizer
 from snncompress.models.spatial import importance_ops, install_spatial_pruning
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
@@ -68,7 +75,8 @@ def parse_nm(text: str) -> tuple[int, int]:
 
 
 #: the keys that ask for some pruning; with none of them the config prunes DEFAULT_SPARSITY unstructured
-ASKED = ("weights_unstructured", "weights_structured", "weights_nm", "binary_membrane", "spatial")
+ASKED = ("weights_unstructured", "weights_structured", "weights_nm", "binary_membrane", "spatial",
+         "channel_threshold")
 DEFAULT_SPARSITY = 0.5
 
 
@@ -90,6 +98,16 @@ class PruneConfig(PassConfig):
         None, ge=0.0, lt=1.0,
         description="Spatial pruning with membrane importance (SpQuant Eq. 21-22): at every step, mask this fraction "
                     "of each hidden neuron layer's least important membrane values before accumulation (paper 0.35).")
+    channel_threshold: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Channel masking with membrane prior (SpQuant Eq. 23): at every step, drop the channels (a "
+                    "Linear-fed layer: the neurons) of each hidden neuron layer whose keep probability -- pooled "
+                    "membrane -> point-wise gate -> softmax -- is below this threshold, in (0, 1) (paper 0.47). "
+                    "The gate trains in the fine-tuning; its parameters and operations are stored and counted.")
+    channel_cost: float = Field(
+        0.5, ge=0.0, le=100.0,
+        description="Channel masking: weight of the gate's sparsity cost (the mean keep probability) in the "
+                    "fine-tuning loss; higher drops more channels (0: only the task loss).")
     schedule: Literal["oneshot", "gradual"] = Field(
         "oneshot", description="oneshot: prune to the target, then fine-tune; gradual: raise the sparsity after "
                                "every step on a cubic schedule over the fine-tuning.")
@@ -144,9 +162,10 @@ class PruneConfig(PassConfig):
                 raise ValueError("the gradual schedule prunes during fine-tuning: it needs epochs >= 1")
         if self.weight_quant is not None and not given:
             raise ValueError("weight_quant quantizes the pruned layers jointly: it needs a weight-pruning method")
-        if self.shrink and (self.weights_structured is None or self.spatial is not None):
+        if self.shrink and (self.weights_structured is None or self.spatial is not None
+                            or self.channel_threshold is not None):
             raise ValueError("shrink removes the outputs structured pruning masks: it needs weights_structured "
-                             "(and no spatial pruning, whose ranking counts each layer's neurons)")
+                             "(and no spatial pruning or channel masking, whose masks count each layer's neurons)")
         return self
 
     def method(self) -> tuple[str, float | tuple[int, int]] | None:
@@ -218,17 +237,20 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     if config.binary_membrane:
         metrics["binary_membrane"] = _binary_membrane(model, config, notes)
     method = config.method()
-    if method is None and config.spatial is None:
+    dynamic = config.spatial is not None or config.channel_threshold is not None  # runtime masks on the membrane
+    if method is None and not dynamic:
         return PassResult(metrics=metrics, notes=notes)
     fine_tune = config.epochs > 0
     if fine_tune and ctx.train_data is None:
         raise ConfigError("pruning fine-tunes on training data: pass --train-data, or --epochs 0")
     if config.spatial is not None:
         metrics["spatial"] = _spatial(model, config)
+    if config.channel_threshold is not None:
+        metrics["channel"] = _channel(model, config)
     if method is None:
         if fine_tune:
             metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [], "prune fine-tune")
-        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
+        metrics.update(_ops_metrics(model, ctx, metrics, notes))
         return PassResult(metrics=metrics, notes=notes)
     layers = select_layers(model, config, "synaptic")
     if not layers:
@@ -261,8 +283,8 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
         # (a fine-tuning re-encodes under the masks itself)
         _reencode(model, chosen, joint, ctx.seed)
     metrics.update(_sparsity_metrics(model, chosen, ctx, notes))
-    if config.spatial is not None:
-        metrics.update(_ops_metrics(model, ctx, metrics["spatial"], notes))
+    if dynamic:
+        metrics.update(_ops_metrics(model, ctx, metrics, notes))
     if config.shrink:
         metrics["shrink"] = prune_shrink.shrink(model, list(chosen), notes, shrink_chain)
     metrics["method"] = kind
@@ -275,14 +297,32 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     return PassResult(metrics=metrics, notes=notes)
 
 
-def _spatial(model, config: PruneConfig) -> dict:
-    """Install spatial pruning on the targeted hidden neuron layers (every one but the output layer)."""
+def _hidden_neurons(model, config: PruneConfig, what: str):
+    """The targeted neuron layers; by default every one but the output layer."""
     layers = select_layers(model, config, "neuron")
     if config.targets is None:
         layers = layers[:-1]  # the output layer's spikes are the prediction: never masked by default
     if not layers:
-        raise ConfigError("spatial pruning needs a hidden neuron layer (the output layer is not masked by default; "
+        raise ConfigError(f"{what} needs a hidden neuron layer (the output layer is not masked by default; "
                           "name it in targets to mask it)")
+    return layers
+
+
+def _channel(model, config: PruneConfig) -> dict:
+    """Install channel gates on the targeted hidden neuron layers (every one but the output layer)."""
+    out = {}
+    for sel in _hidden_neurons(model, config, "channel masking"):
+        threshold = sel.config.channel_threshold or config.channel_threshold
+        source = install_channel_gate(model, sel.name, threshold, sel.config.channel_cost)
+        gate = get_state(model).neurons[sel.name]["channel_gate"]
+        out[sel.name] = {"threshold": threshold, "source": source, "channels": gate["channels"],
+                         "gate": "depthwise" if gate["depthwise"] else "point-wise conv"}
+    return {"threshold": config.channel_threshold, "cost": config.channel_cost, "layers": out}
+
+
+def _spatial(model, config: PruneConfig) -> dict:
+    """Install spatial pruning on the targeted hidden neuron layers (every one but the output layer)."""
+    layers = _hidden_neurons(model, config, "spatial pruning")
     out = {}
     for sel in layers:
         ratio = sel.config.spatial if sel.config.spatial is not None else config.spatial
@@ -290,9 +330,9 @@ def _spatial(model, config: PruneConfig) -> dict:
     return {"ratio": config.spatial, "layers": out}
 
 
-def _ops_metrics(model, ctx: PassContext, spatial: dict, notes: list[str]) -> dict:
-    """Synaptic ops per sample measured before (``ctx.before``) and after on the evaluation data, and the
-    importance ranking's own work."""
+def _ops_metrics(model, ctx: PassContext, masks: dict, notes: list[str]) -> dict:
+    """Synaptic ops per sample measured before (``ctx.before``) and after on the evaluation data, the share
+    of channel-steps each gate kept, and the masks' own work (importance ranking, gates)."""
     from snncompress.costing.describe import Probe
     from snncompress.hardware.description import NeuronLayer, SynapticLayer
     from snncompress.sim.evaluate import evaluate
@@ -301,26 +341,50 @@ def _ops_metrics(model, ctx: PassContext, spatial: dict, notes: list[str]) -> di
     if data is None:
         return {}
     probe = Probe(model)
-    evaluate(model, data, instruments=[probe])  # an op count: the pipeline measures accuracy itself
+    with counted(model) as tallies:
+        evaluate(model, data, instruments=[probe])  # an op count: the pipeline measures accuracy itself
     after = probe.description(name="model", data_name=data.name, samples=len(data), steps=data.time_steps,
                               accuracy=None)
     ops = {la.name: la.measured_synaptic_ops_per_sample for la in after.layers if isinstance(la, SynapticLayer)}
     neurons = {la.name: la.neurons for la in after.layers if isinstance(la, NeuronLayer)}
-    importance = sum(importance_ops(neurons.get(n, 0), data.time_steps) for n in spatial["layers"])
+    spatial = masks.get("spatial", {}).get("layers", {})
+    importance = sum(importance_ops(neurons.get(n, 0), data.time_steps) for n in spatial)
     out: dict = {"synaptic_ops_after": round(sum(ops.values()), 3), "importance_ops": importance}
+    overhead = importance
+    channel = masks.get("channel", {}).get("layers", {})
+    if channel:
+        gating = {n: gate_ops(c["channels"], neurons.get(n, 0) // c["channels"], c["gate"] == "depthwise")
+                  * data.time_steps for n, c in channel.items()}
+        out["gate_ops"] = sum(gating.values())
+        overhead += out["gate_ops"]
+        for n, (kept, decided) in tallies.items():
+            if n in channel:
+                channel[n]["channels_dropped"] = round(1 - kept / decided, 6) if decided else None
+                channel[n]["gate_ops"] = gating[n]
+        dropped = {n: c.get("channels_dropped") for n, c in channel.items()}
+        notes.append("channel masking: channel-steps dropped on " + data.name + ": "
+                     + ", ".join(f"{n} {100 * d:.1f}%" for n, d in dropped.items() if d is not None)
+                     + f"; gates {out['gate_ops']:,} ops per sample")
     before = ctx.before.description if ctx.before is not None else None
     if before is not None:
         total = sum(la.measured_synaptic_ops_per_sample for la in before.layers if isinstance(la, SynapticLayer))
         out["synaptic_ops_before"] = round(total, 3)
         out["synaptic_ops_reduction"] = round(total / max(out["synaptic_ops_after"], 1e-9), 4)
+        # the masks' own work counted against what they save
+        out["ops_reduction_with_overhead"] = round(total / max(out["synaptic_ops_after"] + overhead, 1e-9), 4)
         notes.append(f"synaptic ops per sample {total:,.0f} -> {out['synaptic_ops_after']:,.0f} "
                      f"({out['synaptic_ops_reduction']:.2f}x, measured on {data.name}); importance ranking "
-                     f"{importance:,} ops per sample")
+                     f"{importance:,} ops per sample"
+                     + (f", gates {out['gate_ops']:,}" if "gate_ops" in out else "")
+                     + f"; {out['ops_reduction_with_overhead']:.2f}x with them")
     return out
 
 
 def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constraints, description: str,
                keep_best: bool = True) -> dict:
+    # the best epoch by accuracy alone would undo a channel gate's training against its cost (the start,
+    # every channel kept, often scores best): with gates, the last epoch is kept
+    keep_best = keep_best and config.channel_threshold is None
     train_config = TrainConfig(epochs=epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
                                schedule=config.lr_schedule, keep_best=keep_best)
     result = train(model, ctx.train_data, ctx.train_data, train_config, show_progress=ctx.show_progress,
@@ -447,7 +511,8 @@ def _binary_membrane(model, config: PruneConfig, notes: list[str]) -> dict:
 def requires(config: PruneConfig) -> dict[str, str | None]:
     needs: dict[str, str | None] = {"data": "the prune pass needs data to measure accuracy and skipped ops: "
                                             "pass --data"}
-    if (config.method() is not None or config.spatial is not None) and config.epochs > 0:
+    dynamic = config.spatial is not None or config.channel_threshold is not None
+    if (config.method() is not None or dynamic) and config.epochs > 0:
         needs["train_data"] = "pruning fine-tunes on training data: pass --train-data (or use --data digits), " \
                               "or --epochs 0"
     if config.binary_membrane:
@@ -461,7 +526,8 @@ PRUNE_PASS = PassSpec(
     config_class=PruneConfig,
     apply=apply,
     summary="Weight pruning (unstructured / structured / N:M, one-shot or gradual, fine-tuned; masks kept by any "
-            "later fine-tuning), binary membrane, spatial pruning by membrane importance.",
+            "later fine-tuning), binary membrane, spatial pruning by membrane importance, channel masking by a "
+            "membrane-prior gate.",
     version="1",
     requires=requires,
 )

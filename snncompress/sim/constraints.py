@@ -4,6 +4,7 @@ A constraint has a small lifecycle (after llm-compressor's modifiers, without a 
 
     attach(model)        before the first step: install parametrizations, turn buffers into parameters
     step_context()       entered around each step's forward and backward (e.g. a fake-quant cache)
+    loss_term()          after each step's forward: a term added to the loss (None: nothing)
     after_step(model)    after each optimizer step: re-apply masks, clamp values
     detach(model)        after the last step (also on error): remove what attach installed, convert back
 
@@ -29,6 +30,7 @@ from torch.nn.utils import parametrize
 from snncompress.state import get_state, has_state
 
 __all__ = [
+    "ChannelGateCost",
     "Constraint",
     "FakeQuantWeights",
     "KeepMasks",
@@ -62,6 +64,10 @@ class Constraint:
     def step_context(self) -> AbstractContextManager:
         """Entered around each step's forward and backward."""
         return contextlib.nullcontext()
+
+    def loss_term(self) -> torch.Tensor | None:
+        """Called after each step's forward: a term added to the loss it backpropagates (None: nothing)."""
+        return None
 
     def after_step(self, model: nn.Module) -> None:
         """Called after each optimizer step."""
@@ -230,6 +236,52 @@ class LearnableThresholds(Constraint):
             self.after[name] = threshold_value(model.get_submodule(name))
 
 
+class ChannelGateCost(Constraint):
+    """Train channel gates (SpQuant Eq. 23, :mod:`snncompress.models.channel_gate`) with their sparsity cost.
+
+    Each gated layer's gate learns at ``GATE_LR_SCALE`` times the learning rate, and ``cost * mean(p)`` --
+    the mean keep probability over the gated layers' channels, samples and steps of the step -- is added to
+    the loss: without it the task loss alone would keep every channel.
+
+    Args:
+        costs: the cost by gated neuron layer (the layers' mean is weighted by these).
+    """
+
+    name = "channel-gate-cost"
+
+    def __init__(self, costs: Mapping[str, float]):
+        self.costs = dict(costs)
+        self.gates: dict = {}
+
+    def parameters(self) -> set[str]:
+        return {f"{n}.channel_gate.{p}" for n in self.costs for p in ("weight", "bias")}
+
+    def lr_scale(self) -> dict[str, float]:
+        from snncompress.models.channel_gate import GATE_LR_SCALE
+
+        return dict.fromkeys(self.parameters(), GATE_LR_SCALE)
+
+    def attach(self, model: nn.Module) -> None:
+        from snncompress.models.channel_gate import gates
+
+        self.gates = {n: g for n, g in gates(model).items() if n in self.costs}
+        for gate in self.gates.values():
+            gate.recorded = []
+
+    def loss_term(self) -> torch.Tensor | None:
+        terms = []
+        for layer, gate in self.gates.items():
+            if gate.recorded:
+                terms.append(self.costs[layer] * torch.stack([p.mean() for p in gate.recorded]).mean())
+            gate.recorded = []
+        return torch.stack(terms).mean() if terms else None
+
+    def detach(self, model: nn.Module) -> None:
+        for gate in self.gates.values():
+            gate.recorded = None
+        self.gates = {}
+
+
 def threshold_value(module: nn.Module) -> float | list:
     """A neuron's threshold as JSON (a float, or a list for per-neuron thresholds)."""
     value = module.threshold.detach()
@@ -241,7 +293,9 @@ def state_constraints(model: nn.Module) -> list[Constraint]:
 
     * pruning masks -> :class:`KeepMasks`;
     * encoded weights of synaptic layers -> :class:`FakeQuantWeights` with the stored scheme, re-encoded
-      when training ends (codes stay on their grid; the scale may follow the trained weights).
+      when training ends (codes stay on their grid; the scale may follow the trained weights);
+    * channel gates -> :class:`ChannelGateCost` with their stored cost (a later fine-tuning keeps training
+      them against it, rather than letting the task loss alone reopen every channel).
 
     Membrane quantizers need no constraint: their forward hooks stay installed and train through SGS.
     Encoded neuron parameters (threshold, beta in fixed point) are not trainable buffers and stay as stored.
@@ -259,6 +313,9 @@ def state_constraints(model: nn.Module) -> list[Constraint]:
         out.append(FakeQuantWeights(schemes))
     if state.masks:
         out.append(KeepMasks(state.masks))
+    costs = {n: float(v["channel_gate"]["cost"]) for n, v in state.neurons.items() if v.get("channel_gate")}
+    if costs:
+        out.append(ChannelGateCost(costs))
     return out
 
 

@@ -125,7 +125,10 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                     stack.enter_context(step_context())
                     out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
                     loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
-                    (loss if weight == 1.0 else loss * weight).backward()
+                    # a constraint's own term (a gate's sparsity cost) trains with the loss; the log shows the task loss
+                    terms = [t for t in (c.loss_term() for c in constraints) if t is not None]
+                    total = loss + sum(terms) if terms else loss
+                    (total if weight == 1.0 else total * weight).backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
