@@ -243,8 +243,16 @@ def _count(model: nn.Module) -> int:
 def _check_model(model: nn.Module, chain: list[_Leaf]) -> None:
     """Refuse what shrinking cannot keep exact (one line naming the layer)."""
     state = get_state(model) if has_state(model) else None
-    for leaf in chain:
+    synaptic = [i for i, leaf in enumerate(chain) if isinstance(leaf.module, SYNAPTIC_TYPES)]
+    last = synaptic[-1] if synaptic else len(chain)
+    for index, leaf in enumerate(chain):
         m = leaf.module
+        if is_neuron(m) and index < last:  # a hidden layer whose neurons may be removed: refuse up front
+            for flag, why in (("inhibition", "has lateral inhibition (its neurons compete)"),
+                              ("all_to_all", "is all-to-all recurrent (a removed neuron would still receive "
+                                             "its neighbours' spikes)")):
+                if getattr(m, flag, False):
+                    raise ConfigError(f"cannot shrink: neuron layer '{leaf.name}' {why}")
         if isinstance(m, SYNAPTIC_TYPES) and parametrize.is_parametrized(m):
             raise ConfigError(f"cannot shrink layer '{leaf.name}': its weight is parametrized (being trained); "
                               "shrink after the fine-tuning")

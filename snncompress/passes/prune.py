@@ -521,6 +521,36 @@ def requires(config: PruneConfig) -> dict[str, str | None]:
     return needs
 
 
+def check(model: nn.Module, config: PruneConfig) -> list[str]:
+    """What makes ``config`` impossible on ``model``, found before anything runs: spatial pruning or a
+    channel gate on a layer that cannot take one, no synaptic layer to prune, a model that cannot shrink.
+
+    The masks and gates are installed on a copy (the same code ``apply`` runs), so the check and the
+    pass cannot disagree; a shrink of a user module needs its recorded chain (data) and is left to ``apply``.
+    """
+    from snncompress.models.membrane import copy_model
+
+    shrink_here = config.shrink and isinstance(model, nn.Sequential)
+    if config.spatial is None and config.channel_threshold is None and not shrink_here:
+        return []
+    try:
+        trial = copy_model(model)
+    except Exception:  # noqa: BLE001 -- a model that cannot be copied is checked by apply itself
+        return []
+    try:
+        if config.spatial is not None:
+            _spatial(trial, config)
+        if config.channel_threshold is not None:
+            _channel(trial, config)
+        if shrink_here:
+            from snncompress.models.shrink import check_shrinkable
+
+            check_shrinkable(trial, None)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 PRUNE_PASS = PassSpec(
     name="prune",
     config_class=PruneConfig,
@@ -530,4 +560,5 @@ PRUNE_PASS = PassSpec(
             "membrane-prior gate.",
     version="1",
     requires=requires,
+    check=check,
 )

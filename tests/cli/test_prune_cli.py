@@ -44,3 +44,16 @@ def test_bad_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, args, ma
     assert_input_error(capsys, "prune", TINY, "--data", DATA, "--train-data", DATA, "-o", out, "--epochs", 0,
                        *args, match=match)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("model", "args", "match"), [
+    ("tests.models:tutorial_net", ["--spatial", "0.35"], "needs the layer inside an nn.Sequential"),
+    ("tests.models:tutorial_net", ["--channel-threshold", "0.47"], "lif1"),
+    ("tests.models:rleaky_mlp", ["--weights-structured", "0.5", "--shrink"], "all-to-all recurrent"),
+])
+def test_a_layer_the_pass_cannot_handle_is_one_line_before_anything_runs(capsys, tmp_path, model, args, match):
+    """Found by the pass's check, before the pipeline measures or fine-tunes: no progress lines above it."""
+    out = tmp_path / "bad.safetensors"
+    assert_input_error(capsys, "prune", model, "--data", DATA, "--train-data", DATA, "-o", out, "--epochs", 1,
+                       "-T", 3, *args, match=match)
+    assert not out.exists()
