@@ -371,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(epoch_cost(name, base, train, 1 if args.quick else 3, log))
     channel = {"threshold": CHANNEL_THRESHOLD, "cost": CHANNEL_COST or CHANNEL_COSTS, "epochs": CHANNEL_EPOCHS}
     meta = {"quick": args.quick, "rows": list(only), "seeds": list(seeds), "channel": channel,
-            "cpus": os.cpu_count(), "load_start": load_start, "load_end": os.getloadavg(), "seconds": time.perf_counter() - started, "torch": torch.__version__,
+            "cpus": os.cpu_count(), "load_start": load_start, "load_end": os.getloadavg(),
+            "seconds": time.perf_counter() - started, "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print_table(rows, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
