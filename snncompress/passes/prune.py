@@ -88,7 +88,9 @@ class PruneConfig(PassConfig):
                                           "set to zero, in [0, 1); 0.5 when no other pruning is asked for.")
     weights_structured: float | None = Field(
         None, ge=0.0, lt=1.0, description="Structured pruning: the fraction of each layer's output neurons / "
-                                          "channels removed (lowest L2 norm; their bias too), in [0, 1).")
+                                          "channels removed (lowest L2 norm; their bias too), in [0, 1). The "
+                                          "last layer (its outputs are the classes) is left out unless named in "
+                                          "targets.")
     weights_nm: str | None = Field(None, description="N:M pruning: keep N of every M consecutive weights along "
                                                      "the fan-in, e.g. 2:4.")
     binary_membrane: bool = Field(
@@ -264,6 +266,12 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     kind, amount = method
     # an override may set another method or amount for some layers (its config is validated on its own)
     chosen = {s.name: (s.module, *(s.config.method() or method)) for s in layers}
+    last = layers[-1].name
+    if config.targets is None and chosen[last][1] == "structured" and len(chosen) > 1:
+        # removing an output row of the last layer removes a class: never by default
+        del chosen[last]
+        notes.append(f"structured: the last layer '{last}' is left whole (its outputs are the classes; name it "
+                     "in targets to prune it)")
     joint = {}
     if config.weight_quant is not None:
         joint = {f"{name}.weight": parse_weight_scheme(config.for_layer(name).weight_quant or config.weight_quant)

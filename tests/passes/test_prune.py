@@ -342,3 +342,15 @@ def test_the_default_config_prunes_half_the_weights():
     assert PruneConfig().method() == ("unstructured", 0.5)
     assert PruneConfig(binary_membrane=True).method() is None
     assert PruneConfig(weights_nm="2:4").method() == ("nm", (2, 4))
+
+
+def test_structured_by_default_leaves_the_last_layer_whole():
+    """Its output rows are the classes: pruned only when targets name it."""
+    model = tiny()
+    report = run_single_pass("prune", model, {"weights_structured": 0.5, "epochs": 0}, ctx(), OPTIONS)
+    state = get_state(model)
+    assert "0.weight" in state.masks and "2.weight" not in state.masks
+    assert any("last layer '2' is left whole" in n for n in report.steps[0]["notes"])
+    named = tiny()
+    run_single_pass("prune", named, {"weights_structured": 0.5, "epochs": 0, "targets": ["0", "2"]}, ctx(), OPTIONS)
+    assert "2.weight" in get_state(named).masks
