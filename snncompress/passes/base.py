@@ -172,6 +172,9 @@ class PassSpec:
             checked by :mod:`snncompress.recipes` before anything runs).
         before: passes this one must precede when both are in a recipe.
         max_per_recipe: how often the pass may appear in one recipe (None: no limit).
+        review: ``review(config, metrics) -> PassResult``, called once the accuracy after the pass is
+            measured (``metrics`` holds ``accuracy_before/after/drop`` and the pass's own metrics): its
+            metrics and notes are added to the step's (e.g. the quantize pass saying PTQ lost too much).
     """
 
     name: str
@@ -187,6 +190,7 @@ class PassSpec:
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     max_per_recipe: int | None = None
+    review: Callable[[PassConfig, dict[str, Any]], PassResult] | None = None
 
     def requirements(self, config: PassConfig) -> dict[str, str | None]:
         """What this pass needs for ``config``, each with the pass's own reason (None: the generic one).
