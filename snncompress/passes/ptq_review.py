@@ -89,19 +89,25 @@ def membrane_clipping(model: nn.Module, data: DataBundle, samples: int = REVIEW_
     for name, settings in layers.items():
         clipped, below, total = counts[name]
         low, high = settings["membrane"]["levels_low"], settings["membrane"]["levels_high"]
-        grid = int(settings.get("membrane_grid", 1))
-        out[name] = {"clipped": clipped / max(total, 1), "below": below / max(clipped, 1),
-                     "range": [low / grid, high / grid],
-                     "reset_overflow": _reset_overflow(model.get_submodule(name), (high - low) / grid)}
+        # the unit in thresholds: 1 / grid, unless membrane_grid auto gave the neurons different ones
+        ratio = (torch.as_tensor(settings["membrane_unit"], dtype=torch.float64)
+                 / model.get_submodule(name).threshold.detach().double().cpu()).unique()
+        span = None if ratio.numel() != 1 else [low * float(ratio), high * float(ratio)]
+        out[name] = {"clipped": clipped / max(total, 1), "below": below / max(clipped, 1), "range": span,
+                     "reset_overflow": _reset_overflow(model.get_submodule(name), settings)}
     return out
 
 
-def _reset_overflow(module: nn.Module, span: float) -> int:
-    """Neurons whose subtract reset ``Vth / beta`` (in units of Vth: ``1 / beta``) exceeds the level span."""
+def _reset_overflow(module: nn.Module, settings: dict) -> int:
+    """Neurons whose subtract reset ``Vth / beta`` exceeds the whole level range ``(high - low) x unit``."""
     if int(module.reset_mechanism_val) != 0 or not getattr(module, "reset_delay", True):
         return 0
-    leak = leak_factor(module).detach().reshape(-1)
-    return int(((leak > 0) & (leak < 1 / span)).sum())
+    levels = settings["membrane"]["levels_high"] - settings["membrane"]["levels_low"]
+    leak = leak_factor(module).detach().double().cpu()
+    reset = module.threshold.detach().double().cpu() / torch.where(leak > 0, leak, 1.0)
+    unit = torch.as_tensor(settings["membrane_unit"], dtype=torch.float64)
+    overflow = (leak > 0) & (reset > levels * unit)
+    return int(overflow.expand(torch.broadcast_shapes(overflow.shape, unit.shape)).sum())
 
 
 def review(config: Any, metrics: dict[str, Any]) -> PassResult:
@@ -120,9 +126,10 @@ def review(config: Any, metrics: dict[str, Any]) -> PassResult:
     worst = sorted(((v["clipped"], k) for k, v in clipping.items() if v["clipped"] >= 0.01), reverse=True)
     for fraction, layer in worst[:2]:
         info = clipping[layer]
-        low, high = info["range"]
-        text = (f"neuron layer '{layer}' stores {fraction:.1%} of its membrane values outside its levels "
-                f"[{low:g}, {high:g}] x Vth ({info['below']:.0%} of them below, where a silent neuron loses little)")
+        levels = "its per-neuron levels" if info["range"] is None else \
+            "its levels [{:g}, {:g}] x Vth".format(*info["range"])
+        text = (f"neuron layer '{layer}' stores {fraction:.1%} of its membrane values outside {levels} "
+                f"({info['below']:.0%} of them below, where a silent neuron loses little)")
         if info["reset_overflow"]:
             text += (f" ({info['reset_overflow']} neurons with a learned beta so small that the subtract reset "
                      f"Vth / beta is wider than that range)")
@@ -138,7 +145,8 @@ def review(config: Any, metrics: dict[str, Any]) -> PassResult:
         causes.append(f"recurrent weights ({', '.join(recurrent)}) feed their rounding error back every step")
     remedies = ["run with --mode qat (fine-tunes with the quantizers in place)"]
     if worst:
-        remedies.append("or more membrane bits / a coarser --membrane-grid for the clipping layers")
+        remedies.append("or --membrane-grid auto (per-neuron levels from calibration data) or more membrane bits "
+                        "for the clipping layers")
     note = (f"PTQ lost {drop:.2f} points (above {bound:g}): this model is outside what post-training quantization "
             f"keeps" + (f"; {'; '.join(causes)}" if causes else "") + f"; {', '.join(remedies)}")
     return PassResult(metrics={"ptq_review": {"drop": drop, "bound": bound, "causes": causes,

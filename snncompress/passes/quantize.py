@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
@@ -43,9 +43,10 @@ class QuantizeConfig(PassConfig):
     mode: Literal["ptq", "qat"] = Field("ptq", description="ptq (quantize as trained) or qat (fine-tune).")
     membrane_quant: str = Field("ternary", description="Stored membrane: ternary, int<k> (k-bit integer levels) "
                                                        "or fp32.")
-    membrane_grid: int | None = Field(
-        None, ge=1, le=1 << 14,
-        description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
+    membrane_grid: Annotated[int, Field(ge=1, le=1 << 14)] | Literal["auto"] | None = Field(
+        None, description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)); auto: "
+                          "per neuron, the power of two that stores the membrane best on calibration data "
+                          "(for learned per-neuron thresholds and leaks).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
     clip: float | Literal["auto"] | None = Field(
         None, description="Negative clipping boundary c of the membrane, in units of Vth (e.g. -3); auto: the "
@@ -115,12 +116,25 @@ class QuantizeConfig(PassConfig):
             _check(lambda: parse_weight_scheme(v))
         return None if v in ("fp32", "none") else v
 
+    @field_validator("membrane_grid")
+    @classmethod
+    def _grid_auto(cls, v: int | str | None, info: ValidationInfo) -> int | str | None:
+        spec = info.data.get("membrane_quant")
+        if v == "auto" and spec is not None and not spec.strip().lower().startswith("int"):
+            raise ValueError(f"membrane_grid auto applies to int<k> membranes; {spec} has one level per threshold")
+        return v
+
     @field_validator("clip")
     @classmethod
     def _clip_fits(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
         spec = info.data.get("membrane_quant")
+        grid = info.data.get("membrane_grid")
+        if grid == "auto":
+            if v is not None:
+                raise ValueError("a clip is a level of one grid; membrane_grid auto picks one per neuron: drop one")
+            grid = None
         if spec is not None and v != "auto":  # a bad spec is reported on its own field
-            _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), info.data.get("membrane_grid")))
+            _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), grid))
         return v
 
 
@@ -150,8 +164,14 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
         raise ConfigError("the quantize pass needs data: pass --data")
     clip = _resolve_clip(config, ctx)
     weight_bits_before = _weight_bits(model, syn)
-    _install_membrane(model, neurons, config, clip)
+    auto_grid = _install_membrane(model, neurons, config, clip)
     metrics: dict = {"mode": config.mode, "batchnorm_folded": folded}
+    if auto_grid:  # before the weights: their calibration sees the membrane levels they will run with
+        from snncompress.passes.membrane_grid import calibrate_units
+
+        metrics["membrane_grid_auto"] = calibrate_units(
+            model, auto_grid, ctx.train_data if ctx.train_data is not None else ctx.data, config.calibration_samples,
+            ctx.seed)
     if clip is not None and config.clip == "auto":
         metrics["clip"] = clip
     notes: list[str] = [f"folded BatchNorm into the layer before it: {', '.join(folded)}"] if folded else []
@@ -196,14 +216,20 @@ def _resolve_clip(config: QuantizeConfig, ctx: PassContext) -> float | None:
     return float(clip)
 
 
-def _install_membrane(model, neurons, config: QuantizeConfig, clip: float | None) -> None:
+def _install_membrane(model, neurons, config: QuantizeConfig, clip: float | None) -> list[str]:
+    """Install each neuron layer's membrane quantizer; returns the layers whose grid is ``auto`` (installed at
+    the default grid, for :func:`~snncompress.passes.membrane_grid.calibrate_units` to choose)."""
+    auto = []
     for name, _ in neurons:
         layer_cfg = config.for_layer(name)
         layer_clip = clip if layer_cfg.clip == "auto" else layer_cfg.clip
-        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_clip, layer_cfg.smoothness,
-                                             layer_cfg.membrane_grid)
+        grid = None if layer_cfg.membrane_grid == "auto" else layer_cfg.membrane_grid
+        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_clip, layer_cfg.smoothness, grid)
         if quantizer is not None:
             install_membrane_quantizer(model, name, quantizer, grid)
+            if layer_cfg.membrane_grid == "auto":
+                auto.append(name)
+    return auto
 
 
 RECURRENT_SUFFIX = ".recurrent"
