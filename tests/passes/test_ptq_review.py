@@ -159,3 +159,14 @@ def test_pipeline_adds_the_note_only_above_the_bound(bound):
     assert ("ptq_review" in step["metrics"]) == (bound < drop)
     assert set(step["metrics"]["membrane_clipping"]) == {"1", "3"}
     assert get_state(model).history[-1]["notes"] == step["notes"]  # the file's history says it too
+
+
+def test_a_negative_learned_threshold_is_refused_naming_the_layer():
+    from snncompress.errors import ConfigError
+
+    model = learned_per_neuron_mlp()
+    with torch.no_grad():
+        model[1].threshold[3] = -0.02
+    quantizer, grid = membrane_quantizer("int4", None, None)
+    with pytest.raises(ConfigError, match=r"neuron layer '1' has 1 of 12 thresholds not positive.*lowest -0.02"):
+        install_membrane_quantizer(model, "1", quantizer, grid)
