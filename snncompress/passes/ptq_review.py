@@ -144,9 +144,11 @@ def review(config: Any, metrics: dict[str, Any]) -> PassResult:
     if recurrent:
         causes.append(f"recurrent weights ({', '.join(recurrent)}) feed their rounding error back every step")
     remedies = ["run with --mode qat (fine-tunes with the quantizers in place)"]
-    if worst:
+    if worst and getattr(config, "membrane_grid", None) != "auto":
         remedies.append("or --membrane-grid auto (per-neuron levels from calibration data) or more membrane bits "
                         "for the clipping layers")
+    elif worst:
+        remedies.append("or more membrane bits for the clipping layers")
     note = (f"PTQ lost {drop:.2f} points (above {bound:g}): this model is outside what post-training quantization "
             f"keeps" + (f"; {'; '.join(causes)}" if causes else "") + f"; {', '.join(remedies)}")
     return PassResult(metrics={"ptq_review": {"drop": drop, "bound": bound, "causes": causes,

@@ -124,7 +124,9 @@ def test_review_note_names_the_causes_above_the_bound():
     assert "'1' stores 20.0% of its membrane values outside its levels [-2, 1.75] x Vth" in note
     assert "3 neurons with a learned beta so small" in note
     assert "'1.recurrent' keeps the largest weight error" in note
-    assert "--mode qat" in note
+    assert "--mode qat" in note and "--membrane-grid auto" in note
+    auto = review(QuantizeConfig(membrane_quant="int4", membrane_grid="auto"), _metrics(2.0)).notes[0]
+    assert "--membrane-grid auto" not in auto and "more membrane bits" in auto  # it already has per-neuron levels
     assert result.metrics["ptq_review"]["advice"] == "qat"
     assert result.metrics["ptq_review"]["recurrent_layers"] == ["1.recurrent"]
 
