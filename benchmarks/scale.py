@@ -93,7 +93,7 @@ def tool_qat_batches(c: int, data, val) -> list[float]:
     layers = select_layers(model, config, ("synaptic", "neuron"))
     neurons = [(s.name, s.module) for s in layers if s.kind == "neuron"]
     _install_membrane(model, neurons, config, None)
-    fake = FakeQuantWeights({f"{s.name}.weight": _scheme(config, s.name) for s in layers if s.kind == "synaptic"},
+    fake = FakeQuantWeights({f"{s.name}.weight": _scheme(model, config, s.name) for s in layers if s.kind == "synaptic"},
                             encode=False)
     thresholds = LearnableThresholds([n for n, _ in neurons], lr_scale=config.threshold_lr_scale)
     stamps: list[float] = []

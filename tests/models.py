@@ -433,3 +433,46 @@ def functional_pool_net() -> TutorialConvNet:
 
 def scaled_spikes_net() -> TutorialConvNet:
     return _init(TutorialConvNet(scale=2.0), seed=13, gain=2.5)
+
+
+# -- snnTorch's regression tutorial (part II) style: recurrent LIF with its own time loop ---------------
+
+class TutorialRLeakyNet(nn.Module):
+    """fc1 - RLeaky(linear_features=12) - fc2 - RLeaky(linear_features=4) with explicit spikes and membranes
+    (``init_rleaky``), looping ``num_steps`` over a static ``[B, 8]`` input; not in ``TINY_MODELS``."""
+
+    def __init__(self, num_steps: int = T):
+        super().__init__()
+        self.num_steps = num_steps
+        self.fc1 = nn.Linear(8, 12)
+        self.rlif1 = snn.RLeaky(beta=0.9, linear_features=12)
+        self.fc2 = nn.Linear(12, CLASSES)
+        self.rlif2 = snn.RLeaky(beta=0.9, linear_features=CLASSES)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spk1, mem1 = self.rlif1.init_rleaky()
+        spk2, mem2 = self.rlif2.init_rleaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.rlif1(self.fc1(x), spk1, mem1)
+            spk2, mem2 = self.rlif2(self.fc2(spk1), spk2, mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_rleaky_net() -> TutorialRLeakyNet:
+    return _init(TutorialRLeakyNet(), seed=18, gain=2.5)
+
+
+def learned_per_neuron_mlp() -> nn.Sequential:
+    """The documentation's Sequential with per-neuron learned ``beta`` and ``threshold`` (subtract reset), some
+    ``beta`` small enough that the reset ``Vth / beta`` overflows an int4 membrane; not in ``TINY_MODELS``."""
+    return _init(nn.Sequential(
+        nn.Linear(8, 12),
+        snn.Leaky(beta=torch.linspace(0.05, 0.95, 12), learn_beta=True, threshold=torch.linspace(0.5, 1.5, 12),
+                  learn_threshold=True, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.Leaky(beta=torch.full((CLASSES,), 0.6), learn_beta=True, threshold=torch.linspace(0.6, 1.2, CLASSES),
+                  learn_threshold=True, init_hidden=True, output=True),
+    ), seed=19, gain=2.0)

@@ -188,7 +188,11 @@ def _neuron(model: nn.Module, name: str, module: nn.Module, state, acc_frac: int
                               f"{steps} steps), beyond float32; use alpha = 2^-k (e.g. 0.5)")
     if type(module).__name__ == "RLeaky":
         target = module.recurrent.weight if module.all_to_all else module.V
-        if _set(target, _on_grid(target.detach().double().numpy(), frac)):
+        # weights the quantize pass encoded stay on their codes (the reference reads their levels)
+        encoded = module.all_to_all and f"{name}.recurrent.weight" in state.tensors
+        if encoded:  # its scales rounded as a synaptic layer's, on its input of spikes
+            _synaptic(f"{name}.recurrent", module.recurrent, state, 0, 1, notes)
+        elif _set(target, _on_grid(target.detach().double().numpy(), frac)):
             notes.append(f"recurrent weights rounded to multiples of 2^-{frac}")
         if module.all_to_all and module.recurrent.bias is not None:
             _set(module.recurrent.bias, _on_grid(module.recurrent.bias.detach().double().numpy(), frac))

@@ -123,6 +123,14 @@ def install_membrane_quantizer(model: nn.Module, layer: str, quantizer: Any, gri
             "fp32 (--membrane-quant fp32, or a recipe override for this layer); its weights can still be quantized"
         )
     if unit is None:
+        threshold = module.threshold.detach()
+        if not bool((threshold > 0).all()) or not bool(torch.isfinite(threshold).all()):
+            bad = int((~((threshold > 0) & torch.isfinite(threshold))).sum())
+            raise ConfigError(
+                f"neuron layer '{layer}' has {bad} of {threshold.numel()} thresholds not positive and finite "
+                f"(lowest {float(threshold.min()):.4g}; a learned threshold that went below zero fires at every "
+                "step): its membrane levels are in units of its threshold; keep this layer's membrane fp32 (a "
+                "recipe override membrane_quant: fp32) or retrain with the threshold clamped positive")
         unit = membrane_unit(module, grid)
     state = get_state(model)
     old = state.hooks.pop(layer, None)

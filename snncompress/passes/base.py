@@ -181,6 +181,9 @@ class PassSpec:
             cannot handle). The pipeline calls it for every step before anything runs, so such a
             mistake is one error line instead of a failure after minutes of earlier passes. Check only
             what no earlier pass can change (layer names, types, the model's structure).
+        review: ``review(config, metrics) -> PassResult``, called once the accuracy after the pass is
+            measured (``metrics`` holds ``accuracy_before/after/drop`` and the pass's own metrics): its
+            metrics and notes are added to the step's (e.g. the quantize pass saying PTQ lost too much).
     """
 
     name: str
@@ -197,6 +200,7 @@ class PassSpec:
     before: tuple[str, ...] = ()
     max_per_recipe: int | None = None
     check: Callable[[nn.Module, PassConfig], Iterable[str]] = _no_problems
+    review: Callable[[PassConfig, dict[str, Any]], PassResult] | None = None
 
     def requirements(self, config: PassConfig) -> dict[str, str | None]:
         """What this pass needs for ``config``, each with the pass's own reason (None: the generic one).

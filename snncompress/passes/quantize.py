@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
@@ -25,9 +25,11 @@ from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
 from snncompress.models.fold import fold_batchnorm
 from snncompress.models.membrane import install_membrane_quantizer
+from snncompress.models.neurons import RECURRENT_NEURONS
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
 from snncompress.passes.calibration import DEFAULT_ITERS, AdaRoundSettings, adaround, supports_adaround
 from snncompress.passes.kit import select_layers
+from snncompress.passes.ptq_review import membrane_clipping, review
 from snncompress.quant.membrane import membrane_quantizer, parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.sim.constraints import FakeQuantWeights, LearnableThresholds, encode_weights
@@ -41,9 +43,10 @@ class QuantizeConfig(PassConfig):
     mode: Literal["ptq", "qat"] = Field("ptq", description="ptq (quantize as trained) or qat (fine-tune).")
     membrane_quant: str = Field("ternary", description="Stored membrane: ternary, int<k> (k-bit integer levels) "
                                                        "or fp32.")
-    membrane_grid: int | None = Field(
-        None, ge=1, le=1 << 14,
-        description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)).")
+    membrane_grid: Annotated[int, Field(ge=1, le=1 << 14)] | Literal["auto"] | None = Field(
+        None, description="Integer membrane levels per threshold (ternary: 1; int<k> default 2^(k-2)); auto: "
+                          "per neuron, the power of two that stores the membrane best on calibration data "
+                          "(for learned per-neuron thresholds and leaks).")
     smoothness: float | None = Field(None, gt=0, description="SGS smoothness T_s (QAT); default: the quantizer's.")
     clip: float | Literal["auto"] | None = Field(
         None, description="Negative clipping boundary c of the membrane, in units of Vth (e.g. -3); auto: the "
@@ -80,6 +83,14 @@ class QuantizeConfig(PassConfig):
         description="Calibration samples, drawn from the training data (the evaluation data when there is none).")
     calibration_iters: int = Field(DEFAULT_ITERS, ge=1, le=100_000,
                                    description="Adam steps per layer of the rounding calibration.")
+    recurrent_weights: Literal["quantize", "fp32"] = Field(
+        "quantize", description="RLeaky / RSynaptic all-to-all recurrent weights: quantize (the neuron layer's "
+                                "weight_quant, calibrated like a synaptic layer in PTQ) or fp32.")
+    ptq_drop_warning: float | None = Field(
+        0.5, ge=0, le=100,
+        description="PTQ: above this accuracy drop (points) say that the model is outside what PTQ keeps, with "
+                    "the causes measured (membrane clipping per layer, weight error, recurrence), and advise "
+                    "QAT; none: never.")
     integer_only: bool = Field(
         False, description="Round biases, scales and neuron parameters onto grids float32 holds exactly, so the "
                            "torch model and the integer-only reference (snncompress verify) agree by construction.")
@@ -105,12 +116,25 @@ class QuantizeConfig(PassConfig):
             _check(lambda: parse_weight_scheme(v))
         return None if v in ("fp32", "none") else v
 
+    @field_validator("membrane_grid")
+    @classmethod
+    def _grid_auto(cls, v: int | str | None, info: ValidationInfo) -> int | str | None:
+        spec = info.data.get("membrane_quant")
+        if v == "auto" and spec is not None and not spec.strip().lower().startswith("int"):
+            raise ValueError(f"membrane_grid auto applies to int<k> membranes; {spec} has one level per threshold")
+        return v
+
     @field_validator("clip")
     @classmethod
     def _clip_fits(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
         spec = info.data.get("membrane_quant")
+        grid = info.data.get("membrane_grid")
+        if grid == "auto":
+            if v is not None:
+                raise ValueError("a clip is a level of one grid; membrane_grid auto picks one per neuron: drop one")
+            grid = None
         if spec is not None and v != "auto":  # a bad spec is reported on its own field
-            _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), info.data.get("membrane_grid")))
+            _check(lambda: membrane_quantizer(spec, v, info.data.get("smoothness"), grid))
         return v
 
 
@@ -131,6 +155,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     layers = select_layers(model, config, ("synaptic", "neuron"))
     syn = [(s.name, s.module) for s in layers if s.kind == "synaptic"]
     neurons = [(s.name, s.module) for s in layers if s.kind == "neuron"]
+    syn += recurrent_layers(neurons, config)
     if not neurons and config.membrane_quant != "fp32":
         raise ConfigError("the model has no neuron layers to quantize (check targets)")
     if config.mode == "qat" and ctx.train_data is None:
@@ -139,8 +164,14 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
         raise ConfigError("the quantize pass needs data: pass --data")
     clip = _resolve_clip(config, ctx)
     weight_bits_before = _weight_bits(model, syn)
-    _install_membrane(model, neurons, config, clip)
+    auto_grid = _install_membrane(model, neurons, config, clip)
     metrics: dict = {"mode": config.mode, "batchnorm_folded": folded}
+    if auto_grid:  # before the weights: their calibration sees the membrane levels they will run with
+        from snncompress.passes.membrane_grid import calibrate_units
+
+        metrics["membrane_grid_auto"] = calibrate_units(
+            model, auto_grid, ctx.train_data if ctx.train_data is not None else ctx.data, config.calibration_samples,
+            ctx.seed)
     if clip is not None and config.clip == "auto":
         metrics["clip"] = clip
     notes: list[str] = [f"folded BatchNorm into the layer before it: {', '.join(folded)}"] if folded else []
@@ -154,6 +185,10 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     else:
         metrics["calibration"] = _calibrate(model, syn, config, ctx, notes)
     _convert_neuron_params(model, neurons, config, ctx.seed)
+    if config.mode == "ptq" and config.ptq_drop_warning is not None:
+        # measured here, where the model is at hand; the review reads it once the drop is known
+        metrics["membrane_clipping"] = membrane_clipping(
+            model, ctx.train_data if ctx.train_data is not None else ctx.data, config.calibration_samples, ctx.seed)
     if config.integer_only:  # after every value is quantized: it rounds what float32 would otherwise round
         from snncompress.integer.constrain import make_float32_exact
 
@@ -181,18 +216,49 @@ def _resolve_clip(config: QuantizeConfig, ctx: PassContext) -> float | None:
     return float(clip)
 
 
-def _install_membrane(model, neurons, config: QuantizeConfig, clip: float | None) -> None:
+def _install_membrane(model, neurons, config: QuantizeConfig, clip: float | None) -> list[str]:
+    """Install each neuron layer's membrane quantizer; returns the layers whose grid is ``auto`` (installed at
+    the default grid, for :func:`~snncompress.passes.membrane_grid.calibrate_units` to choose)."""
+    auto = []
     for name, _ in neurons:
         layer_cfg = config.for_layer(name)
         layer_clip = clip if layer_cfg.clip == "auto" else layer_cfg.clip
-        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_clip, layer_cfg.smoothness,
-                                             layer_cfg.membrane_grid)
+        grid = None if layer_cfg.membrane_grid == "auto" else layer_cfg.membrane_grid
+        quantizer, grid = membrane_quantizer(layer_cfg.membrane_quant, layer_clip, layer_cfg.smoothness, grid)
         if quantizer is not None:
             install_membrane_quantizer(model, name, quantizer, grid)
+            if layer_cfg.membrane_grid == "auto":
+                auto.append(name)
+    return auto
 
 
-def _scheme(config: QuantizeConfig, layer: str):
-    layer_cfg = config.for_layer(layer)
+RECURRENT_SUFFIX = ".recurrent"
+
+
+def recurrent_layers(neurons, config: QuantizeConfig) -> list[tuple[str, nn.Module]]:
+    """The all-to-all recurrent ``Linear`` of each selected RLeaky / RSynaptic layer, as ``(f"{neuron}.recurrent",
+    module)``: weights like a synaptic layer's (its input is the layer's own spikes of the step before), which
+    the neuron layer's config quantizes unless ``recurrent_weights`` is fp32. A one-to-one ``V`` is one weight
+    per neuron, a neuron parameter (``neuron_quant``)."""
+    out = []
+    for name, module in neurons:
+        if type(module).__name__ not in RECURRENT_NEURONS or not getattr(module, "all_to_all", False):
+            continue
+        if config.for_layer(name).recurrent_weights == "quantize" and isinstance(module.recurrent, nn.Linear):
+            out.append((name + RECURRENT_SUFFIX, module.recurrent))
+    return out
+
+
+def layer_config(model: nn.Module, config: QuantizeConfig, layer: str) -> QuantizeConfig:
+    """The config of a synaptic layer; a recurrent ``Linear`` (``<neuron>.recurrent``) takes its neuron's."""
+    owner = layer.removesuffix(RECURRENT_SUFFIX)
+    if owner != layer and type(model.get_submodule(owner)).__name__ in RECURRENT_NEURONS:
+        return config.for_layer(owner)
+    return config.for_layer(layer)
+
+
+def _scheme(model: nn.Module, config: QuantizeConfig, layer: str):
+    layer_cfg = layer_config(model, config, layer)
     return parse_weight_scheme(layer_cfg.weight_quant, rounding=layer_cfg.rounding)
 
 
@@ -200,7 +266,7 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
     """Fine-tune with fake-quantized weights and learnable thresholds (training constraints); any earlier
     compression (pruning masks, other layers' codes) is kept by the training loop itself."""
     state = get_state(model)
-    fake_quant = FakeQuantWeights({f"{n}.weight": _scheme(config, n) for n, _ in syn}, encode=False)
+    fake_quant = FakeQuantWeights({f"{n}.weight": _scheme(model, config, n) for n, _ in syn}, encode=False)
     learnable = [n for n, _ in neurons
                  if config.for_layer(n).learn_threshold and "membrane" in state.neurons.get(n, {})]
     if config.threshold_gradient == "gpw":
@@ -241,7 +307,7 @@ def learnable_thresholds(model, neurons, config: QuantizeConfig) -> list[str]:
 
 
 def _convert_weights(model, syn, config: QuantizeConfig, seed: int) -> None:
-    schemes = {f"{name}.weight": _scheme(config, name) for name, _ in syn}
+    schemes = {f"{name}.weight": _scheme(model, config, name) for name, _ in syn}
     encode_weights(model, {k: v for k, v in schemes.items() if not v.is_identity}, seed)
 
 
@@ -253,8 +319,8 @@ def _calibrate(model, syn, config: QuantizeConfig, ctx: PassContext, notes: list
     """
     chosen, other_rounding = [], []
     for name, module in syn:
-        layer_cfg = config.for_layer(name)
-        scheme = _scheme(config, name)
+        layer_cfg = layer_config(model, config, name)
+        scheme = _scheme(model, config, name)
         if layer_cfg.calibration != "adaround" or not supports_adaround(scheme):
             continue
         if layer_cfg.rounding != "nearest":
@@ -263,7 +329,7 @@ def _calibrate(model, syn, config: QuantizeConfig, ctx: PassContext, notes: list
         chosen.append((name, module, scheme))
     if other_rounding:
         notes.append(f"adaround skipped for {', '.join(other_rounding)}: "
-                     f"{config.for_layer(other_rounding[0]).rounding} rounding was asked for")
+                     f"{layer_config(model, config, other_rounding[0]).rounding} rounding was asked for")
     chosen_names = {n for n, _, _ in chosen}
     _convert_weights(model, [(n, m) for n, m in syn if n not in chosen_names], config, ctx.seed)
     if not chosen:
@@ -338,4 +404,5 @@ QUANTIZE_PASS = PassSpec(
     version="1",
     requires=requires,
     provides=provides,
+    review=review,
 )

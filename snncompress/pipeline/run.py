@@ -158,6 +158,10 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
                            "accuracy_drop": current.accuracy - after.accuracy, **metrics}
                 notes.insert(0, f"accuracy {current.accuracy:.2f}% -> {after.accuracy:.2f}% "
                                 f"({after.accuracy - current.accuracy:+.2f} points)")
+                if spec.review is not None:
+                    reviewed = spec.review(config, metrics)
+                    metrics.update(reviewed.metrics)
+                    notes.extend(str(n) for n in reviewed.notes)
             current = after
         if result.suggestions:
             ctx.suggestions[step.name] = dict(result.suggestions)

@@ -138,7 +138,9 @@ def test_quantize_every_model(name, mode):
     model, report = quantize(name, config)
     state = get_state(model)
     metrics = report.steps[0]["metrics"]
-    syn = [n for n, _ in synaptic_layers(model)]
+    # an all-to-all recurrent Linear (RLeaky, RSynaptic) is quantized with its neuron layer's config
+    syn = [n for n, _ in synaptic_layers(model)] + [
+        f"{n}.recurrent" for n, m in neuron_layers(model) if getattr(m, "all_to_all", False)]
     neurons = [n for n, _ in neuron_layers(model)]
     assert metrics["mode"] == mode
     assert metrics["layers_quantized"] == syn
