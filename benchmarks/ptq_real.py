@@ -117,7 +117,8 @@ def digits28_test():
 
 
 def _cache() -> Path:
-    return Path(os.environ.get("SNNCOMPRESS_PTQ_REAL_CACHE", Path(tempfile.gettempdir()) / f"snncompress-ptq-real-{SIZE}"))
+    default = Path(tempfile.gettempdir()) / f"snncompress-ptq-real-{SIZE}"
+    return Path(os.environ.get("SNNCOMPRESS_PTQ_REAL_CACHE", default))
 
 
 def _data():

@@ -93,8 +93,8 @@ def tool_qat_batches(c: int, data, val) -> list[float]:
     layers = select_layers(model, config, ("synaptic", "neuron"))
     neurons = [(s.name, s.module) for s in layers if s.kind == "neuron"]
     _install_membrane(model, neurons, config, None)
-    fake = FakeQuantWeights({f"{s.name}.weight": _scheme(model, config, s.name) for s in layers if s.kind == "synaptic"},
-                            encode=False)
+    schemes = {f"{s.name}.weight": _scheme(model, config, s.name) for s in layers if s.kind == "synaptic"}
+    fake = FakeQuantWeights(schemes, encode=False)
     thresholds = LearnableThresholds([n for n, _ in neurons], lr_scale=config.threshold_lr_scale)
     stamps: list[float] = []
     train(model, data, val, TrainConfig(epochs=1, lr=1e-3, schedule="cosine"), constraints=[fake, thresholds],

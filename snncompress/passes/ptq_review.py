@@ -149,8 +149,8 @@ def review(config: Any, metrics: dict[str, Any]) -> PassResult:
                         "for the clipping layers")
     elif worst:
         remedies.append("or more membrane bits for the clipping layers")
-    note = (f"PTQ lost {drop:.2f} points (above {bound:g}): this model is outside what post-training quantization "
-            f"keeps" + (f"; {'; '.join(causes)}" if causes else "") + f"; {', '.join(remedies)}")
+    note = (f"PTQ lost {drop:.2f} points (more than the {bound:g} it is expected to keep)"
+            + (f"; {'; '.join(causes)}" if causes else "") + f"; {', '.join(remedies)}")
     return PassResult(metrics={"ptq_review": {"drop": drop, "bound": bound, "causes": causes,
                                               "advice": "qat", "recurrent_layers": recurrent}},
                       notes=[note])
