@@ -55,7 +55,9 @@ def exportable(model: nn.Module, sample: torch.Tensor, what: str) -> tuple[nn.Mo
         NoTimeLoopError: the model runs one time step per call.
     """
     from snncompress.export.layout import require_sequential
+    from snncompress.models.spatial import require_no_runtime_masks
 
+    require_no_runtime_masks(model, what)
     if isinstance(model, nn.Sequential) or getattr(model, "snncompress_style", None) == "stepwise":
         require_sequential(model, what)
         return model, []

@@ -368,6 +368,9 @@ def compile_program(model: nn.Module, input_frac: int, input_bound: int, time_st
             fixed-point form or one beyond 62 bits -- naming the layer and why.
     """
     from snncompress.export.layout import leaf_layers, require_sequential
+    from snncompress.models.spatial import require_no_runtime_masks
+
+    require_no_runtime_masks(model, "the integer-only reference")
 
     require_sequential(model, "integer-only execution")
     compiler = _Compiler(model, input_frac, input_bound, time_steps)

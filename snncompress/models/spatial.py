@@ -144,3 +144,30 @@ def reinstall_spatial_pruning(model: nn.Module) -> None:
     for layer, settings in list(get_state(model).neurons.items()):
         if "spatial" in settings:
             install_spatial_pruning(model, layer, settings["spatial"]["ratio"])
+
+
+RUNTIME_MASKS = {"spatial": "spatial pruning", "channel_gate": "a channel gate"}
+
+
+def require_no_runtime_masks(model: nn.Module, what: str) -> None:
+    """Refuse ``what`` (an export, the integer reference) for a model with masks decided at run time.
+
+    Spatial pruning (this module) and channel gates (:mod:`snncompress.models.channel_gate`) choose,
+    every step, from the membrane, which inputs a neuron layer receives: hooks around the layers that no
+    exported graph or integer program reproduces, so writing one without them would silently run another
+    model.
+
+    Raises:
+        UnsupportedLayerError: naming the first such layer and its mask.
+    """
+    from snncompress.errors import UnsupportedLayerError
+
+    if not has_state(model):
+        return
+    for layer, settings in get_state(model).neurons.items():
+        for key, name in RUNTIME_MASKS.items():
+            if settings.get(key):
+                raise UnsupportedLayerError(
+                    f"{what} cannot express the {name} on neuron layer '{layer}' (a mask chosen from the membrane "
+                    f"at every step); without it the exported model would compute something else: export the model "
+                    f"before spatial pruning / channel masking, or keep it in snncompress's own file")
