@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from snncompress.errors import ConfigError
-from snncompress.models.spatial import feeding_layer
+from snncompress.models.spatial import feeding_layer, remove_runtime_mask
 from snncompress.state import get_state, has_state
 
 GATE_NAME = "channel_gate"
@@ -242,12 +242,7 @@ def reinstall_channel_gates(model: nn.Module) -> None:
     """Install the gates' hooks the model's state describes (after loading or copying)."""
     if not has_state(model):
         return
-    for _, module in model.named_modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for key in [k for k, h in hooks.items() if getattr(h, _MARK, False)]:
-                del hooks[key]
-        if KEEP_ATTR in module.__dict__:
-            delattr(module, KEEP_ATTR)
+    remove_runtime_mask(model, _MARK, KEEP_ATTR)
     for layer, settings in list(get_state(model).neurons.items()):
         record = settings.get("channel_gate")
         if record:

@@ -131,16 +131,22 @@ def importance_ops(neurons: int, steps: int) -> int:
     return 2 * neurons * steps
 
 
+def remove_runtime_mask(model: nn.Module, mark: str, attr: str) -> None:
+    """Drop every hook carrying ``mark`` and every module's ``attr`` (a copied model's hooks still
+    point at the original's modules)."""
+    for _, module in model.named_modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, h in hooks.items() if getattr(h, mark, False)]:
+                del hooks[key]
+        if attr in module.__dict__:
+            delattr(module, attr)
+
+
 def reinstall_spatial_pruning(model: nn.Module) -> None:
     """Install the spatial masks the model's state describes (after loading or copying)."""
     if not has_state(model):
         return
-    for _, module in model.named_modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for key in [k for k, h in hooks.items() if getattr(h, _MARK, False)]:
-                del hooks[key]
-        if KEEP_ATTR in module.__dict__:
-            delattr(module, KEEP_ATTR)
+    remove_runtime_mask(model, _MARK, KEEP_ATTR)
     for layer, settings in list(get_state(model).neurons.items()):
         if "spatial" in settings:
             install_spatial_pruning(model, layer, settings["spatial"]["ratio"])
