@@ -92,7 +92,8 @@ NirSpikeOpt = Annotated[str | None, typer.Option(
                         "multi (sinabs's default: trunc(v/threshold) spikes, subtract reset).")]
 NirProducerOpt = Annotated[str | None, typer.Option(
     "--nir-producer", help="A .nir MODEL: read it with its producer's own dynamics: rockpool (CubaLIF = LIFTorch: "
-                           "exponential decay, multi-spike, dt from its r).")]
+                           "exponential decay, multi-spike, dt from its r) or sinabs (IF/LIF as sinabs's default "
+                           "multi-spike layers, time constants in steps).")]
 
 
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False,
