@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     except _EXITS as exc:
         sys.exit(exc.exit_code)
     except _CLICK_ERRORS as exc:
-        exc.show()
+        # one line, like every other bad input (click's own form is a usage block, a hint and the error)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None and getattr(ctx, "command_path", None) else "snncompress"
+        if distributed.env_rank() == 0:
+            typer.echo(f"error: {' '.join(message.split())} (see '{where} --help')", err=True)
         sys.exit(exc.exit_code)  # 2 for usage errors
     except _ABORTS:
         typer.echo("aborted", err=True)

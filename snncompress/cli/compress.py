@@ -136,7 +136,10 @@ def print_summary(report, metrics: Mapping[str, Any]) -> None:
     c.console.print(figures)
     for key in ("memory_reduction", "ops_reduction", "energy_reduction"):
         if metrics.get(key) is not None:
-            c.console.print(f"{key.replace('_', ' ')}: {metrics[key]:.2f}x")
+            worse = " (worse)" if metrics[key] < 1 else ""
+            masks = metrics.get("ops_reduction_with_masks") if key == "ops_reduction" else None
+            extra = f"; {masks:.2f}x counting the runtime masks' own work" if masks is not None else ""
+            c.console.print(f"{key.replace('_', ' ')}: {metrics[key]:.2f}x{worse}{extra}")
     for gate in report.gates:
         mark = "[green]PASS[/green]" if gate["passed"] else "[red]FAIL[/red]"
         c.console.print(f"{mark} {escape(gate['reason'])}", soft_wrap=True, highlight=False)

@@ -156,12 +156,14 @@ def _regressions(report: HardwareReport) -> list[str]:
     if b is None:
         return []
     out = []
+    mem = report.totals.memory
+    causes = [why for bits, why in ((mem.index, "sparse-format indices"), (mem.masks, "stored masks"),
+                                    (mem.gates, "channel gates' parameters")) if bits]
+    because = f"; this model stores {', '.join(causes)} the baseline has not" if causes else ""
     for what, ratio in (("memory", b.memory_reduction), ("energy", b.energy_reduction)):
         if ratio is not None and ratio < 1.0:
-            out.append(
-                f"{what} is {(1 / ratio - 1) * 100:.0f}% higher than the baseline {b.name}'s "
-                "(see the per-layer pruning warnings)"
-            )
+            out.append(f"{what} is {(1 / ratio - 1) * 100:.0f}% higher than the baseline {b.name}'s{because}"
+                       + (" (see the per-layer warnings)" if what == "energy" else ""))
     return out
 
 

@@ -250,6 +250,7 @@ def _totals(rows: list[LayerRow], desc: ModelDescription) -> Totals:
         shifts=total("shifts"),
         measured_layers=[r.name for r in rows if r.ops.basis == "measured"],
         dense_bound_layers=[r.name for r in rows if r.ops.basis == "dense_bound"],
+        mask_ops=sum(t.count for r in rows for t in r.ops.tallies if t.category == "gate" and t.op == "add"),
     )
     return Totals(memory=memory_row(mem), ops=ops, energy=energy_row(energy))
 
@@ -272,6 +273,8 @@ def _compare(totals: Totals, accuracy: float | None, base: HardwareReport) -> Ba
         dense_bound_reduction=_ratio(b.ops.synaptic_ops_dense_bound, totals.ops.synaptic_ops_dense_bound),
         energy_reduction=_ratio(b.energy.total_pj, totals.energy.total_pj),
         accuracy_change=None if accuracy is None or base.accuracy is None else accuracy - base.accuracy,
+        ops_reduction_with_masks=(_ratio(b.ops.synaptic_ops, totals.ops.synaptic_ops + totals.ops.mask_ops)
+                                  if totals.ops.mask_ops else None),
     )
 
 

@@ -119,6 +119,8 @@ class OpsTotals(_Row):
     shifts: float
     measured_layers: list[str]
     dense_bound_layers: list[str]
+    mask_ops: float = Field(0.0, description="The runtime masks' own work (spatial pruning's importance ranking, "
+                                             "channel gates), in MACs per sample; not in synaptic_ops.")
 
 
 class Totals(_Row):
@@ -143,6 +145,8 @@ class BaselineComparison(_Row):
     dense_bound_reduction: float | None
     energy_reduction: float | None
     accuracy_change: float | None = Field(description="This model's accuracy minus the baseline's.")
+    ops_reduction_with_masks: float | None = Field(
+        None, description="Baseline synaptic ops / (synaptic ops + the runtime masks' own work); only with masks.")
 
 
 class TableInfo(_Row):

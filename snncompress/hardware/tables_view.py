@@ -258,6 +258,8 @@ def baseline_table(r: HardwareReport) -> TableView | None:
             _ratio(b.memory_reduction),
         ),
         ("synaptic ops", fmt(b.synaptic_ops), fmt(t.ops.synaptic_ops), _ratio(b.synaptic_ops_reduction)),
+        *([("+ masks' own work", fmt(b.synaptic_ops), fmt(t.ops.synaptic_ops + t.ops.mask_ops),
+            _ratio(b.ops_reduction_with_masks))] if t.ops.mask_ops else []),
         (
             "Eq.30 bound",
             fmt(b.synaptic_ops_dense_bound),

@@ -78,6 +78,7 @@ def parse_nm(text: str) -> tuple[int, int]:
 ASKED = ("weights_unstructured", "weights_structured", "weights_nm", "binary_membrane", "spatial",
          "channel_threshold")
 DEFAULT_SPARSITY = 0.5
+CHANNEL_COST = 0.5
 
 
 class PruneConfig(PassConfig):
@@ -107,7 +108,7 @@ class PruneConfig(PassConfig):
                     "membrane -> point-wise gate -> softmax -- is below this threshold, in (0, 1) (paper 0.47). "
                     "The gate trains in the fine-tuning; its parameters and operations are stored and counted.")
     channel_cost: float = Field(
-        0.5, ge=0.0, le=100.0,
+        CHANNEL_COST, ge=0.0, le=100.0,
         description="Channel masking: weight of the gate's sparsity cost (the mean keep probability) in the "
                     "fine-tuning loss; higher drops more channels (0: only the task loss).")
     schedule: Literal["oneshot", "gradual"] = Field(
@@ -146,8 +147,16 @@ class PruneConfig(PassConfig):
     @model_validator(mode="before")
     @classmethod
     def _default_method(cls, data):
-        """Nothing asked for (the pass's default config): 50 % unstructured magnitude pruning."""
-        if isinstance(data, dict) and not any(data.get(k) not in (None, False) for k in ASKED):
+        """Nothing asked for (the pass's default config): 50 % unstructured magnitude pruning.
+
+        ``spatial: 0`` is asked for (it masks nothing), and a channel cost without a channel threshold is
+        refused rather than read as "nothing asked" (it would prune half the weights instead).
+        """
+        if not isinstance(data, dict):
+            return data
+        if data.get("channel_threshold") is None and data.get("channel_cost", CHANNEL_COST) != CHANNEL_COST:
+            raise ValueError("channel_cost weights a channel gate's sparsity term: it needs channel_threshold")
+        if not any(data.get(k) is not None and data.get(k) is not False for k in ASKED):
             return {**data, "weights_unstructured": DEFAULT_SPARSITY}
         return data
 
@@ -334,6 +343,8 @@ def _spatial(model, config: PruneConfig) -> dict:
     out = {}
     for sel in layers:
         ratio = sel.config.spatial if sel.config.spatial is not None else config.spatial
+        if ratio == 0:  # masks nothing: no ranking to pay for
+            continue
         out[sel.name] = {"ratio": ratio, "source": install_spatial_pruning(model, sel.name, ratio)}
     return {"ratio": config.spatial, "layers": out}
 
@@ -380,7 +391,11 @@ def _ops_metrics(model, ctx: PassContext, masks: dict, notes: list[str]) -> dict
         out["synaptic_ops_reduction"] = round(total / max(out["synaptic_ops_after"], 1e-9), 4)
         # the masks' own work counted against what they save
         out["ops_reduction_with_overhead"] = round(total / max(out["synaptic_ops_after"] + overhead, 1e-9), 4)
-        notes.append(f"synaptic ops per sample {total:,.0f} -> {out['synaptic_ops_after']:,.0f} "
+        recurrent = [la.name for la in after.layers if isinstance(la, NeuronLayer) and la.recurrent_weights]
+        what = ("feed-forward synaptic ops per sample (the recurrent ops of " + ", ".join(recurrent)
+                + ", which no mask touches, are left out here and counted by the report)") if recurrent else \
+            "synaptic ops per sample"
+        notes.append(f"{what} {total:,.0f} -> {out['synaptic_ops_after']:,.0f} "
                      f"({out['synaptic_ops_reduction']:.2f}x, measured on {data.name}); importance ranking "
                      f"{importance:,} ops per sample"
                      + (f", gates {out['gate_ops']:,}" if "gate_ops" in out else "")

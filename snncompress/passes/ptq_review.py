@@ -131,7 +131,7 @@ def review(config: Any, metrics: dict[str, Any]) -> PassResult:
         text = (f"neuron layer '{layer}' stores {fraction:.1%} of its membrane values outside {levels} "
                 f"({info['below']:.0%} of them below, where a silent neuron loses little)")
         if info["reset_overflow"]:
-            text += (f" ({info['reset_overflow']} neurons with a learned beta so small that the subtract reset "
+            text += (f" ({info['reset_overflow']} neurons with a beta so small that the subtract reset "
                      f"Vth / beta is wider than that range)")
         causes.append(text)
     layers = (metrics.get("calibration") or {}).get("layers") or {}

@@ -151,6 +151,7 @@ def gate_metrics(report: Any) -> dict[str, Any]:
         "memory_reduction": memory,
         "memory_source": source,
         "ops_reduction": hardware.get("ops_reduction"),
+        "ops_reduction_with_masks": hardware.get("ops_reduction_with_masks"),
         "energy_reduction": hardware.get("energy_reduction"),
         "hardware_error": hardware.get("error"),
     }

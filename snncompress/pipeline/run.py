@@ -211,6 +211,7 @@ def _hardware_figures(model: nn.Module, current: Measurement, options: RunOption
         "energy_pj": totals.energy.total_pj,
         "memory_reduction": base.memory_reduction if base else None,
         "ops_reduction": base.synaptic_ops_reduction if base else None,
+        "ops_reduction_with_masks": base.ops_reduction_with_masks if base else None,
         "energy_reduction": base.energy_reduction if base else None,
         "warnings": list(report.warnings),
     }

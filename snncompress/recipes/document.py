@@ -243,6 +243,8 @@ def apply_settings(data: Any, settings: Sequence[str]) -> Any:
 
 def _as_flag(problem: str, fields: Mapping[str, Any]) -> str:
     """``weight_quant: ...`` -> ``--weight-quant: ...`` for a config key given as a CLI flag."""
+    if problem.startswith(": "):  # the config as a whole (a rule between keys), not one key
+        return problem[2:]
     key = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)", problem)
     if key and key[1] in fields:
         return "--" + key[1].replace("_", "-") + problem[len(key[1]):]

@@ -27,7 +27,7 @@ class RecipeError(ConfigError):
         if count == 1 and title is not None:  # a command's flag: "invalid options for 'quantize': --clip: ..."
             super().__init__(f"{what}: {self.problems[0].strip()}")
             return
-        header = f"{what} ({count} problems):"
+        header = f"{what} ({count} problem{'s' if count != 1 else ''}):"
         super().__init__("\n  ".join([header, *self.problems]))
 
 

@@ -123,6 +123,8 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "Missing argument 'MODEL'" in err and "Traceback" not in err
     code, _, err = cli(capsys, "inspect", "demo", "--no-such-option")
     assert code == 2 and "No such option" in err
+    (line,) = err.strip().splitlines()  # one line, naming where to look
+    assert line.startswith("error: No such option: --no-such-option") and "'snncompress inspect --help'" in line
 
 
 # -- results -------------------------------------------------------------------------------------------------

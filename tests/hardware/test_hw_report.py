@@ -23,7 +23,7 @@ def compared() -> HardwareReport:
 
 def test_schema_file_matches_model():
     assert json.loads(SCHEMA_PATH.read_text()) == report_json_schema(), (
-        "report_schema.json is stale: run python -m snncompress.hardware.report"
+        "report_schema.json is stale: run python -m snncompress.hardware.write_schema"
     )
 
 

@@ -131,3 +131,33 @@ def test_a_layer_without_channels_of_its_own_is_refused():
         run_single_pass("prune", tiny("tutorial_net"), {"channel_threshold": 0.47, "epochs": 0},
                         ctx("tutorial_net"), OPTIONS)
 
+
+
+def test_the_report_counts_the_masks_own_work_against_what_they_save():
+    """Synaptic ops alone flatter a gated model: the report and the run also give the reduction with the
+    gates' and the ranking's MACs added, and say which stored extras make the model larger."""
+    from snncompress.costing.report import ReportInputs, make_report
+
+    model = tiny()
+    run = run_single_pass("prune", model, {"channel_threshold": 0.47, "spatial": 0.35, "epochs": 0}, ctx(),
+                          RunOptions())
+    report = make_report(ReportInputs(model=model, name="gated", energy="45nm"),
+                         description=run.measurements[-1].description, data_name="tiny")
+    totals, base = report.totals, report.baseline
+    assert totals.ops.mask_ops > 0
+    assert base.ops_reduction_with_masks == pytest.approx(
+        base.synaptic_ops / (totals.ops.synaptic_ops + totals.ops.mask_ops))
+    assert base.ops_reduction_with_masks < base.synaptic_ops_reduction
+    assert run.hardware["ops_reduction_with_masks"] == pytest.approx(base.ops_reduction_with_masks)
+    if base.memory_reduction < 1:
+        assert any("channel gates' parameters" in w for w in report.warnings)
+
+
+def test_spatial_zero_is_asked_for_and_a_channel_cost_needs_a_threshold():
+    model = tiny()
+    report = run_single_pass("prune", model, {"spatial": 0.0, "epochs": 0}, ctx(), OPTIONS)
+    metrics = report.steps[0]["metrics"]
+    assert "method" not in metrics or metrics.get("weight_sparsity") is None  # no default 50 % pruning
+    assert not get_state(model).masks and metrics["importance_ops"] == 0
+    with pytest.raises(ValidationError, match="needs channel_threshold"):
+        PruneConfig(channel_cost=2.0)

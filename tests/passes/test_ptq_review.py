@@ -120,9 +120,9 @@ def _metrics(drop: float) -> dict:
 def test_review_note_names_the_causes_above_the_bound():
     result = review(QuantizeConfig(ptq_drop_warning=0.5), _metrics(2.0))
     (note,) = result.notes
-    assert note.startswith("PTQ lost 2.00 points (above 0.5)")
+    assert note.startswith("PTQ lost 2.00 points (more than the 0.5 it is expected to keep)")
     assert "'1' stores 20.0% of its membrane values outside its levels [-2, 1.75] x Vth" in note
-    assert "3 neurons with a learned beta so small" in note
+    assert "3 neurons with a beta so small" in note
     assert "'1.recurrent' keeps the largest weight error" in note
     assert "--mode qat" in note and "--membrane-grid auto" in note
     auto = review(QuantizeConfig(membrane_quant="int4", membrane_grid="auto"), _metrics(2.0)).notes[0]
