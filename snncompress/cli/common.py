@@ -96,20 +96,26 @@ NirProducerOpt = Annotated[str | None, typer.Option(
                            "multi-spike layers, time constants in steps).")]
 
 
+def nir_read_options(model: str, dt: float | None, reset: str | None, spike: str | None,
+                     producer: str | None):
+    """The ``--nir-*`` flags as read options (None when none is given); refused for a MODEL not ``.nir``."""
+    if all(v is None for v in (dt, reset, spike, producer)):
+        return None
+    from snncompress.errors import InputError
+    from snncompress.export.nir_io import NirReadOptions
+
+    if not str(model).lower().endswith(".nir"):
+        raise InputError("--nir-dt, --nir-reset, --nir-spike and --nir-producer apply to a .nir MODEL")
+    return NirReadOptions(dt=dt, reset=reset, spike=spike, producer=producer)
+
+
 def load_model_cli(model: str, weights: Path | None, trust_pickle: bool, trust_code: bool = False,
                    nir_dt: float | None = None, nir_reset: str | None = None, nir_spike: str | None = None,
                    nir_producer: str | None = None):
     from snncompress.fileformat.loading import load_model
     from snncompress.refs import is_ref
 
-    options = None
-    if any(v is not None for v in (nir_dt, nir_reset, nir_spike, nir_producer)):
-        from snncompress.errors import InputError
-        from snncompress.export.nir_io import NirReadOptions
-
-        if not model.lower().endswith(".nir"):
-            raise InputError("--nir-dt, --nir-reset, --nir-spike and --nir-producer apply to a .nir MODEL")
-        options = NirReadOptions(dt=nir_dt, reset=nir_reset, spike=nir_spike, producer=nir_producer)
+    options = nir_read_options(model, nir_dt, nir_reset, nir_spike, nir_producer)
     trusted = trust_code_requested(trust_code)
     with user_modules_importable(is_ref(model) or trusted or trust_pickle):  # a pickle names modules too
         return load_model(model, weights, trust_pickle=trust_pickle, trust_code=trusted, nir_options=options)

@@ -60,6 +60,10 @@ class JobOptions:
     energy: str = "45nm"
     quiet: bool = False
     device: str = "auto"
+    nir_dt: float | None = None
+    nir_reset: str | None = None
+    nir_spike: str | None = None
+    nir_producer: str | None = None
 
 
 CompressJob = JobOptions  # the name single-pass commands and plugins used before the library job existed
@@ -90,13 +94,14 @@ def run_job(make_recipe: Callable[[], Any], job: JobOptions):
     log = (lambda _line: None) if job.quiet else note
     trusted = c.trust_code_requested(job.trust_code)
     typed = any(is_ref(x) for x in (job.model, job.data, job.train_data) if x is not None)
+    nir_options = c.nir_read_options(job.model, job.nir_dt, job.nir_reset, job.nir_spike, job.nir_producer)
     with c.user_modules_importable(typed or trusted or job.trust_pickle):  # the user's modules, never a file's say-so
         result = compress(LibraryJob(
             model=job.model, recipe=make_recipe, output=job.output, data=job.data, train_data=job.train_data,
             weights=job.weights, trust_pickle=job.trust_pickle, trust_code=trusted, encoding=job.encoding,
             time_steps=job.time_steps, batch_size=job.batch_size, limit=job.limit, seed=job.seed, force=job.force,
             gates=job.gates, energy=job.energy, show_progress=not job.quiet, log=log, warn=note,
-            device=job.device))
+            device=job.device, nir_options=nir_options))
     from snncompress.sim import distributed
 
     if not distributed.is_main():  # under torchrun: rank 0 prints and writes; the gates still set the exit code

@@ -42,6 +42,10 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("seed", c.SeedOpt, 0),
     ("energy", EnergyOpt, "45nm"),
     ("device", c.DeviceOpt, "auto"),
+    ("nir_dt", c.NirDtOpt, None),
+    ("nir_reset", c.NirResetOpt, None),
+    ("nir_spike", c.NirSpikeOpt, None),
+    ("nir_producer", c.NirProducerOpt, None),
     ("force", c.ForceOpt, False),
     ("quiet", QuietOpt, False),
 )

@@ -64,6 +64,10 @@ def run(
     force: c.ForceOpt = False,
     quiet: QuietOpt = False,
     device: c.DeviceOpt = "auto",
+    nir_dt: c.NirDtOpt = None,
+    nir_reset: c.NirResetOpt = None,
+    nir_spike: c.NirSpikeOpt = None,
+    nir_producer: c.NirProducerOpt = None,
 ) -> None:
     """Run every pass of a recipe on MODEL in one process and write the compressed model.
 
@@ -76,7 +80,8 @@ def run(
         return Recipe.load(recipe, settings=settings or [])
 
     if check:
-        _check(make_recipe(), model, weights, trust_pickle, trust_code)
+        _check(make_recipe(), model, weights, trust_pickle, trust_code,
+               (nir_dt, nir_reset, nir_spike, nir_producer))
         return
     if output is None:
         raise typer.BadParameter("required: where to write the compressed model",
@@ -84,14 +89,16 @@ def run(
     job = CompressJob(model=model, output=output, data=data, train_data=train_data, weights=weights,
                       trust_pickle=trust_pickle, trust_code=trust_code, encoding=encoding, time_steps=time_steps,
                       batch_size=batch_size, limit=limit, seed=seed, force=force, json_file=json_file,
-                      gates=gates or [], energy=energy, quiet=quiet, device=device)
+                      gates=gates or [], energy=energy, quiet=quiet, device=device, nir_dt=nir_dt,
+                      nir_reset=nir_reset, nir_spike=nir_spike, nir_producer=nir_producer)
     run_job(make_recipe, job)
 
 
-def _check(recipe, model: str, weights: Path | None, trust_pickle: bool, trust_code: bool) -> None:
+def _check(recipe, model: str, weights: Path | None, trust_pickle: bool, trust_code: bool,
+           nir: tuple = (None, None, None, None)) -> None:
     from snncompress.pipeline.run import check_targets
 
-    net = c.load_model_cli(model, weights, trust_pickle, trust_code)
+    net = c.load_model_cli(model, weights, trust_pickle, trust_code, *nir)
     check_targets(net, recipe)
     note(f"{recipe.source}: valid ({len(recipe.steps)} step(s): {' -> '.join(recipe.names)})")
     c.console.print(recipe.to_yaml(), end="", markup=False, highlight=False)

@@ -68,6 +68,8 @@ class CompressJob:
         train_batch_size: the training data's batch size (default: ``batch_size``).
         trust_pickle, trust_code: allow a pickled module, or a compressed file that names a factory, to run
             its code (:func:`snncompress.fileformat.loading.load_model`).
+        nir_options: how a ``.nir`` MODEL is read (:class:`snncompress.export.nir_io.NirReadOptions`:
+            time step, reset, spike mode, producer); None: the graph's own metadata and NIR's defaults.
         device: where the model runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``,
             ``mps`` (:func:`snncompress.sim.device.resolve_device`). Under a launcher, ``cuda`` means
             each rank's own GPU (``LOCAL_RANK``).
@@ -98,6 +100,7 @@ class CompressJob:
     warn: Callable[[str], None] | None = None
     extra_outputs: Sequence[str | Path] = field(default_factory=tuple)
     threads: int | None = None
+    nir_options: Any | None = None
     device: str = "auto"
 
 
@@ -216,7 +219,8 @@ def _load_model(job: CompressJob) -> nn.Module:
         return job.model
     from snncompress.fileformat.loading import load_model
 
-    return load_model(job.model, job.weights, trust_pickle=job.trust_pickle, trust_code=job.trust_code)
+    return load_model(job.model, job.weights, trust_pickle=job.trust_pickle, trust_code=job.trust_code,
+                      nir_options=job.nir_options)
 
 
 def load_job_data(job: CompressJob) -> tuple[DataBundle | None, DataBundle | None]:

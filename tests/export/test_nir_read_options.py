@@ -118,3 +118,21 @@ def test_an_if_with_r_of_one_over_dt_is_read_as_a_unit_gain(tmp_path, capsys):
         assert ("IF r = 10000 = 1/dt: read as NIR's continuous-time gain r*dt = 1" in err) == note
         assert torch.equal(run(loaded, x).spikes, run(model, x).spikes) and torch.equal(loaded[1].threshold,
                                                                                          model[1].threshold)
+
+
+def test_compressing_commands_take_the_nir_options(capsys, tmp_path, write_tensors):
+    """quantize / prune / run read a .nir MODEL as the flags say (before: the graph at dt 1e-4, silently)."""
+    path = _bare(tmp_path, leaky_linear("zero"), dt=1e-3)
+    data = write_tensors("d.safetensors", x=torch.rand(5, 6), y=torch.arange(5) % 4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\npasses:\n  - pass: quantize\n    weight_quant: int8\n    calibration: none\n")
+    for args in (["quantize", path, "--weight-quant", "int8", "--calibration", "none"],
+                 ["prune", path, "--weights-unstructured", "0.5", "--epochs", "0"],
+                 ["run", path, "--recipe", recipe]):
+        out = tmp_path / f"{args[0]}.safetensors"
+        code, _, err = cli(capsys, *args, "--data", data, "-T", "3", "-o", out, "--nir-dt", "1e-3",
+                           "--nir-reset", "zero")
+        assert code == 0 and "no dt recorded" not in err, (args[0], err)
+        assert out.exists()
+    assert_input_error(capsys, "quantize", "demo", "--data", data, "-o", tmp_path / "x.safetensors",
+                       "--nir-dt", "1e-3", match="apply to a .nir MODEL")
