@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: Rich's option table squeezes long flag names to '--weights-struc…' at 80 columns
+    rich_markup_mode=None,
 )
 
 
@@ -65,6 +67,19 @@ def _register() -> None:
     for module in (inspect_cmd, evaluate_cmd, quantize_cmd, analyze_cmd, threshold_cmd, prune_cmd, verify_cmd,
                    sweep_cmd, run_cmd, passes_cmd, report_cmd, export_cmd, demo_cmd):
         module.register(app)
+    for info in app.registered_commands:
+        if info.epilog:
+            info.epilog = keep_examples(info.epilog)
+
+
+_COMMAND_STARTS = ("snncompress ", "torchrun ", "python ", "pip ")
+
+
+def keep_examples(epilog: str) -> str:
+    """Mark each example paragraph of an epilog so the help formatter prints it as written (click's
+    ``\\b``): rewrapped, a command breaks inside a flag name (``--weights-`` / ``unstructured``)."""
+    paragraphs = epilog.split("\n\n")
+    return "\n\n".join(f"\b\n{p}" if p.lstrip().startswith(_COMMAND_STARTS) else p for p in paragraphs)
 
 
 _register()

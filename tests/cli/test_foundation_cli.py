@@ -219,3 +219,13 @@ def test_installed_command(run_cli):
     missing = run_cli("inspect", "tests.models:no_such_factory")
     assert missing.returncode == 2
     assert missing.stderr.strip() == "error: module 'tests.models' has no attribute 'no_such_factory'"
+
+
+def test_help_keeps_flag_names_and_examples_whole(capsys, monkeypatch):
+    """At 80 columns every flag name is printed whole, and an example command is not broken inside a flag."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(capsys, "prune", "--help")
+    assert code == 0
+    for flag in ("--weights-structured", "--weights-unstructured", "--channel-threshold", "--binary-membrane"):
+        assert flag in out, flag
+    assert "--weights-unstructured 0.5 --epochs 3" in out and "…" not in out
