@@ -37,6 +37,11 @@ from snncompress.sim.training import TrainConfig, train
 from snncompress.state import get_state
 
 
+def _no_grid(spec: str) -> str:
+    return ("an fp32 membrane is not stored on a grid" if spec.strip().lower() == "fp32"
+            else f"{spec} has one level per threshold")
+
+
 class QuantizeConfig(PassConfig):
     """Config of the quantize pass; keys mirror ``snncompress quantize`` flags."""
 
@@ -116,12 +121,13 @@ class QuantizeConfig(PassConfig):
             _check(lambda: parse_weight_scheme(v))
         return None if v in ("fp32", "none") else v
 
-    @field_validator("membrane_grid")
+    @field_validator("membrane_grid")  # checked before anything runs (the quantizer checks it again)
     @classmethod
     def _grid_auto(cls, v: int | str | None, info: ValidationInfo) -> int | str | None:
         spec = info.data.get("membrane_quant")
-        if v == "auto" and spec is not None and not spec.strip().lower().startswith("int"):
-            raise ValueError(f"membrane_grid auto applies to int<k> membranes; {spec} has one level per threshold")
+        if v is not None and v != 1 and spec is not None and not spec.strip().lower().startswith("int"):
+            raise ValueError(f"membrane_grid{' auto' if v == 'auto' else ''} applies to int<k> membranes; "
+                             + _no_grid(spec))
         return v
 
     @field_validator("clip")

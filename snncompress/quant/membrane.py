@@ -298,7 +298,9 @@ def membrane_quantizer(spec: str, clip: float | None, smoothness: float | None, 
     """
     spec_l = spec.strip().lower()
     if grid is not None and grid != 1 and not spec_l.startswith("int"):
-        raise ConfigError(f"membrane_grid applies to int<k> membranes; {spec} has one level per threshold")
+        why = ("an fp32 membrane is not stored on a grid" if spec_l == "fp32"
+               else f"{spec} has one level per threshold")
+        raise ConfigError(f"membrane_grid applies to int<k> membranes; {why}")
     grid = grid or default_grid(spec_l)
     level_clip = None
     if clip is not None:
