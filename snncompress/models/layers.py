@@ -23,6 +23,7 @@ from snncompress.models.neurons import (
     is_snntorch_module,
     is_supported_neuron,
     make_surrogate,
+    surrogate_args,
     surrogate_name,
 )
 
@@ -126,6 +127,7 @@ def _neuron_spec(m: nn.Module) -> dict[str, Any]:
         "reset_mechanism": RESET_NAMES[int(m.reset_mechanism_val)],
         "reset_delay": bool(getattr(m, "reset_delay", True)),
         "spike_grad": surrogate_name(m),
+        **surrogate_args(m),
     }
     if cls in ("Synaptic", "RSynaptic", "Alpha", "MultiSpikeSynaptic"):
         args["alpha_shape"] = list(m.alpha.shape)
@@ -221,7 +223,7 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
     common = dict(
         beta=torch.zeros(a["beta_shape"]) if a["beta_shape"] else 0.5,
         threshold=torch.ones(a["threshold_shape"]) if a["threshold_shape"] else 1.0,
-        spike_grad=make_surrogate(a.get("spike_grad", "atan")),
+        spike_grad=make_surrogate(a.get("spike_grad", "atan"), a),
         surrogate_disable=a.get("spike_grad") == "heaviside",
         init_hidden=a["init_hidden"],
         inhibition=a.get("inhibition", False),
@@ -261,7 +263,7 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
 def _no_delay_args(a: dict[str, Any]) -> dict[str, Any]:
     return dict(
         threshold=torch.ones(a["threshold_shape"]) if a["threshold_shape"] else 1.0,
-        spike_grad=make_surrogate(a.get("spike_grad", "atan")),
+        spike_grad=make_surrogate(a.get("spike_grad", "atan"), a),
         surrogate_disable=a.get("spike_grad") == "heaviside",
         init_hidden=a["init_hidden"],
         inhibition=a.get("inhibition", False),

@@ -19,7 +19,9 @@ firing ``trunc(u/Vth)`` spikes per step (sinabs's and Rockpool's default mode, r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import snntorch as snn
 import torch
@@ -124,8 +126,37 @@ def surrogate_name(module: nn.Module) -> str:
     return name if hasattr(surrogate, name) else "atan"
 
 
-def make_surrogate(name: str):
-    """Rebuild a surrogate from its factory name, with snnTorch's default arguments."""
+def surrogate_args(module: nn.Module) -> dict[str, float]:
+    """The arguments a snnTorch surrogate factory was called with where they differ from its defaults
+    (``fast_sigmoid(slope=2)`` -> ``{"spike_grad_slope": 2.0}``), read from the closure it returned; flat
+    keys, so they sit beside ``spike_grad`` in a layer spec."""
+    import inspect
+
+    import snntorch.surrogate as surrogate
+
+    name = surrogate_name(module)
+    fn = getattr(module, "spike_grad", None)
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if name not in SURROGATE_FACTORIES or code is None or not cells:
+        return {}
+    params = inspect.signature(getattr(surrogate, name)).parameters
+    out = {}
+    for var, cell in zip(code.co_freevars, cells, strict=False):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if var in params and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value != params[var].default:
+            out[f"spike_grad_{var}"] = float(value)
+    return out
+
+
+def make_surrogate(name: str, args: Mapping[str, Any] | None = None):
+    """Rebuild a surrogate from its factory name and the arguments :func:`surrogate_args` recorded
+    (snnTorch's defaults for the rest)."""
+    import inspect
+
     import snntorch.surrogate as surrogate
 
     if name == "heaviside":
@@ -135,4 +166,9 @@ def make_surrogate(name: str):
 
         raise ModelLoadError(f"unknown surrogate gradient '{name}'; known: heaviside, "
                              + ", ".join(SURROGATE_FACTORIES))
-    return getattr(surrogate, name)()
+    factory = getattr(surrogate, name)
+    params = inspect.signature(factory).parameters
+    kwargs = {k[len("spike_grad_"):]: float(v) for k, v in (args or {}).items()
+              if k.startswith("spike_grad_") and k[len("spike_grad_"):] in params
+              and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return factory(**kwargs)

@@ -116,3 +116,29 @@ def test_summarize_a_user_module_without_a_sample():
     assert [layer.name for layer in summary.layers] == ["fc1", "lif1", "fc2", "lif2"]
     assert all(layer.output_shape is None for layer in summary.layers)
     assert summary.total_parameters == 8 * 12 + 12 + 12 * 4 + 4
+
+
+@pytest.mark.parametrize("grad, var, value", [
+    (lambda: snn.surrogate.fast_sigmoid(slope=2), "slope", 2.0),
+    (lambda: snn.surrogate.atan(alpha=3.5), "alpha", 3.5),
+    (lambda: snn.surrogate.sigmoid(slope=7), "slope", 7.0),
+])
+def test_a_surrogate_keeps_its_arguments_through_the_spec(grad, var, value):
+    """A later fine-tuning of a saved model trains with the surrogate the user chose, not its defaults."""
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, spike_grad=grad(), output=True))
+    spec = json.loads(json.dumps(module_spec(model)))
+    rebuilt = build_module(spec)
+    fn = rebuilt[1].spike_grad
+    cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__), strict=False))
+    assert cells[var] == value
+    x = torch.linspace(-1, 1, 7, requires_grad=True)
+    a, b = model[1].spike_grad(x), fn(x)
+    ga, = torch.autograd.grad(a.sum(), x)
+    x2 = x.detach().clone().requires_grad_()
+    gb, = torch.autograd.grad(rebuilt[1].spike_grad(x2).sum(), x2)
+    assert torch.equal(a, b) and torch.allclose(ga, gb)
+
+
+def test_a_default_surrogate_records_no_arguments():
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    assert not any(k.startswith("spike_grad_") for k in json.dumps(module_spec(model)).split('"'))
