@@ -102,6 +102,8 @@ class _Context:
     dt_given: bool = False
     reset_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    neuron_nodes: int = 0
+    recorded_nodes: int = 0  # neuron nodes whose snncompress metadata says how to read them
     ambiguous: dict[str, list[str]] = field(default_factory=dict)  # node -> how it was read, per open point
 
     def ambiguity(self, name: str, reason: str) -> None:
@@ -170,6 +172,11 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
     model = nn.Sequential(*modules)
     model.eval()
     notes = list(ctx.notes)
+    given = [flag for flag, value in (("--nir-reset", options.reset), ("--nir-spike", options.spike),
+                                      ("--nir-producer", options.producer)) if value is not None]
+    if given and ctx.neuron_nodes and ctx.recorded_nodes == ctx.neuron_nodes:
+        notes.append(f"{source}: every neuron node records how snncompress wrote it (reset, spikes per step, "
+                     f"dynamics), so {' and '.join(given)} changed nothing")
     # one line per node whose reading the graph leaves open, saying how it was read and how to say otherwise
     notes[:0] = [f"{source}: NIR node {name}: {'; '.join(reasons)}" for name, reasons in ctx.ambiguous.items()]
     return model, notes
@@ -658,6 +665,8 @@ def _sinabs_lif(name: str, node: Any, ctx: _Context) -> nn.Module:
 
 def _neuron(name: str, node: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     ours = _metadata(node, name)
+    ctx.neuron_nodes += 1
+    ctx.recorded_nodes += bool(ours)
     if ctx.producer == "sinabs" and not ours:
         if isinstance(node, nir.LIF):
             return _sinabs_lif(name, node, ctx)
@@ -717,6 +726,8 @@ def _rleaky_subgraph(name: str, graph: nir.NIRGraph, ctx: _Context) -> nn.Module
 def _rleaky(name: str, neuron: Any, weight: Any, node_meta: dict[str, Any], ctx: _Context) -> nn.Module:
     kind = "RSynaptic" if isinstance(neuron, nir.CubaLIF) else "RLeaky"  # a recurrent CubaLIF: RSynaptic
     ours = _parse_metadata(node_meta, name)
+    ctx.neuron_nodes += 1
+    ctx.recorded_nodes += bool(ours)
     if ctx.spike_given == "multi":
         raise UnsupportedLayerError(f"NIR node '{name}' (recurrent {_type(neuron)}): --nir-spike multi applies to "
                                     "feed-forward IF and LIF nodes only")

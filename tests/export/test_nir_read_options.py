@@ -136,3 +136,16 @@ def test_compressing_commands_take_the_nir_options(capsys, tmp_path, write_tenso
         assert out.exists()
     assert_input_error(capsys, "quantize", "demo", "--data", data, "-o", tmp_path / "x.safetensors",
                        "--nir-dt", "1e-3", match="apply to a .nir MODEL")
+
+
+def test_read_options_a_graph_of_ours_records_already_are_said_to_change_nothing(tmp_path, capsys):
+    from snncompress.export.nir_export import export_nir
+
+    path = tmp_path / "ours.nir"
+    export_nir(leaky_linear("zero"), path, inputs((6,))[0])
+    capsys.readouterr()
+    load_nir(path, NirReadOptions(reset="none", spike="multi"))
+    err = capsys.readouterr().err
+    assert "--nir-reset and --nir-spike changed nothing" in err
+    load_nir(_bare(tmp_path, leaky_linear("zero"), dt=1e-4), NirReadOptions(reset="zero"))
+    assert "changed nothing" not in capsys.readouterr().err
