@@ -412,7 +412,13 @@ def _batchnorm_bounds(bn: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tupl
     """
     scale = torch.ones_like(lo)
     mean = torch.zeros_like(lo)
-    if bn.track_running_stats and bn.running_mean is not None:
+    if not bn.track_running_stats or bn.running_mean is None:
+        # it normalizes by the batch's own statistics: a channel that is exactly 0 everywhere stays 0 (then
+        # the bias is added); a nonzero constant's rounding would be blown up by 1 / sqrt(eps): unbounded
+        exact = lo.eq(0) & hi.eq(0)
+        lo = torch.where(exact, lo, torch.full_like(lo, -torch.inf))
+        hi = torch.where(exact, hi, torch.full_like(hi, torch.inf))
+    else:
         scale = 1 / torch.sqrt(bn.running_var.detach().double().cpu() + bn.eps)
         mean = bn.running_mean.detach().double().cpu()
     bias = torch.zeros_like(lo)
@@ -422,7 +428,9 @@ def _batchnorm_bounds(bn: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tupl
     ends = torch.stack([lo * scale, hi * scale])
     shift = bias - mean * scale
     slack = _ROUNDING * (ends.abs().amax(dim=0) + bias.abs() + (mean * scale).abs())
-    return ends.amin(dim=0) + shift - slack, ends.amax(dim=0) + shift + slack
+    # an unbounded input times a zero weight is nan here: unbounded still
+    lo, hi = ends.amin(dim=0) + shift - slack, ends.amax(dim=0) + shift + slack
+    return lo.masked_fill(lo.isnan(), -torch.inf), hi.masked_fill(hi.isnan(), torch.inf)
 
 
 def _passed_bounds(m: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -467,7 +475,7 @@ def _neuron_silent(leaf: _Leaf, lo: torch.Tensor, hi: torch.Tensor, rows: int, k
                           "would still receive its neighbours' spikes)")
     kind = type(m).__name__
     if getattr(m, "state_quant", False):  # snnTorch quantizes the membrane before firing: zero may not stay zero
-        return torch.zeros(rows, dtype=torch.bool), f"'{leaf.name}' ({kind}) uses snnTorch's state_quant"
+        return torch.zeros(rows, dtype=torch.bool), f"neuron layer '{leaf.name}' ({kind}) uses snnTorch's state_quant"
     values = {"threshold": m.threshold}
     for key in {"Leaky": ("beta",), "Synaptic": ("alpha", "beta")}.get(kind, ()):
         values[key] = getattr(m, key).clamp(0, 1)  # what snnTorch's step uses
@@ -475,11 +483,11 @@ def _neuron_silent(leaf: _Leaf, lo: torch.Tensor, hi: torch.Tensor, rows: int, k
     thr = values["threshold"]
     at_rest = (thr >= 0).all(dim=1)  # spike = Heaviside(u - Vth) with u <= 0: fires only for Vth < 0
     if kind not in _SIGN_KEEPING:
-        why = f"'{leaf.name}' ({kind}) is bounded only for a zero input"
+        why = f"neuron layer '{leaf.name}' ({kind}) is bounded only for a zero input"
         return at_rest & lo.eq(0) & hi.eq(0), why
     silent = at_rest & hi.le(0)
     if quantized:
-        return silent, f"'{leaf.name}' ({kind}) has a membrane quantizer: bounded only for an input <= 0"
+        return silent, f"neuron layer '{leaf.name}' ({kind}) has a membrane quantizer: bounded only for an input <= 0"
     # from rest, m[t+1] = beta m[t] + x[t] (Synaptic: s[t+1] = alpha s[t] + x[t], m[t+1] = beta m[t] + s[t+1])
     # stays under x_max / (1 - beta); each float32 step rounds up by at most a factor (1 + _ROUNDING)
     up = 1 + _ROUNDING
@@ -490,7 +498,7 @@ def _neuron_silent(leaf: _Leaf, lo: torch.Tensor, hi: torch.Tensor, rows: int, k
             limit = torch.where(gain < 1, limit * up / (1 - gain).clamp(min=1e-300),
                                 torch.full_like(limit, torch.inf))
     bounded = (limit <= thr * (1 - _MARGIN)).all(dim=1)
-    why = f"'{leaf.name}' ({kind}) reaches its threshold from the constant its BatchNorm shift feeds it"
+    why = f"neuron layer '{leaf.name}' ({kind}) can reach its threshold on the constant its BatchNorm shift feeds it"
     return silent | (hi.gt(0) & bounded), why
 
 
@@ -498,7 +506,7 @@ def _per_neuron(values: dict[str, torch.Tensor], rows: int, k: int) -> dict[str,
     """``{name: [rows, n]}``: the values each channel's neurons see, broadcast together (the same ``n``)."""
     tensors = [torch.as_tensor(v).detach().double().cpu() for v in values.values()]
     # each broadcasts to the activation's shape, so to one another's: the same neurons in the same order
-    return {key: _channel_values(t, rows, k) for key, t in zip(values, torch.broadcast_tensors(*tensors))}
+    return {key: _channel_values(t, rows, k) for key, t in zip(values, torch.broadcast_tensors(*tensors), strict=True)}
 
 
 def _channel_values(t: torch.Tensor, rows: int, k: int) -> torch.Tensor:
