@@ -17,11 +17,21 @@ walked as one chain):
 
 It is exact: the shrunk model gives the masked model's output spikes bit for bit. A removed output must be
 silent whatever the input, so it is removed only when its value at the next synaptic layer is provably
-always zero: its pre-activation is a constant (0, or its BatchNorm's shift ``c``), and its neuron with
-that constant input never fires (``c == 0`` with a non-negative threshold; or ``c < 0`` into a Leaky /
-Synaptic neuron whose decays are non-negative). A pruned output whose BatchNorm gives a positive constant
-(it fires without input) is kept, masked, with a note. The last synaptic layer's outputs are the classes:
-never removed (a note names any the masks pruned; they stay masked).
+always zero: its pre-activation is a constant (0, or its BatchNorm's shift ``c``, through any max-pool
+and unpadded average pool), and its neuron with that constant input never fires, decided per neuron:
+
+* ``c <= 0`` with a non-negative threshold: a Leaky / Synaptic membrane stays ``<= 0`` (snnTorch clamps
+  the decays to [0, 1]); any neuron with ``c == 0`` stays at rest;
+* ``c > 0`` into a Leaky (decay ``beta = clamp(beta, 0, 1)``) or Synaptic (``alpha``, ``beta``) neuron: from
+  rest the membrane rises monotonically toward ``c / (1 - beta)`` (Synaptic: ``c / ((1 - alpha)(1 - beta))``)
+  and never gets there; snnTorch fires on ``mem - threshold > 0``, so it is silent when that limit, bounded
+  for float32 rounding, stays a relative ``1e-4`` under the threshold. ``beta == 1`` (integrate-and-fire)
+  fires eventually. No spike ever comes, so the reset mechanism never acts. A neuron with a membrane
+  quantizer (or snnTorch's ``state_quant``) is not bounded through its rounding: it counts as firing for
+  ``c > 0``; so do the neurons without a closed form (Lapicque, Alpha, the recurrent ones, multi-spike).
+
+A pruned output that can fire without input is kept, masked, with a note saying why. The last synaptic
+layer's outputs are the classes: never removed (a note names any the masks pruned; they stay masked).
 
 The compression state follows: pruning masks, quantized codes and their per-channel scheme parameters
 (scales, exponents) are sliced with their tensors (a per-tensor parameter stays), a mask left all-True is
@@ -57,10 +67,19 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # zero in, zero out (eval mode; dropout scales zero to zero in training too)
 _ZERO_PRESERVING = (nn.Dropout, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 # per-neuron settings in state.neurons that shrink slices (or that need no slicing)
 _NEURON_SETTINGS = {"membrane", "membrane_grid", "membrane_unit"}
-# a constant negative input keeps these neurons' membranes below zero (non-negative decays)
+# a constant negative input keeps these neurons' membranes below zero (snnTorch clamps their decays to [0, 1]);
+# a positive one is bounded by the closed form of their monotone rise (module docstring)
 _SIGN_KEEPING = ("Leaky", "Synaptic")
+# a float32 operation's relative rounding, bounded generously (float32's unit roundoff is 6e-8)
+_ROUNDING = 1e-6
+# an average of n equal float32 values is off by at most ~n/2 roundoffs: this covers windows to ~16k values
+_AVERAGE_ROUNDING = 1e-3
+# a positive input is silent only if its membrane's limit stays this far (relative) under the threshold
+_MARGIN = 1e-4
 # the activation rank whose channel dim a synaptic layer's outputs occupy, counted from the end
 _CHANNEL_FROM_END = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3}
 
@@ -296,9 +315,12 @@ def _shrink_one(model, chain: list[_Leaf], i: int, j: int, state, result: Shrink
     if not bool(dead.any()):
         return
     rows = dead.numel()
-    # the constant each pruned output carries (its masked pre-activation is 0), pushed through the chain
-    const = torch.zeros(rows, dtype=torch.float64)
+    # what each pruned output carries (its masked pre-activation is exactly 0), pushed through the chain as
+    # per-channel bounds [lo, hi] on every step's value, float32 rounding included
+    lo = torch.zeros(rows, dtype=torch.float64)
+    hi = torch.zeros(rows, dtype=torch.float64)
     silent = dead.clone()
+    reasons: list[str] = []
     k = _CHANNEL_FROM_END[type(module)]
     flatten_at = None
     for leaf in chain[i + 1:j]:
@@ -306,27 +328,34 @@ def _shrink_one(model, chain: list[_Leaf], i: int, j: int, state, result: Shrink
         if isinstance(m, _BATCHNORMS):
             if flatten_at is not None:
                 raise ConfigError(f"cannot shrink layer '{layer.name}': BatchNorm '{leaf.name}' after a flatten")
-            const = _batchnorm_affine(m, const)
+            lo, hi = _batchnorm_bounds(m, lo, hi)
         elif is_neuron(m):
             if flatten_at is not None:
                 raise ConfigError(f"cannot shrink layer '{layer.name}': neuron layer '{leaf.name}' after a flatten")
-            silent &= _neuron_silent(leaf, const, rows, k)
-            const = torch.zeros_like(const)  # a silent neuron outputs zero spikes
+            quantized = "membrane" in state.neurons.get(leaf.name, {})
+            quiet, why = _neuron_silent(leaf, lo, hi, rows, k, quantized)
+            if bool((dead & silent & ~quiet).any()):
+                reasons.append(why)
+            silent &= quiet
+            lo, hi = torch.zeros_like(lo), torch.zeros_like(hi)  # a silent neuron outputs zero spikes
         elif isinstance(m, nn.Flatten):
             if (m.start_dim, m.end_dim) != (1, -1) or flatten_at is not None:
                 raise ConfigError(f"cannot shrink layer '{layer.name}' through '{leaf.name}': only "
                                   "Flatten(start_dim=1, end_dim=-1) keeps channel blocks contiguous")
             flatten_at = leaf.name or "the flatten"
         elif isinstance(m, _ZERO_PRESERVING):
-            silent &= const.eq(0)  # a pool of a nonzero constant (padding) is not that constant
+            lo, hi = _passed_bounds(m, lo, hi)
         else:
             raise ConfigError(f"cannot shrink layer '{layer.name}' through '{leaf.name}' "
                               f"({type(m).__name__})")
-    silent &= const.eq(0)  # what reaches the next synaptic layer must be zero
+    constant = lo.ne(0) | hi.ne(0)  # what reaches the next synaptic layer must be exactly zero
+    if bool((dead & silent & constant).any()):
+        reasons.append(f"their BatchNorm shift reaches the next synaptic layer '{chain[j].name}'")
+    silent &= ~constant
     kept_pruned = int((dead & ~silent).sum())
     if kept_pruned:
-        result.notes.append(f"layer '{layer.name}': {kept_pruned} pruned outputs kept (masked): their BatchNorm "
-                            "shift can fire their neurons without input")
+        result.notes.append(f"layer '{layer.name}': {kept_pruned} of its {int(dead.sum())} pruned outputs kept "
+                            f"(masked), they can fire without input: {'; '.join(reasons)}")
     remove = dead & silent
     if not bool(remove.any()):
         return
@@ -375,19 +404,68 @@ def _shrink_one(model, chain: list[_Leaf], i: int, j: int, state, result: Shrink
     result.removed[layer.name] = torch.nonzero(remove).flatten().tolist()
 
 
-def _batchnorm_affine(bn: nn.Module, const: torch.Tensor) -> torch.Tensor:
-    """BatchNorm (eval) of a constant per channel."""
-    x = const
-    if bn.track_running_stats and bn.running_mean is not None:
-        x = (x - bn.running_mean.detach().double().cpu()) / torch.sqrt(bn.running_var.detach().double().cpu()
-                                                                       + bn.eps)
+def _batchnorm_bounds(bn: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds per channel on BatchNorm (eval) of an input in ``[lo, hi]``, float32 rounding included.
+
+    PyTorch computes ``x * a + (bias - mean * a)`` with ``a = weight / sqrt(var + eps)``: each term is off
+    by a few roundoffs of its own size, so the bounds widen by ``_ROUNDING`` of the terms' magnitudes.
+    """
+    scale = torch.ones_like(lo)
+    mean = torch.zeros_like(lo)
+    if not bn.track_running_stats or bn.running_mean is None:
+        # it normalizes by the batch's own statistics: a channel that is exactly 0 everywhere stays 0 (then
+        # the bias is added); a nonzero constant's rounding would be blown up by 1 / sqrt(eps): unbounded
+        exact = lo.eq(0) & hi.eq(0)
+        lo = torch.where(exact, lo, torch.full_like(lo, -torch.inf))
+        hi = torch.where(exact, hi, torch.full_like(hi, torch.inf))
+    else:
+        scale = 1 / torch.sqrt(bn.running_var.detach().double().cpu() + bn.eps)
+        mean = bn.running_mean.detach().double().cpu()
+    bias = torch.zeros_like(lo)
     if bn.affine:
-        x = x * bn.weight.detach().double().cpu() + bn.bias.detach().double().cpu()
-    return x
+        scale = scale * bn.weight.detach().double().cpu()
+        bias = bn.bias.detach().double().cpu()
+    ends = torch.stack([lo * scale, hi * scale])
+    shift = bias - mean * scale
+    slack = _ROUNDING * (ends.abs().amax(dim=0) + bias.abs() + (mean * scale).abs())
+    # an unbounded input times a zero weight is nan here: unbounded still
+    lo, hi = ends.amin(dim=0) + shift - slack, ends.amax(dim=0) + shift + slack
+    return lo.masked_fill(lo.isnan(), -torch.inf), hi.masked_fill(hi.isnan(), torch.inf)
 
 
-def _neuron_silent(leaf: _Leaf, const: torch.Tensor, rows: int, k: int) -> torch.Tensor:
-    """Bool per channel: the neuron with the constant input ``const`` never fires, from rest."""
+def _passed_bounds(m: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds per channel on what a dropout / pooling layer makes of an input in ``[lo, hi]``.
+
+    A max-pool's every window holds a real value (its padding is -inf), so its max lies in ``[lo, hi]``; an
+    average pool's mean of values in ``[lo, hi]`` (and of zero padding, with ``count_include_pad``) lies in
+    ``[min(lo, 0), max(hi, 0)]``, scaled by ``window / divisor_override`` where that is set; dropout zeroes a
+    value or scales it by ``1 / (1 - p)`` in training (eval: as is). Zero stays exactly zero in every case.
+    """
+    if isinstance(m, _MAX_POOLS) or isinstance(m, nn.Identity):
+        return lo, hi
+    if isinstance(m, nn.Dropout):
+        if m.p >= 1:
+            return torch.zeros_like(lo), torch.zeros_like(hi)
+        gain = 1 / (1 - m.p)
+        return torch.minimum(lo, lo * gain).clamp(max=0), torch.maximum(hi, hi * gain).clamp(min=0)
+    if isinstance(m, _AVG_POOLS):
+        gain = 1.0
+        if getattr(m, "divisor_override", None):
+            kernel = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (
+                2 if isinstance(m, nn.AvgPool2d) else 1)
+            gain = max(1.0, float(torch.tensor(kernel).prod()) / m.divisor_override)
+        padded = any(torch.tensor(m.padding).flatten().tolist()) if hasattr(m, "padding") else False
+        if padded or getattr(m, "ceil_mode", False) or gain != 1.0:
+            lo, hi = lo.clamp(max=0) * gain, hi.clamp(min=0) * gain
+        slack = _AVERAGE_ROUNDING * torch.maximum(lo.abs(), hi.abs())
+        return lo - slack, hi + slack
+    raise AssertionError(f"no bounds for {type(m).__name__}")  # _ZERO_PRESERVING lists only the above
+
+
+def _neuron_silent(leaf: _Leaf, lo: torch.Tensor, hi: torch.Tensor, rows: int, k: int,
+                   quantized: bool) -> tuple[torch.Tensor, str]:
+    """Bool per channel: the neurons with every step's input in ``[lo, hi]`` never fire, from rest (module
+    docstring); and, for the note, why a channel may fire."""
     m = leaf.module
     if getattr(m, "inhibition", False):
         raise ConfigError(f"cannot shrink: neuron layer '{leaf.name}' has lateral inhibition (its neurons "
@@ -395,16 +473,40 @@ def _neuron_silent(leaf: _Leaf, const: torch.Tensor, rows: int, k: int) -> torch
     if getattr(m, "all_to_all", False):
         raise ConfigError(f"cannot shrink: neuron layer '{leaf.name}' is all-to-all recurrent (a removed neuron "
                           "would still receive its neighbours' spikes)")
-    thr = _channel_values(m.threshold, rows, k)
-    ok = (thr >= 0).all(dim=1)  # spike = Heaviside(u - Vth) with u = 0: fires only for Vth < 0
-    negative = const < 0
-    if bool(negative.any()):
-        decays_ok = type(m).__name__ in _SIGN_KEEPING
-        for key in ("beta", "alpha"):
-            if decays_ok and getattr(m, key, None) is not None:
-                decays_ok = bool((_channel_values(getattr(m, key), rows, k) >= 0).all())
-        ok &= ~negative | torch.tensor(decays_ok)
-    return ok & (const <= 0)
+    kind = type(m).__name__
+    if getattr(m, "state_quant", False):  # snnTorch quantizes the membrane before firing: zero may not stay zero
+        return torch.zeros(rows, dtype=torch.bool), f"neuron layer '{leaf.name}' ({kind}) uses snnTorch's state_quant"
+    values = {"threshold": m.threshold}
+    for key in {"Leaky": ("beta",), "Synaptic": ("alpha", "beta")}.get(kind, ()):
+        values[key] = getattr(m, key).clamp(0, 1)  # what snnTorch's step uses
+    values = _per_neuron(values, rows, k)
+    thr = values["threshold"]
+    at_rest = (thr >= 0).all(dim=1)  # spike = Heaviside(u - Vth) with u <= 0: fires only for Vth < 0
+    if kind not in _SIGN_KEEPING:
+        why = f"neuron layer '{leaf.name}' ({kind}) is bounded only for a zero input"
+        return at_rest & lo.eq(0) & hi.eq(0), why
+    silent = at_rest & hi.le(0)
+    if quantized:
+        return silent, f"neuron layer '{leaf.name}' ({kind}) has a membrane quantizer: bounded only for an input <= 0"
+    # from rest, m[t+1] = beta m[t] + x[t] (Synaptic: s[t+1] = alpha s[t] + x[t], m[t+1] = beta m[t] + s[t+1])
+    # stays under x_max / (1 - beta); each float32 step rounds up by at most a factor (1 + _ROUNDING)
+    up = 1 + _ROUNDING
+    limit = hi.clamp(min=0).unsqueeze(1).expand_as(thr)
+    for key in ("alpha", "beta"):
+        if key in values:
+            gain = values[key] * up * up
+            limit = torch.where(gain < 1, limit * up / (1 - gain).clamp(min=1e-300),
+                                torch.full_like(limit, torch.inf))
+    bounded = (limit <= thr * (1 - _MARGIN)).all(dim=1)
+    why = f"neuron layer '{leaf.name}' ({kind}) can reach its threshold on the constant its BatchNorm shift feeds it"
+    return silent | (hi.gt(0) & bounded), why
+
+
+def _per_neuron(values: dict[str, torch.Tensor], rows: int, k: int) -> dict[str, torch.Tensor]:
+    """``{name: [rows, n]}``: the values each channel's neurons see, broadcast together (the same ``n``)."""
+    tensors = [torch.as_tensor(v).detach().double().cpu() for v in values.values()]
+    # each broadcasts to the activation's shape, so to one another's: the same neurons in the same order
+    return {key: _channel_values(t, rows, k) for key, t in zip(values, torch.broadcast_tensors(*tensors), strict=True)}
 
 
 def _channel_values(t: torch.Tensor, rows: int, k: int) -> torch.Tensor:

@@ -44,8 +44,14 @@ def shrink(model: nn.Module, layers: list[str], notes: list[str], chain: list[st
     last = chain_synaptic(model, chain)[-1]
     result = shrink_model(model, [n for n in layers if n != last], chain)
     removed = sum(before - after for before, after in result.layers.values())
-    notes.append(f"shrink: {removed} pruned outputs removed from {len(result.layers)} layers, parameters "
-                 f"{result.parameters_before:,} -> {result.parameters_after:,}; "
-                 f"{len(result.masks_dropped)} masks no longer needed")
+    if removed:
+        notes.append(f"shrink: {removed} pruned outputs removed from {len(result.layers)} layers, parameters "
+                     f"{result.parameters_before:,} -> {result.parameters_after:,}; "
+                     f"{len(result.masks_dropped)} masks no longer needed")
+    else:  # not a failure: the model is the masked one, exactly; say so rather than print a zero-sized win
+        kept = any(note.startswith("layer '") for note in result.notes)
+        why = "every pruned hidden output can fire without input (below)" if kept else "no hidden output is pruned"
+        notes.append(f"shrink: nothing removed, the model keeps its sizes and masks "
+                     f"({result.parameters_before:,} parameters): {why}")
     notes.extend(result.notes)
     return result.to_dict()

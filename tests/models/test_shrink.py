@@ -144,6 +144,208 @@ def test_a_batchnorm_shift_that_fires_keeps_its_channel():
     assert torch.equal(spikes(shrunk, "conv1d_net"), spikes(model, "conv1d_net"))
 
 
+# -- BatchNorm shifts decided per channel: a constant input a Leaky / Synaptic neuron provably never fires on --
+
+def _bn_model(neuron: str, pool: str | None = None) -> torch.nn.Sequential:
+    """A hidden layer of 8 outputs (channels) through a BatchNorm whose shifts are set per channel below;
+    Linear for ``pool=None``, else Conv2d - BatchNorm2d - pool - neuron (4x4 inputs)."""
+    import snntorch as snn
+    from torch import nn
+
+    torch.manual_seed(3)
+    shape = (8,) if pool is None else (8, 1, 1)
+    beta = torch.tensor([0.5, 0.5, -0.036, 0.5, 0.9, 1.02, 0.5, 0.5]).reshape(shape)  # raw: clamped to [0, 1]
+    if neuron == "Leaky":
+        lif = snn.Leaky(beta=beta, learn_beta=True, init_hidden=True)
+    else:
+        lif = snn.Synaptic(alpha=torch.full(shape, 0.5), beta=beta, learn_beta=True, init_hidden=True)
+    if pool is None:
+        head = [nn.Linear(6, 8), nn.BatchNorm1d(8), lif, nn.Linear(8, 4)]
+    else:
+        pools = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "avg_padded": nn.AvgPool2d(3, 1, padding=1)}
+        head = [nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), pools[pool], lif, nn.Flatten(),
+                nn.Linear(8 * 16 if pool == "avg_padded" else 8 * 4, 4)]
+    model = nn.Sequential(*head, snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    with torch.no_grad():  # an output layer that the hidden spikes drive
+        model[-2].weight.uniform_(0.2, 1.2)
+    bn = model[1]
+    # Leaky limits c / (1 - clamp(beta)) against threshold 1 (Synaptic: c / ((1 - alpha)(1 - beta)))
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.linspace(-0.2, 0.3, 8))
+        bn.running_var.copy_(torch.linspace(0.5, 2.0, 8))
+        bn.weight.copy_(torch.linspace(0.5, 1.5, 8))
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        # the constant each channel carries when pruned: negative; limit 0.4 (silent); 0.9 under the beta
+        # clamped to 0 (silent); 1.6 (fires); 0.5 (silent); integrate-and-fire (beta 1.02 -> 1: fires in the end);
+        # channel 6 stays unpruned; 0.9 (silent)
+        gain = 1.0 if neuron == "Leaky" else 0.5  # Synaptic's (1 - alpha) divides the limit once more
+        const = torch.tensor([-0.3, 0.2, 0.9, 0.8, 0.05, 0.01, -1.0, 0.45]) * gain
+        bn.bias.copy_(const + bn.running_mean * scale)
+    return model.eval()
+
+
+def _run_spikes(model, x: torch.Tensor, steps: int = 30) -> dict[str, torch.Tensor]:
+    recorder = Recorder()
+    runner = SNNRunner(model)
+    with torch.no_grad(), runner.observe(recorder):
+        out = runner.run(x, is_sequence=False, time_steps=steps)
+    return {**recorder.stacked()[0], "output": out.spikes}
+
+
+def _prune_all_rows(model) -> None:
+    """Structured masks on the hidden layer '0' removing every output (so each BatchNorm shift is tested),
+    bias too; the last layer stays whole."""
+    state = get_state(model)
+    weight = model[0].weight
+    state.masks["0.weight"] = torch.zeros_like(weight, dtype=torch.bool)
+    state.masks["0.bias"] = torch.zeros(weight.shape[0], dtype=torch.bool)
+    state.masks["0.weight"][[6]] = True  # one output stays (a model cut in two is refused)
+    state.masks["0.bias"][6] = True
+    KeepMasks(state.masks).attach(model)
+
+
+@pytest.mark.parametrize(("neuron", "pool"), [("Leaky", None), ("Synaptic", None), ("Leaky", "max"),
+                                              ("Leaky", "avg"), ("Synaptic", "max")])
+def test_batchnorm_shifts_are_decided_per_channel_and_the_shrunk_model_is_exact(neuron, pool):
+    model = _bn_model(neuron, pool)
+    _prune_all_rows(model)
+    x = torch.rand(6, 6) if pool is None else torch.rand(6, 1, 4, 4)
+    ref = _run_spikes(model, x)
+    hidden = ref["3" if pool is not None else "2"]  # [T, B, 8, ...]: which pruned channels fire on their shift
+    fired = hidden.reshape(*hidden.shape[:3], -1).amax(dim=(0, 1, 3)).bool()
+    # 3 fires on its shift within the run; 5 (integrate-and-fire) only after this run, but it is kept all the same
+    assert fired[3] and not fired[[0, 1, 2, 4, 5, 7]].any()
+    shrunk = copy_model(model)
+    result = shrink_model(shrunk)
+    assert result.removed["0"] == [0, 1, 2, 4, 7]
+    assert any("2 of its 7 pruned outputs kept" in note for note in result.notes), result.notes
+    got = _run_spikes(shrunk, x)
+    assert torch.equal(got["output"], ref["output"]) and ref["output"].sum() > 0
+    keep = [3, 5, 6]
+    layer = "3" if pool is not None else "2"
+    assert torch.equal(got[layer], ref[layer][:, :, keep])
+
+
+def test_a_shift_above_the_limit_fires_and_is_kept():
+    model = _bn_model("Leaky")
+    with torch.no_grad():  # channel 1: c = 0.52 > (1 - 0.5) * 1: its membrane tends to 1.04 and crosses 1
+        bn = model[1]
+        bn.bias[1] = 0.52 + float(bn.running_mean[1] * bn.weight[1] / torch.sqrt(bn.running_var[1] + bn.eps))
+    _prune_all_rows(model)
+    ref = _run_spikes(model, torch.rand(6, 6))
+    assert ref["2"][:, :, 1].any()  # it does fire
+    result = shrink_model(copy_model(model))
+    assert result.removed["0"] == [0, 2, 4, 7]
+
+
+def test_a_padded_average_pool_passes_a_bound_not_the_constant():
+    # zero padding averaged in: a value between 0 and c (still silent below the limit); exact spikes after
+    model = _bn_model("Leaky", "avg_padded")
+    _prune_all_rows(model)
+    x = torch.rand(6, 1, 4, 4)
+    ref = _run_spikes(model, x)
+    shrunk = copy_model(model)
+    result = shrink_model(shrunk)
+    assert result.removed["0"] == [0, 1, 2, 4, 7]
+    assert torch.equal(_run_spikes(shrunk, x)["output"], ref["output"])
+
+
+def _silent(neuron, c, quantized=False, **params) -> bool:
+    from snncompress.models.shrink import _Leaf, _neuron_silent
+
+    c = torch.tensor([c], dtype=torch.float64)
+    return bool(_neuron_silent(_Leaf("n", neuron(**params)), c, c, 1, 1, quantized)[0][0])
+
+
+@pytest.mark.parametrize(("c", "beta", "silent"), [
+    (0.0, 0.5, True), (-5.0, 0.5, True), (-5.0, -0.036, True),
+    (0.4999, 0.5, True), (0.5 * (1 - 2e-4), 0.5, True),  # limit 2c: under the threshold by the margin
+    (0.5 * (1 - 5e-5), 0.5, False), (0.5, 0.5, False),  # within the margin / at the threshold: kept
+    (0.99, -0.036, True), (1.0, -0.036, False),  # a raw negative beta behaves as 0: the limit is c itself
+    (1e-3, 1.0, False), (1e-3, 1.02, False),  # integrate-and-fire: any positive input fires eventually
+    (0.0999, 0.9, True), (0.1001, 0.9, False),
+])
+def test_the_leaky_silence_rule_on_hand_values(c, beta, silent):
+    import snntorch as snn
+
+    assert _silent(snn.Leaky, c, beta=beta, threshold=1.0) is silent
+    assert _silent(snn.Leaky, 2 * c, beta=beta, threshold=2.0) is silent  # the rule scales with the threshold
+    # the simulation agrees where the rule says silent (float32, snnTorch's own step)
+    lif = snn.Leaky(beta=beta, threshold=1.0)
+    mem = lif.init_leaky()
+    fired = False
+    for _ in range(1200):
+        spk, mem = lif(torch.tensor([c], dtype=torch.float32), mem)
+        fired |= bool(spk.any())
+    if silent:
+        assert not fired
+    elif beta >= 1 or c / (1 - max(0.0, beta)) > 1.001:
+        assert fired  # clearly above the threshold: it does fire
+
+
+def test_the_silence_rule_for_synaptic_other_neurons_and_membrane_quantizers():
+    import snntorch as snn
+
+    # Synaptic: limit c / ((1 - alpha)(1 - beta)) = 4c
+    assert _silent(snn.Synaptic, 0.2499, alpha=0.5, beta=0.5)
+    assert not _silent(snn.Synaptic, 0.25, alpha=0.5, beta=0.5)
+    assert _silent(snn.Synaptic, 0.4999, alpha=-0.2, beta=0.5)  # alpha clamped to 0
+    assert not _silent(snn.Synaptic, 0.01, alpha=1.0, beta=0.5)
+    assert _silent(snn.Synaptic, -3.0, alpha=0.9, beta=0.9)
+    # a negative threshold fires at rest; no closed form for Lapicque: only a zero input
+    assert not _silent(snn.Leaky, 0.0, beta=0.5, threshold=-0.1)
+    assert _silent(snn.Lapicque, 0.0, beta=0.5) and not _silent(snn.Lapicque, 0.01, beta=0.5)
+    assert not _silent(snn.Lapicque, -1.0, beta=0.5)
+    # a membrane quantizer rounds the stored membrane: only a non-positive input is bounded
+    assert not _silent(snn.Leaky, 0.1, quantized=True, beta=0.5)
+    assert _silent(snn.Leaky, -0.1, quantized=True, beta=0.5)
+    # per neuron: a channel is silent only if all its neurons are
+    from snncompress.models.shrink import _Leaf, _neuron_silent
+
+    lif = snn.Leaky(beta=torch.tensor([[0.5, 0.9], [0.5, 0.5]]), threshold=1.0)
+    c = torch.tensor([0.3, 0.3], dtype=torch.float64)
+    assert _neuron_silent(_Leaf("n", lif), c, c, 2, 2, False)[0].tolist() == [False, True]
+
+
+def test_batchnorm_bounds_with_batch_statistics_and_pools():
+    from torch import nn
+
+    from snncompress.models.shrink import _batchnorm_bounds, _passed_bounds
+
+    bn = nn.BatchNorm1d(3, track_running_stats=False)
+    with torch.no_grad():
+        bn.bias.copy_(torch.tensor([0.5, -0.5, 0.0]))
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.0]))
+    zero = torch.zeros(3, dtype=torch.float64)
+    lo, hi = _batchnorm_bounds(bn, zero, zero)  # a channel zero everywhere: normalized to 0, plus the bias
+    assert torch.allclose(lo, bn.bias.double(), atol=1e-5) and torch.allclose(hi, bn.bias.double(), atol=1e-5)
+    assert lo[0] <= 0.5 <= hi[0] and lo[2] == hi[2] == 0
+    c = torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64)  # a nonzero constant normalized by its own batch
+    lo, hi = _batchnorm_bounds(bn, c, c)
+    assert torch.isinf(lo).all() and torch.isinf(hi).all() and not torch.isnan(lo).any()
+    # a max-pool of a constant is that constant; zero padding averaged in pulls toward 0
+    c = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    assert _passed_bounds(nn.MaxPool2d(2, padding=1), c, c) == (c, c)
+    lo, hi = _passed_bounds(nn.AvgPool2d(3, padding=1), c, c)
+    assert lo.tolist()[0] <= 0 and hi.tolist()[0] >= 0.3 and lo.tolist()[1] <= -0.2 and hi.tolist()[1] >= 0
+    lo, hi = _passed_bounds(nn.AvgPool2d(2, divisor_override=1), c, c)  # a sum of 4: up to 4c
+    assert hi[0] >= 1.2 and lo[1] <= -0.8
+
+
+def test_a_shrink_that_removes_nothing_says_so():
+    options = RunOptions(hardware=False)
+    name = "conv1d_net"
+    model = load_model(TINY_MODELS[name].ref)
+    with torch.no_grad():
+        model.get_submodule("1").bias.fill_(5.0)  # every pruned channel fires without input
+    report = run_single_pass("prune", model, {"weights_structured": 0.5, "epochs": 0, "shrink": True,
+                                              "targets": ["0"]}, ctx(name), options)
+    notes = report.steps[0]["notes"]
+    assert any(n.startswith("shrink: nothing removed") and "can fire without input" in n for n in notes), notes
+    assert not any("pruned outputs removed" in n for n in notes)
+    assert any("2 of its 2 pruned outputs kept" in n for n in notes), notes
+
+
 def ctx(name: str) -> PassContext:
     return PassContext(data=tiny_bundle(name, 16), train_data=tiny_bundle(name, 16, seed=1))
 
