@@ -476,3 +476,24 @@ def learned_per_neuron_mlp() -> nn.Sequential:
         snn.Leaky(beta=torch.full((CLASSES,), 0.6), learn_beta=True, threshold=torch.linspace(0.6, 1.2, CLASSES),
                   learn_threshold=True, init_hidden=True, output=True),
     ), seed=19, gain=2.0)
+
+
+# -- snnTorch's tutorial 6 CSNN order: the pooling before the neuron layer ----------------------------
+
+def pool_first_net() -> nn.Sequential:
+    """[B,1,8,8]: Conv2d-MaxPool2d-Leaky-Conv2d-AvgPool2d-Leaky-Flatten-Linear-Leaky, each hidden neuron layer
+    behind a non-overlapping pooling (snnTorch tutorial 6's Conv2d -> MaxPool2d -> Leaky); not in ``TINY_MODELS``."""
+    return _init(nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), _lif(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.AvgPool2d(2), _lif(),
+        nn.Flatten(), nn.Linear(16, CLASSES), _lif(output=True),
+    ), seed=20, gain=2.0)
+
+
+def overlapping_pool_net() -> nn.Sequential:
+    """[B,1,8,8]: Conv2d-MaxPool2d(3, stride 2, padding 1)-Leaky-Flatten-Linear-Leaky: overlapping pooling windows
+    before the neuron layer; not in ``TINY_MODELS``."""
+    return _init(nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(3, stride=2, padding=1), _lif(),
+        nn.Flatten(), nn.Linear(64, CLASSES), _lif(output=True),
+    ), seed=21, gain=2.0)

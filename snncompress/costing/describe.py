@@ -149,7 +149,10 @@ class Probe:
         """
         model = self.model
         state = get_state(model) if has_state(model) else None
-        layers = [_describe_layer(model, layer, act, samples, steps, state) for layer, act in self.layers.items()]
+        # the masks' own work is per neuron of the layer they mask (behind a pooling: fewer than the outputs)
+        sizes = {layer: math.prod(act.out_shape) for layer, act in self.layers.items()}
+        layers = [_describe_layer(model, layer, act, samples, steps, state, sizes)
+                  for layer, act in self.layers.items()]
         if not layers:
             raise DataError(f"model {name}: no synaptic or neuron layer ran on the data")
         source = {"data": data_name, "samples": str(samples) if samples else "0 (not measured)"}
@@ -232,11 +235,11 @@ def describe_model(
                              accuracy=accuracy)
 
 
-def _describe_layer(model, name, act, samples, steps, state) -> SynapticLayer | NeuronLayer:
+def _describe_layer(model, name, act, samples, steps, state, sizes) -> SynapticLayer | NeuronLayer:
     module = model.get_submodule(name) if name else model
     if is_neuron(module):
         return _neuron_layer(name, module, act, samples, steps, state)
-    return _synaptic_layer(model, name, module, act, samples, steps, state)
+    return _synaptic_layer(model, name, module, act, samples, steps, state, sizes)
 
 
 def _per_sample(total: float, samples: int) -> float | None:
@@ -249,7 +252,7 @@ def _stored_bits(tensor: torch.Tensor) -> int:
 
 def _synaptic_layer(
     model: nn.Module, name: str, module: nn.Module, act: _Activity, samples: int, steps: int,
-    state: CompressionState | None
+    state: CompressionState | None, sizes: dict[str, int]
 ) -> SynapticLayer:
     weight = module.weight
     fan_in = math.prod(weight.shape[1:])
@@ -273,17 +276,18 @@ def _synaptic_layer(
         bias_enc = state.tensors.get(_key(name, "bias"))
         if bias_enc is not None:
             bias_bits = bias_enc.bits
-        # a spatial pruning fed by this layer ranks its outputs' membranes every step (SpQuant Eq. 21-22):
-        # a magnitude and a compare per output element, costed as the layer's gate work
-        if any(v.get("spatial", {}).get("source") == name for v in state.neurons.values()):
-            gate_work = importance_ops(math.prod(act.out_shape), 1)
-        # a channel gate fed by this layer (SpQuant Eq. 23): pooling, point-wise gate and compare every step,
-        # and its parameters stored beside the layer's
+        outputs = math.prod(act.out_shape)
         for layer, v in state.neurons.items():
+            # a spatial pruning fed by this layer ranks the membranes of the neurons it feeds every step
+            # (SpQuant Eq. 21-22): a magnitude and a compare per neuron, costed as the layer's gate work
+            if v.get("spatial", {}).get("source") == name:
+                gate_work += importance_ops(sizes.get(layer, outputs), 1)
+            # a channel gate fed by this layer (SpQuant Eq. 23): pooling the neurons' membrane, point-wise
+            # gate and compare every step, and its parameters stored beside the layer's
             record = v.get("channel_gate")
             if record and record.get("source") == name:
                 channels = int(record["channels"])
-                gate_work += gate_ops(channels, math.prod(act.out_shape) // channels, bool(record["depthwise"]))
+                gate_work += gate_ops(channels, sizes.get(layer, outputs) // channels, bool(record["depthwise"]))
                 gate = getattr(model.get_submodule(layer), GATE_NAME)
                 gate_params += sum(int(p.numel()) for p in gate.parameters())
     return SynapticLayer(

@@ -20,6 +20,12 @@ its neurons only leak, so they (almost always) do not fire, and the next layer's
 skipped too (measured from the recorded spikes, not assumed). A sample with no prior yet (an all-zero
 membrane: the first step) keeps every channel.
 
+A pooling between the feeding layer and the neuron layer (MaxPool / AvgPool over the convolution's
+positions, as in snnTorch's tutorial CSNN: Conv2d -> MaxPool2d -> Leaky) keeps the channels, so the mask
+applies to the feeding layer's output channels unchanged, overlapping or not: a dropped channel's outputs
+are all skipped, and its neurons' input is masked. The prior is the neuron layer's membrane, behind the
+pooling, so the gate's average pooling is over the neurons' (pooled) positions.
+
 Channels, by the feeding layer:
 
 * a convolution (membrane ``[B, C, *positions]``): the ``C`` output channels; the gate is a dense
@@ -52,7 +58,7 @@ import torch
 from torch import nn
 
 from snncompress.errors import ConfigError
-from snncompress.models.spatial import feeding_layer, remove_runtime_mask
+from snncompress.models.spatial import feeding, feeding_layer, remove_runtime_mask
 from snncompress.state import get_state, has_state
 
 GATE_NAME = "channel_gate"
@@ -133,7 +139,7 @@ def install_channel_gate(model: nn.Module, layer: str, threshold: float, cost: f
         raise ConfigError(f"channel threshold for '{layer}' must be in (0, 1), got {threshold}")
     if not float(cost) >= 0.0:
         raise ConfigError(f"channel cost for '{layer}' must be >= 0, got {cost}")
-    source = feeding_layer(model, layer, "channel masking")
+    source, pool = feeding(model, layer, "channel masking")
     neuron, syn = model.get_submodule(layer), model.get_submodule(source)
     channels, depthwise = channel_count(model, source)
     gate = getattr(neuron, GATE_NAME, None)
@@ -150,7 +156,10 @@ def install_channel_gate(model: nn.Module, layer: str, threshold: float, cost: f
     def decide(_module, _inputs, output):
         # before the neuron runs this step: its stored membrane is the previous step's (the prior)
         mem = getattr(neuron, "mem", None)
-        ok = isinstance(mem, torch.Tensor) and mem.shape == output.shape and mem.shape[1] == channels
+        ok = (isinstance(mem, torch.Tensor) and mem.dim() == output.dim()
+              and tuple(mem.shape[:2]) == (output.shape[0], channels)
+              # a pooling between keeps the channels and shrinks only the positions
+              and (pool is not None or mem.shape == output.shape))
         setattr(syn, KEEP_ATTR, gate(mem) if ok else None)
 
     def mask_input(_module, args):

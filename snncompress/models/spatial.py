@@ -12,10 +12,18 @@ membrane is reset (all zero) and nothing is masked. Ties (a ternary membrane has
 The importance ranking is itself work: one magnitude and one comparison per neuron and step,
 :func:`importance_ops`, reported by the pass next to the synaptic operations it saves.
 
-The mask needs the layer whose outputs feed the neuron one to one: in an ``nn.Sequential``, the
-synaptic layer right before it, with at most BatchNorm / Dropout / Identity between (elementwise, so
-output ``i`` of the synaptic layer is the current of neuron ``i``). The setting lives in the compression
-state (``state.neurons[layer]["spatial"]``) and is reinstalled on load and copy like the membrane quantizer.
+The mask needs the layer whose outputs feed the neuron: in an ``nn.Sequential``, the synaptic layer
+right before it, with at most BatchNorm / Dropout / Identity between (elementwise, so output ``i`` of the
+synaptic layer is the current of neuron ``i``) and at most one pooling (MaxPool / AvgPool 1d / 2d over the
+synaptic layer's positions, as in snnTorch's tutorial CSNN: Conv2d -> MaxPool2d -> Leaky). The pooling must
+not overlap (kernel == stride, no padding, no dilation, no ceil_mode): then each neuron has a window of
+synaptic outputs of its own, and a masked neuron's whole window is skipped (:func:`output_keep` holds the
+mask expanded to the synaptic layer's outputs). The neuron's input itself is what is masked -- with a
+BatchNorm after the pooling, a masked neuron gets no current, not the BatchNorm's shift, as without pooling
+-- so the kept neurons' windows are computed in full and the result is exact. Outputs no window covers (the
+remainder a floor-mode pooling drops) feed no neuron; they stay counted, as for the unmasked model. The
+setting lives in the compression state (``state.neurons[layer]["spatial"]``) and is reinstalled on load and
+copy like the membrane quantizer.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ from snncompress.state import get_state, has_state
 KEEP_ATTR = "snncompress_output_keep"
 _MARK = "_snncompress_spatial"
 _PASS_THROUGH = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Identity)
+#: the poolings that may sit between (pooled dimensions): channel by channel, over the last dimensions
+_POOLING = {nn.MaxPool1d: 1, nn.AvgPool1d: 1, nn.MaxPool2d: 2, nn.AvgPool2d: 2}
+#: positions of a synaptic layer's output (a Linear's neurons are not positions: pooling them mixes neurons)
+_SPATIAL_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2}
 
 
 def spatial_keep(mem: torch.Tensor, ratio: float, shape: torch.Size) -> torch.Tensor | None:
@@ -56,15 +68,19 @@ def spatial_keep(mem: torch.Tensor, ratio: float, shape: torch.Size) -> torch.Te
     return keep.reshape(shape)
 
 
-def feeding_layer(model: nn.Module, neuron: str, what: str = "spatial pruning") -> str:
-    """The synaptic layer whose outputs are the neuron layer's input currents one to one (see the module docstring).
+def feeding(model: nn.Module, neuron: str, what: str = "spatial pruning") -> tuple[str, nn.Module | None]:
+    """The synaptic layer that feeds neuron layer ``neuron`` and the pooling between them (see the module docstring).
 
     Args:
         what: the mask that needs it, for the error message.
 
+    Returns:
+        The synaptic layer's name and the pooling module between it and the neuron layer (None: none).
+
     Raises:
-        ConfigError: the model is not a Sequential at that place, or something other than
-            BatchNorm / Dropout / Identity sits between.
+        ConfigError: the model is not a Sequential at that place, something other than BatchNorm / Dropout /
+            Identity / one pooling sits between, or the pooling does not pool the synaptic layer's positions
+            channel by channel (after a Linear, or of another dimension than the convolution's).
     """
     parent_name, _, child = neuron.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -73,14 +89,74 @@ def feeding_layer(model: nn.Module, neuron: str, what: str = "spatial pruning") 
                           "know which synaptic layer feeds it)")
     names = list(parent._modules)
     synaptic = {n for n, _ in synaptic_layers(model)}
+    pool: tuple[str, nn.Module] | None = None
     for name in reversed(names[:names.index(child)]):
         full = f"{parent_name}.{name}" if parent_name else name
+        module = parent._modules[name]
         if full in synaptic:
-            return full
-        if not isinstance(parent._modules[name], _PASS_THROUGH):
+            if pool is not None and _SPATIAL_DIMS.get(type(module), 0) != _POOLING[type(pool[1])]:
+                raise ConfigError(f"{what} of '{neuron}': the pooling '{pool[0]}' ({type(pool[1]).__name__}) does "
+                                  f"not pool the positions of '{full}' ({type(module).__name__}) channel by channel")
+            return full, None if pool is None else pool[1]
+        if type(module) in _POOLING and pool is None:
+            pool = (full, module)
+        elif not isinstance(module, _PASS_THROUGH):
             break
     raise ConfigError(f"{what} of '{neuron}': no synaptic layer directly before it (only BatchNorm / "
-                      "Dropout may sit between)")
+                      "Dropout / one MaxPool or AvgPool may sit between)")
+
+
+def feeding_layer(model: nn.Module, neuron: str, what: str = "spatial pruning") -> str:
+    """The synaptic layer whose outputs are the neuron layer's input currents (:func:`feeding`)."""
+    return feeding(model, neuron, what)[0]
+
+
+def pooling_window(pool: nn.Module, neuron: str) -> tuple[int, ...]:
+    """The window of a non-overlapping pooling, per pooled dimension: each neuron's own synaptic outputs.
+
+    Raises:
+        ConfigError: the pooling's windows overlap, skip or pad (kernel != stride, padding, dilation or
+            ceil_mode): a neuron's inputs would not be its own window, so masking them is not exact.
+    """
+    dims = _POOLING[type(pool)]
+    kernel, stride = _ntuple(pool.kernel_size, dims), _ntuple(pool.stride, dims)
+    padding, dilation = _ntuple(pool.padding, dims), _ntuple(getattr(pool, "dilation", 1), dims)
+    if kernel != stride or any(padding) or any(d != 1 for d in dilation) or pool.ceil_mode:
+        raise ConfigError(f"spatial pruning of '{neuron}': the pooling before it, {pool}, has overlapping or "
+                          "padded windows; only a non-overlapping pooling (kernel == stride, no padding, dilation "
+                          "or ceil_mode) gives each neuron synaptic outputs of its own")
+    return kernel
+
+
+def _ntuple(value, dims: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * dims
+
+
+def pooled_shape(shape: torch.Size, window: tuple[int, ...]) -> torch.Size:
+    """The neurons' shape behind a non-overlapping pooling of the synaptic outputs ``shape`` (floor mode)."""
+    lead = len(shape) - len(window)
+    return torch.Size((*shape[:lead], *(s // k for s, k in zip(shape[lead:], window, strict=True))))
+
+
+def expand_keep(keep: torch.Tensor, window: tuple[int, ...], shape: torch.Size) -> torch.Tensor:
+    """The neurons' keep mask spread over their pooling windows: the keep mask of the synaptic outputs ``shape``.
+
+    Every output in a masked neuron's window is masked; outputs no window covers (a floor-mode pooling's
+    remainder) are kept: they are computed as for the unmasked model.
+    """
+    lead = keep.dim() - len(window)
+    out = keep
+    for i, k in enumerate(window):
+        out = out.repeat_interleave(k, dim=lead + i)
+    full = torch.ones(shape, dtype=torch.bool, device=keep.device)
+    full[(..., *(slice(0, n) for n in out.shape[lead:]))] = out
+    return full
+
+
+def neuron_keep(keep: torch.Tensor, window: tuple[int, ...]) -> torch.Tensor:
+    """The inverse of :func:`expand_keep`: each window's mask (all its outputs share it), the neurons' keep."""
+    lead = keep.dim() - len(window)
+    return keep[(..., *(slice(0, (n // k) * k, k) for n, k in zip(keep.shape[lead:], window, strict=True)))]
 
 
 def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
@@ -90,11 +166,13 @@ def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
         The synaptic layer feeding it (whose masked outputs are skipped).
 
     Raises:
-        ConfigError: ``ratio`` outside [0, 1), or no feeding synaptic layer (:func:`feeding_layer`).
+        ConfigError: ``ratio`` outside [0, 1), no feeding synaptic layer (:func:`feeding`), or an overlapping
+            pooling between (:func:`pooling_window`).
     """
     if not 0.0 <= float(ratio) < 1.0:
         raise ConfigError(f"spatial pruning ratio for '{layer}' must be in [0, 1), got {ratio}")
-    source = feeding_layer(model, layer)
+    source, pool = feeding(model, layer)
+    window = pooling_window(pool, layer) if pool is not None else None
     neuron, syn = model.get_submodule(layer), model.get_submodule(source)
     state = get_state(model)
     for key in (f"spatial:{layer}", f"spatial-in:{layer}"):
@@ -104,10 +182,16 @@ def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
 
     def decide(_module, _inputs, output):
         # before the neuron runs this step: its stored membrane is the previous step's (the prior)
-        setattr(syn, KEEP_ATTR, spatial_keep(neuron.mem, float(ratio), output.shape))
+        if window is None:
+            setattr(syn, KEEP_ATTR, spatial_keep(neuron.mem, float(ratio), output.shape))
+            return
+        keep = spatial_keep(neuron.mem, float(ratio), pooled_shape(output.shape, window))
+        setattr(syn, KEEP_ATTR, None if keep is None else expand_keep(keep, window, output.shape))
 
     def mask_input(_module, args):
         keep = getattr(syn, KEEP_ATTR, None)
+        if keep is not None and window is not None:
+            keep = neuron_keep(keep, window)
         if keep is None or not args or args[0].shape != keep.shape:
             return None
         return (args[0] * keep.to(args[0].dtype), *args[1:])
@@ -122,7 +206,8 @@ def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
 
 
 def output_keep(module: nn.Module) -> torch.Tensor | None:
-    """The keep mask a spatial pruning put on this synaptic layer's outputs for the current step (None: all)."""
+    """The keep mask a spatial pruning put on this synaptic layer's outputs for the current step (None: all);
+    behind a pooling, each masked neuron's whole window of outputs is masked."""
     return getattr(module, KEEP_ATTR, None)
 
 

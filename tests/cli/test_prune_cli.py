@@ -57,3 +57,20 @@ def test_a_layer_the_pass_cannot_handle_is_one_line_before_anything_runs(capsys,
     assert_input_error(capsys, "prune", model, "--data", DATA, "--train-data", DATA, "-o", out, "--epochs", 1,
                        "-T", 3, *args, match=match)
     assert not out.exists()
+
+
+def test_pooling_before_the_neuron_layer(capsys, tmp_path):
+    """snnTorch tutorial 6's order, Conv2d -> MaxPool2d -> Leaky: masked; an overlapping pooling refused."""
+    images = "tests.models:static_images"
+    out = tmp_path / "p.safetensors"
+    code, _, err = cli(capsys, "prune", "tests.models:pool_first_net", "--data", images, "--train-data", images,
+                       "-o", out, "--spatial", 0.35, "--channel-threshold", 0.47, "--epochs", 0, "-T", 3, "-q")
+    assert code == 0, err
+    header = read_metadata(out)
+    assert header["neurons"]["2"]["spatial"] == {"ratio": 0.35, "source": "0"}
+    assert header["neurons"]["5"]["channel_gate"]["source"] == "3"
+    bad = tmp_path / "bad.safetensors"
+    assert_input_error(capsys, "prune", "tests.models:overlapping_pool_net", "--data", images, "--train-data",
+                       images, "-o", bad, "--spatial", 0.35, "--epochs", 0, "-T", 3,
+                       match="spatial pruning of '2': the pooling before it, MaxPool2d(kernel_size=3, stride=2")
+    assert not bad.exists()

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from snncompress.models.channel_gate import ChannelGate, gate_ops
+from snncompress.models.channel_gate import ChannelGate, gate_ops, install_channel_gate
 
 
 def _set(gate: ChannelGate, weight, bias) -> ChannelGate:
@@ -64,3 +64,35 @@ def test_the_straight_through_estimator_passes_the_probabilitys_gradient():
 
 def test_gate_ops_count_pooling_macs_and_compares():
     assert gate_ops(16, 64, False) == 16 * 64 + 16 * 16 + 16
+
+
+def test_behind_a_pooling_the_gate_reads_the_pooled_membrane_and_drops_the_channel_before_it():
+    import snntorch as snn
+    from torch import nn
+
+    from snncompress.costing.describe import Probe
+    from snncompress.sim.runner import SNNRunner
+    conv = nn.Conv2d(1, 2, 1, bias=False)  # channel c's outputs: (c + 1) * x
+    model = nn.Sequential(conv, nn.MaxPool2d(2), snn.Leaky(beta=0.5, threshold=100.0, init_hidden=True),
+                          nn.Flatten(), nn.Linear(8, 2), snn.Leaky(beta=0.5, init_hidden=True, output=True)).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 2.0]).reshape(2, 1, 1, 1))
+    assert install_channel_gate(model, "2", 0.47, 1.0) == "0"
+    x = torch.tensor([[1., 9., 2., 3.], [4., 5., 6., 7.], [8., 0.5, 7.5, 2.5], [3.5, 1.5, 4.5, 6.5]])
+    pooled = x.reshape(2, 2, 2, 2).permute(0, 2, 1, 3).reshape(2, 2, 4).max(dim=-1).values  # the pooling by hand
+    current = torch.stack([pooled, 2 * pooled])
+    mean0 = float(pooled.mean())  # channel 0's pooled membrane after the first step
+    # z_0 = -a_0 + c: dropped at a_0 = mean0 (step 1), kept at a_0 = mean0 / 2 (step 2); channel 1 always kept
+    logit = math.log(0.47 / 0.53)
+    _set(model.get_submodule("2").channel_gate, [[-1.0, 0.0], [0.0, 0.0]], [0.75 * mean0 + logit, 5.0])
+    mems = []
+    model.get_submodule("2").register_forward_hook(lambda m, a, o: mems.append(m.mem[0].detach().clone()))
+    with Probe(model) as probe, torch.no_grad():
+        SNNRunner(model).run(x.reshape(1, 1, 4, 4), is_sequence=False, time_steps=3)
+    keep = [[1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]
+    mem = torch.zeros(2, 2, 2)
+    for t in range(3):
+        mem = 0.5 * mem + current * torch.tensor(keep[t]).reshape(2, 1, 1)
+        assert torch.allclose(mems[t], mem), (t, mems[t], mem)
+    # the 1x1 conv on 16 non-zero inputs: 2 x 16 ops a step, channel 0's 16 skipped at step 1
+    assert probe.layers["0"].synaptic_ops == 32 + 16 + 32

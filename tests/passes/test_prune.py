@@ -318,6 +318,144 @@ def test_spatial_pruning_needs_a_sequential_feed():
         run_single_pass("prune", tiny("tutorial_net"), {"spatial": 0.35, "epochs": 0}, ctx("tutorial_net"), OPTIONS)
 
 
+# -- spatial pruning behind a pooling (snnTorch tutorial 6: Conv2d -> MaxPool2d -> Leaky) ---------------------
+
+def images(seed=0):
+    """The 8 static images of ``tests.models:static_images`` as a bundle (batches of 4, T steps)."""
+    from snncompress.data.loading import DataBundle, DataOptions
+    from tests.models import CLASSES, T, static_images
+    return DataBundle(f"images:{seed}", static_images(), False, T, CLASSES,
+                      DataOptions(time_steps=T, batch_size=4, seed=seed))
+
+
+def _windows(x, reduce):
+    """[4, 4] -> [2, 2]: each 2x2 window reduced (a pooling by hand)."""
+    return reduce(x.reshape(2, 2, 2, 2).permute(0, 2, 1, 3).reshape(2, 2, 4))
+
+
+@pytest.mark.parametrize(("pool", "reduce", "shift"), [
+    (torch.nn.MaxPool2d(2), lambda w: w.max(dim=-1).values, None),
+    (torch.nn.AvgPool2d(2), lambda w: w.mean(dim=-1), None),
+    (torch.nn.MaxPool2d(2), lambda w: w.max(dim=-1).values, 0.5),  # a BatchNorm's shift after the pooling
+])
+def test_spatial_pruning_behind_a_pooling_gives_a_masked_neuron_no_current(pool, reduce, shift):
+    import snntorch as snn
+
+    from snncompress.costing.describe import Probe
+    from snncompress.models.spatial import install_spatial_pruning, output_keep
+    from snncompress.sim.runner import SNNRunner
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)  # each output is its own input: the pooling's input is x
+    between = [pool]
+    if shift is not None:
+        bn = torch.nn.BatchNorm2d(1).eval()
+        with torch.no_grad():
+            bn.bias.fill_(shift)
+        between.append(bn)
+    model = torch.nn.Sequential(conv, *between, snn.Leaky(beta=0.5, threshold=100.0, init_hidden=True),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2),
+                                snn.Leaky(beta=0.5, init_hidden=True, output=True)).eval()
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    neuron = str(len(between) + 1)
+    assert install_spatial_pruning(model, neuron, 0.5) == "0"
+    x = torch.tensor([[1., 9., 2., 3.], [4., 5., 6., 7.], [8., 0.5, 7.5, 2.5], [3.5, 1.5, 4.5, 6.5]])
+    current = _windows(x, reduce)
+    if shift is not None:
+        current = current / (1 + bn.eps) ** 0.5 + shift
+    mems, keeps = [], []
+    model.get_submodule(neuron).register_forward_hook(lambda m, a, o: mems.append(m.mem[0, 0].detach().clone()))
+    conv.register_forward_hook(lambda m, a, o: keeps.append(output_keep(m)))
+    with Probe(model) as probe:
+        SNNRunner(model).run(x.reshape(1, 1, 4, 4), is_sequence=False, time_steps=3)
+    # by hand: no spike (threshold 100), so u[t] = 0.5 u[t-1] + keep[t] * I; keep[t] masks the two smallest |u[t-1]|
+    mem = torch.zeros(2, 2)
+    for t in range(3):
+        keep = torch.ones(4, dtype=torch.bool)
+        if t > 0:
+            keep[mem.reshape(-1).abs().argsort()[:2]] = False
+            assert torch.equal(keeps[t][0, 0], keep.reshape(2, 2).repeat_interleave(2, 0).repeat_interleave(2, 1))
+        mem = 0.5 * mem + current * keep.reshape(2, 2)
+        assert torch.allclose(mems[t], mem), (t, mems[t], mem)
+    assert keeps[0] is None  # the first step: no prior, nothing masked
+    # a 1x1 conv on 16 non-zero inputs: 16 ops a step, less the two masked windows' 8 after the first
+    assert probe.layers["0"].synaptic_ops == 16 + 8 + 8
+
+
+def test_spatial_pruning_behind_a_pooling_in_the_pass_counts_the_windows_and_round_trips(tmp_path):
+    from snncompress.costing.describe import Probe, _connectivity
+    from snncompress.models.spatial import spatial_keep
+    from snncompress.sim.runner import SNNRunner
+    from tests.models import T, pool_first_net
+    model = pool_first_net()  # Conv2d(1->4) - MaxPool2d(2) - Leaky - Conv2d(4->4) - AvgPool2d(2) - Leaky - ...
+    data = PassContext(data=images(), train_data=images(1))
+    report = run_single_pass("prune", model, {"spatial": 0.5, "epochs": 0}, data, RunOptions())
+    metrics = report.steps[0]["metrics"]
+    assert metrics["spatial"]["layers"] == {"2": {"ratio": 0.5, "source": "0"}, "5": {"ratio": 0.5, "source": "3"}}
+    # the ranking is per neuron, behind the pooling: 4x4x4 and 4x2x2 of them, not the 4x8x8 and 4x4x4 outputs
+    assert metrics["importance_ops"] == 2 * (64 + 16) * T
+    layers = {la.name: la for la in report.measurements[-1].description.layers}
+    assert layers["0"].gate_ops_per_step == 2 * 64 and layers["3"].gate_ops_per_step == 2 * 16
+    # the pass's figures are the report's
+    assert metrics["synaptic_ops_after"] == pytest.approx(
+        sum(layers[n].measured_synaptic_ops_per_sample for n in ("0", "3", "7")), abs=1e-3)
+    before = {la.name: la for la in report.measurements[0].description.layers}
+    assert metrics["synaptic_ops_before"] == pytest.approx(
+        sum(before[n].measured_synaptic_ops_per_sample for n in ("0", "3", "7")), abs=1e-3)
+    # the skipped ops of layer 0 are its outputs in the masked neurons' windows, counted from the priors by hand
+    conv, neuron = model.get_submodule("0"), model.get_submodule("2")
+    expected, inputs, priors = [0.0], [], []
+    conv.register_forward_hook(lambda m, a, o: inputs.append(a[0].detach().ne(0).float()))
+    neuron.register_forward_pre_hook(lambda m, a: priors.append(m.mem.detach().clone()))
+    x = images().dataset.tensors[0]
+    with Probe(model) as probe:
+        spikes = SNNRunner(model).run(x, is_sequence=False, time_steps=T).spikes
+    for active, prior in zip(inputs, priors, strict=True):
+        used = _connectivity(conv, active, conv.weight.detach().ne(0).float())
+        keep = spatial_keep(prior, 0.5, torch.Size((len(x), 4, 4, 4)))
+        if keep is not None:
+            used = used * torch.nn.functional.interpolate(keep.float(), scale_factor=2, mode="nearest")
+        expected[0] += float(used.sum())
+    assert probe.layers["0"].synaptic_ops == expected[0]
+    assert probe.layers["0"].synaptic_ops < len(x) * T * 4 * 64 * 9  # some were skipped
+    # the file: the masks reinstalled, the same spikes and op counts, the same bytes again
+    path = save_compressed(model, tmp_path / "pool.safetensors")
+    loaded = load_model(str(path))
+    with Probe(loaded) as probe2:
+        assert torch.equal(SNNRunner(loaded).run(x, is_sequence=False, time_steps=T).spikes, spikes)
+    assert {n: a.synaptic_ops for n, a in probe2.layers.items()} == {n: a.synaptic_ops for n, a in probe.layers.items()}
+    assert save_compressed(loaded, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
+
+
+def test_spatial_pruning_refuses_an_overlapping_pooling():
+    from snncompress.recipes import RecipeError
+    from tests.models import overlapping_pool_net
+    model = overlapping_pool_net()
+    with pytest.raises((ConfigError, RecipeError), match=r"spatial pruning of '2': the pooling before it, "
+                                                         r"MaxPool2d\(kernel_size=3, stride=2, padding=1"):
+        run_single_pass("prune", model, {"spatial": 0.35, "epochs": 0},
+                        PassContext(data=images(), train_data=images(1)), OPTIONS)
+    assert "2" not in get_state(model).neurons
+
+
+@pytest.mark.parametrize("pool", [torch.nn.MaxPool2d(2, stride=1), torch.nn.AvgPool2d(2, padding=1),
+                                  torch.nn.MaxPool2d(2, dilation=2), torch.nn.MaxPool2d(2, ceil_mode=True)])
+def test_overlapping_padded_or_dilated_poolings_are_refused_and_other_layers_still_break_the_feed(pool):
+    import snntorch as snn
+
+    from snncompress.models.spatial import install_spatial_pruning
+    lif = dict(beta=0.9, init_hidden=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), pool, snn.Leaky(**lif))
+    with pytest.raises(ConfigError, match="overlapping or padded windows"):
+        install_spatial_pruning(model, "2", 0.5)
+    # two poolings, a pooling after a Linear (it would pool across neurons), a 1d pooling after a Conv2d
+    for layers in ([torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2), torch.nn.MaxPool2d(2)],
+                   [torch.nn.Linear(8, 4), torch.nn.MaxPool1d(2)],
+                   [torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool1d(2)]):
+        model = torch.nn.Sequential(*layers, snn.Leaky(**lif))
+        with pytest.raises(ConfigError, match="no synaptic layer directly before it|channel by channel"):
+            install_spatial_pruning(model, str(len(layers)), 0.5)
+
+
 def test_same_seed_same_bytes(tmp_path):
     paths = []
     for i in range(2):

@@ -14,7 +14,8 @@ from snncompress.costing.describe import Probe
 from snncompress.errors import ConfigError
 from snncompress.fileformat.compressed import read_metadata, save_compressed
 from snncompress.fileformat.loading import load_model
-from snncompress.models.channel_gate import install_channel_gate
+from snncompress.models.channel_gate import gate_ops, install_channel_gate
+from snncompress.passes.base import PassContext
 from snncompress.passes.prune import PruneConfig
 from snncompress.pipeline.run import RunOptions, run_single_pass
 from snncompress.sim.constraints import ChannelGateCost, state_constraints
@@ -22,7 +23,7 @@ from snncompress.sim.evaluate import evaluate
 from snncompress.sim.runner import SNNRunner
 from snncompress.state import get_state
 from tests.models import TINY_MODELS
-from tests.passes.test_prune import OPTIONS, ctx, tiny
+from tests.passes.test_prune import OPTIONS, ctx, images, tiny
 from tests.sim.test_constraints import bundle
 
 
@@ -95,6 +96,46 @@ def test_the_pass_trains_the_gate_stores_it_and_round_trips_bit_exactly(tmp_path
     for m, probe in zip((model, loaded), probes, strict=True):
         evaluate(m, data, instruments=[probe])
     assert probes[0].layers["0"].synaptic_ops == probes[1].layers["0"].synaptic_ops
+
+
+def test_behind_a_pooling_the_gate_drops_the_channels_before_it_and_round_trips(tmp_path):
+    from snncompress.costing.describe import _connectivity
+    from tests.models import T, overlapping_pool_net, pool_first_net
+    # the pass: channels of the convolution, the gates' pooling over the neurons' (pooled) positions
+    model = pool_first_net()  # Conv2d(1->4) - MaxPool2d(2) - Leaky - Conv2d(4->4) - AvgPool2d(2) - Leaky - ...
+    report = run_single_pass("prune", model, {"channel_threshold": 0.47, "epochs": 0},
+                             PassContext(data=images(), train_data=images(1)), RunOptions())
+    metrics = report.steps[0]["metrics"]
+    assert {n: (c["source"], c["channels"], c["gate"]) for n, c in metrics["channel"]["layers"].items()} == {
+        "2": ("0", 4, "point-wise conv"), "5": ("3", 4, "point-wise conv")}
+    assert metrics["gate_ops"] == (gate_ops(4, 16, False) + gate_ops(4, 4, False)) * T
+    layers = {la.name: la for la in report.measurements[-1].description.layers}
+    assert layers["0"].gate_ops_per_step == gate_ops(4, 16, False)
+    assert layers["3"].gate_ops_per_step == gate_ops(4, 4, False)
+    # a gate that drops channel 0 of layer '2' from the second step: its inputs zero, its outputs' ops skipped
+    _drop_first(model, "2", 1)
+    seen = []
+    model.get_submodule("2").register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    x = images().dataset.tensors[0]
+    with Probe(model) as probe, torch.no_grad():  # as an evaluation runs: the mask is exactly 0 / 1
+        spikes = SNNRunner(model).run(x, is_sequence=False, time_steps=T).spikes
+    assert all(bool((s[:, 0] == 0).all()) and bool((s[:, 1:] != 0).any()) for s in seen[1:])
+    conv = model.get_submodule("0")
+    used = _connectivity(conv, x.ne(0).float(), conv.weight.detach().ne(0).float())
+    assert probe.layers["0"].synaptic_ops == float(used.sum() + (T - 1) * used[:, 1:].sum())
+    path = save_compressed(model, tmp_path / "pool.safetensors")
+    loaded = load_model(str(path))
+    with Probe(loaded) as probe2, torch.no_grad():
+        assert torch.equal(SNNRunner(loaded).run(x, is_sequence=False, time_steps=T).spikes, spikes)
+    assert {n: a.synaptic_ops for n, a in probe2.layers.items()} == {n: a.synaptic_ops for n, a in probe.layers.items()}
+    assert save_compressed(loaded, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
+    # an overlapping pooling keeps the channels too: a gate behind one is exact
+    model = overlapping_pool_net()
+    _drop_first(model, "2", 1)
+    seen.clear()
+    model.get_submodule("2").register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    SNNRunner(model).run(x, is_sequence=False, time_steps=T)
+    assert seen[1].shape == (8, 4, 4, 4) and bool((seen[1][:, 0] == 0).all()) and bool((seen[1][:, 1:] != 0).any())
 
 
 def test_a_later_fine_tuning_keeps_training_the_gate_against_its_cost():
