@@ -7,7 +7,7 @@ import torch
 
 from snncompress.data import DataOptions, load_data
 from snncompress.errors import ConfigError, DomainError
-from snncompress.fileformat.compressed import load_compressed, read_metadata, save_compressed
+from snncompress.fileformat.compressed import load_compressed, read_metadata, rounded_figures, save_compressed
 from snncompress.passes.base import PassContext
 from snncompress.passes.registry import registered
 from snncompress.pipeline.run import RunOptions, run_recipe, run_single_pass
@@ -61,7 +61,7 @@ def test_history_and_baseline_reach_the_file(tmp_path, data):
     run_recipe(model, TWO_STEPS, PassContext(data=data))
     out = save_compressed(model, tmp_path / "out.safetensors")
     meta = read_metadata(out)
-    assert meta["history"] == get_state(model).history
+    assert meta["history"] == rounded_figures(get_state(model).history)
     assert meta["baseline"]["accuracy"] == get_state(model).baseline["accuracy"]
     assert Recipe.from_history(meta["history"]) == Recipe.from_dict(TWO_STEPS)
     # continuing from the file keeps its fp32 baseline and appends to the history

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -141,16 +142,33 @@ def save_compressed(model: nn.Module, path: str | Path, *, force: bool = False) 
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
         "snncompress_version": __version__,
-        "model": json.dumps(describe_source(model)),
-        "tensors": json.dumps(specs),
-        "neurons": json.dumps(_neuron_metadata(model)),
-        "history": json.dumps(state.history),
-        "baseline": json.dumps(state.baseline),
+        "model": _compact(describe_source(model)),
+        "tensors": _compact(specs),
+        "neurons": _compact(_neuron_metadata(model)),
+        "history": _compact(rounded_figures(state.history)),
+        "baseline": _compact(state.baseline),
     }
     metadata[DIGEST_FIELD] = content_digest(metadata, tensors)
     with atomic_path(path, replace=force) as tmp:
         save_deterministic(tensors, tmp, metadata)
     return path
+
+
+def _compact(value: Any) -> str:
+    """JSON without the spaces after separators: the header is part of the file size users weigh."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def rounded_figures(value: Any) -> Any:
+    """The pass history's figures at 6 significant digits (they are read, not computed with; a float's 17
+    digits were a third of a small model's header). Idempotent, so a loaded file saves to the same bytes."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded_figures(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded_figures(v) for v in value]
+    return value
 
 
 def _neuron_metadata(model: nn.Module) -> dict[str, Any]:

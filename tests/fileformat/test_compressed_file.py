@@ -20,6 +20,7 @@ from snncompress.fileformat.compressed import (
     content_digest,
     is_compressed_file,
     read_metadata,
+    rounded_figures,
     save_compressed,
 )
 from snncompress.fileformat.loading import load_model
@@ -138,13 +139,13 @@ def test_metadata_header(tmp_path):
     assert set(meta["neurons"]) == {"1", "3"}
     assert meta["neurons"]["1"]["params"]["neuron_type"] == "Synaptic"
     assert meta["neurons"]["1"]["params"]["alpha"] == pytest.approx(0.6)
-    assert meta["history"] == state.history and meta["baseline"] == {"accuracy": 93.0}
+    assert meta["history"] == rounded_figures(state.history) and meta["baseline"] == {"accuracy": 93.0}
     with safe_open(str(path), framework="pt") as f:
         raw = f.metadata()
         assert sorted(f.keys()) == sorted(model.state_dict())
     assert all(isinstance(v, str) for v in raw.values())
     loaded = get_state(load_model(str(path)))
-    assert loaded.history == state.history and loaded.baseline == state.baseline
+    assert loaded.history == rounded_figures(state.history) and loaded.baseline == state.baseline
     assert loaded.source["kind"] == "sequential"
 
 
@@ -393,3 +394,10 @@ def test_loading_does_not_modify_the_file(saved):
     load_model(str(saved))
     read_metadata(saved)
     assert saved.read_bytes() == before
+
+
+def test_history_figures_are_kept_at_six_digits_and_rounding_again_changes_nothing():
+    value = {"a": 97.22222222222223, "b": [0.012261110672311254, 3, "x", float("inf")], "c": {"d": 1e-20 / 3}}
+    once = rounded_figures(value)
+    assert once == {"a": 97.2222, "b": [0.0122611, 3, "x", float("inf")], "c": {"d": 3.33333e-21}}
+    assert rounded_figures(once) == once

@@ -29,7 +29,7 @@ import snncompress.passes.quantize as quantize_module
 import snncompress.sim.training as training_module
 from snncompress.data.loading import DataBundle, DataOptions
 from snncompress.errors import ConfigError
-from snncompress.fileformat.compressed import SEP, read_metadata, save_compressed
+from snncompress.fileformat.compressed import SEP, read_metadata, rounded_figures, save_compressed
 from snncompress.fileformat.loading import load_model
 from snncompress.fileformat.packing import unpack_codes
 from snncompress.models.fold import fold_batchnorm
@@ -660,7 +660,7 @@ def test_save_load_gives_identical_outputs_and_accuracy(tmp_path, name, mode):
     assert a.membrane is None or torch.equal(a.membrane, b.membrane)
     assert evaluate(loaded, bundle(name)).accuracy == report.steps[0]["metrics"]["accuracy_after"]
     assert get_state(loaded).neurons == get_state(model).neurons
-    assert read_metadata(path)["history"] == get_state(model).history
+    assert read_metadata(path)["history"] == rounded_figures(get_state(model).history)
 
 
 def test_history_records_config_and_metrics():
