@@ -122,7 +122,9 @@ _RANKS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3}  # dims of one sample's step
 def _per_step(shape: list[int], model: nn.Module, path: Path) -> list[int]:
     """The Input node's shape as one time step: some producers record leading time (or batch) dims,
     ``[T, C, H, W]`` before a Conv2d; the first layer says how many dims a step has."""
-    first = next((m for m in model.modules() if type(m) in _RANKS), None)
+    first = next((m for m in model.modules() if type(m) in _RANKS or isinstance(m, nn.Flatten)), None)
+    if isinstance(first, nn.Flatten):  # a step of any rank is flattened first: nothing says which dims are time
+        return shape
     rank = _RANKS.get(type(first)) if first is not None else None
     if rank is None or len(shape) <= rank:
         return shape

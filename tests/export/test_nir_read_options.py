@@ -149,3 +149,20 @@ def test_read_options_a_graph_of_ours_records_already_are_said_to_change_nothing
     assert "--nir-reset and --nir-spike changed nothing" in err
     load_nir(_bare(tmp_path, leaky_linear("zero"), dt=1e-4), NirReadOptions(reset="zero"))
     assert "changed nothing" not in capsys.readouterr().err
+
+
+def test_a_flatten_first_graph_keeps_its_input_shape(tmp_path, capsys):
+    """[1, 8, 8] before Flatten -> Linear is one step, not time dims in front of a Linear's [8]."""
+    import snntorch as snn
+    from torch import nn
+
+    from snncompress.export.nir_export import export_nir
+    from snncompress.state import get_state
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    path = tmp_path / "flat.nir"
+    export_nir(model, path, torch.rand(1, 8, 8))
+    capsys.readouterr()
+    loaded = load_nir(path)
+    assert "read as time" not in capsys.readouterr().err
+    assert get_state(loaded).source["input_shape"] == [1, 8, 8]
