@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from snncompress.errors import ConfigError
-from snncompress.models.spatial import feeding, feeding_layer, remove_runtime_mask
+from snncompress.models.spatial import drop_hooks, feeding, feeding_layer, remove_runtime_mask
 from snncompress.state import get_state, has_state
 
 GATE_NAME = "channel_gate"
@@ -148,10 +148,7 @@ def install_channel_gate(model: nn.Module, layer: str, threshold: float, cost: f
         neuron.add_module(GATE_NAME, gate)
     gate.threshold = float(threshold)
     state = get_state(model)
-    for key in (f"channel:{layer}", f"channel-in:{layer}"):
-        old = state.hooks.pop(key, None)
-        if old is not None:
-            old.remove()
+    drop_hooks(state, (f"channel:{layer}", f"channel-in:{layer}"))
 
     def decide(_module, _inputs, output):
         # before the neuron runs this step: its stored membrane is the previous step's (the prior)

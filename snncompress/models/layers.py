@@ -222,16 +222,9 @@ def _build_neuron(kind: str, a: dict[str, Any]) -> nn.Module:
         return _build_alpha(a)
     common = dict(
         beta=torch.zeros(a["beta_shape"]) if a["beta_shape"] else 0.5,
-        threshold=torch.ones(a["threshold_shape"]) if a["threshold_shape"] else 1.0,
-        spike_grad=make_surrogate(a.get("spike_grad", "atan"), a),
-        surrogate_disable=a.get("spike_grad") == "heaviside",
-        init_hidden=a["init_hidden"],
-        inhibition=a.get("inhibition", False),
         learn_beta=a["learn_beta"],
-        learn_threshold=a["learn_threshold"],
-        reset_mechanism=a["reset_mechanism"],
-        output=a["output"],
         reset_delay=a.get("reset_delay", True),
+        **_no_delay_args(a),
     )
     if kind == "Leaky":
         return snn.Leaky(**common)

@@ -175,10 +175,7 @@ def install_spatial_pruning(model: nn.Module, layer: str, ratio: float) -> str:
     window = pooling_window(pool, layer) if pool is not None else None
     neuron, syn = model.get_submodule(layer), model.get_submodule(source)
     state = get_state(model)
-    for key in (f"spatial:{layer}", f"spatial-in:{layer}"):
-        old = state.hooks.pop(key, None)
-        if old is not None:
-            old.remove()
+    drop_hooks(state, (f"spatial:{layer}", f"spatial-in:{layer}"))
 
     def decide(_module, _inputs, output):
         # before the neuron runs this step: its stored membrane is the previous step's (the prior)
@@ -214,6 +211,14 @@ def output_keep(module: nn.Module) -> torch.Tensor | None:
 def importance_ops(neurons: int, steps: int) -> int:
     """Work of the importance ranking per sample: a magnitude and a comparison per neuron and step."""
     return 2 * neurons * steps
+
+
+def drop_hooks(state, keys) -> None:
+    """Remove the hooks the compression state keeps under ``keys`` (a mask being reinstalled)."""
+    for key in keys:
+        old = state.hooks.pop(key, None)
+        if old is not None:
+            old.remove()
 
 
 def remove_runtime_mask(model: nn.Module, mark: str, attr: str) -> None:
