@@ -46,6 +46,9 @@ GATES: dict[str, GateKind] = {
     "min-energy-reduction": GateKind("energy_reduction", "min", "energy reduction (baseline / now)"),
     "bit-exact": GateKind("bit_exact_mismatches", "max", "mismatching spikes against the integer-only reference",
                           default=0.0),
+    # label-free: the compressed model's predictions against the input model's, on the same data
+    "min-agreement": GateKind("agreement", "min", "agreement of predictions with the input model in percent",
+                              compute=lambda report: (report.fidelity or {}).get("agreement")),
 }
 
 
@@ -205,6 +208,8 @@ def _reason(gate: Gate, value: float, passed: bool, metrics: Mapping[str, Any]) 
                   f"limit {gate.threshold:g})")
     elif gate.name == "bit-exact":
         detail = f"{int(value)} {gate.kind.what} (limit {gate.threshold:g})"
+    elif gate.name == "min-agreement":
+        detail = f"{value:.2f}% of predictions agree with the input model (need >= {gate.threshold:g}%)"
     else:
         detail = f"{gate.kind.what} {value:.2f}x (need >= {gate.threshold:g}x)"
     return f"{gate} {verdict}: {detail}"
