@@ -124,6 +124,11 @@ class PruneConfig(PassConfig):
                           "counts of the model as it was before the pass).")
     distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="Fine-tuning with loss distill: weight of a term "
                                   "that also matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="Fine-tuning with loss distill: softmax temperature of the teacher's and student's output "
+                    "spike counts (KL divergence); 0: train on the teacher's predicted classes (measured best for "
+                    "QAT).")
     weight_quant: str | None = Field(
         None, description="Joint pruning and quantization: fake-quantize the pruned layers' weights with this "
                           "scheme (pot4, int4, ...) during the fine-tuning and store their codes.")
@@ -416,7 +421,8 @@ def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constr
     # every channel kept, often scores best): with gates, the last epoch is kept
     keep_best = keep_best and config.channel_threshold is None
     train_config = TrainConfig(epochs=epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                               schedule=config.lr_schedule, keep_best=keep_best, distill_layers=config.distill_layers)
+                               schedule=config.lr_schedule, keep_best=keep_best, distill_layers=config.distill_layers,
+                               distill_temperature=config.distill_temperature)
     result = train(model, ctx.train_data, ctx.train_data, train_config, show_progress=ctx.show_progress,
                    description=description, constraints=constraints, teacher=teacher)
     return {"epochs": epochs, **result.best_metrics(), "validation": "the training data", "history": result.epochs,

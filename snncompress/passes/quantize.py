@@ -68,6 +68,10 @@ class QuantizeConfig(PassConfig):
                           "of the model as it was before the pass).")
     distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="QAT with loss distill: weight of a term that "
                                   "also matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="QAT with loss distill: softmax temperature of the teacher's and student's output spike counts (KL "
+                    "divergence); 0: train on the teacher's predicted classes (measured best for QAT).")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="QAT learning rate over the run: constant, or cosine-annealed to 0.")
     learn_threshold: bool = Field(
@@ -294,7 +298,8 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext, teacher:
     validation = val_part.name if parts is not None else "the training data" + (
         " (too small to split)" if config.validation_split else "")
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                               schedule=config.schedule, distill_layers=config.distill_layers)
+                               schedule=config.schedule, distill_layers=config.distill_layers,
+                               distill_temperature=config.distill_temperature)
     result = train(model, train_part, val_part, train_config, show_progress=ctx.show_progress,
                    description="QAT", constraints=[fake_quant, thresholds], teacher=teacher)
     metrics = {**result.best_metrics(), "validation": validation, "epochs": result.epochs,

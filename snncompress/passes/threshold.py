@@ -44,6 +44,10 @@ class ThresholdConfig(PassConfig):
                           "the model as it was before the pass).")
     distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="With loss distill: weight of a term that also "
                                   "matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="With loss distill: softmax temperature of the teacher's and student's output spike counts (KL "
+                    "divergence); 0: train on the teacher's predicted classes (measured best for QAT).")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="Learning rate over the run: constant, or cosine-annealed to 0.")
     validation_split: float = Field(
@@ -73,7 +77,8 @@ def apply(model: nn.Module, config: ThresholdConfig, ctx: PassContext) -> PassRe
     try:
         result = train(model, train_part, val_part,
                        TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                                   schedule=config.schedule, distill_layers=config.distill_layers),
+                                   schedule=config.schedule, distill_layers=config.distill_layers,
+                                   distill_temperature=config.distill_temperature),
                        show_progress=ctx.show_progress, description="thresholds", constraints=[constraint],
                        teacher=teacher)
     finally:

@@ -47,8 +47,7 @@ GATES: dict[str, GateKind] = {
     "bit-exact": GateKind("bit_exact_mismatches", "max", "mismatching spikes against the integer-only reference",
                           default=0.0),
     # label-free: the compressed model's predictions against the input model's, on the same data
-    "min-agreement": GateKind("agreement", "min", "agreement of predictions with the input model in percent",
-                              compute=lambda report: (report.fidelity or {}).get("agreement")),
+    "min-agreement": GateKind("agreement", "min", "agreement of predictions with the input model in percent"),
 }
 
 
@@ -130,8 +129,9 @@ def gate_metrics(report: Any) -> dict[str, Any]:
     """The figures gates compare, from a :class:`snncompress.pipeline.run.RunReport` (the one source).
 
     Returns:
-        ``accuracy_drop`` (points), ``memory_reduction``, ``ops_reduction``, ``energy_reduction``
-        (baseline / now; None when not measured), plus the reference figures and ``memory_source``.
+        ``accuracy_drop`` (points), ``agreement`` (percent of predictions equal to the run's input model's),
+        ``memory_reduction``, ``ops_reduction``, ``energy_reduction`` (baseline / now; None when not
+        measured), plus the reference figures and ``memory_source``.
     """
     before, after, baseline = report.before, report.after, report.baseline
     reference, ref_name = _accuracy_reference(before, baseline)
@@ -151,6 +151,7 @@ def gate_metrics(report: Any) -> dict[str, Any]:
         "accuracy_reference_is": ref_name,
         "accuracy": now,
         "accuracy_drop": drop,
+        "agreement": (getattr(report, "fidelity", None) or {}).get("agreement"),
         "memory_reduction": memory,
         "memory_source": source,
         "ops_reduction": hardware.get("ops_reduction"),

@@ -2,16 +2,24 @@
 
 A pass that fine-tunes with ``loss: distill`` keeps a frozen copy of the model as it received it (the
 *teacher*, :func:`frozen_teacher`) and trains the compressed model (the *student*) to reproduce the
-teacher's output spike counts on the same inputs, so no label is ever read (Hinton et al. 2015,
-"Distilling the Knowledge in a Neural Network", §2):
+teacher's outputs on the same inputs, so no label is ever read:
 
-    L = tau^2 * KL( softmax(n_T / tau) || softmax(n_S / tau) )  +  lambda * mean_l MSE(r_S,l, r_T,l)
+    L = CE( softmax(n_S), argmax n_T )                                    (distill_temperature 0, default)
+    L = tau^2 * KL( softmax(n_T / tau) || softmax(n_S / tau) )            (tau > 0; Hinton et al. 2015, §2)
+        + lambda * mean_l MSE(r_S,l, r_T,l)                               (distill_layers = lambda > 0)
 
-``n`` are the output spike counts over the T steps (the logits the model was trained on with
-cross-entropy), ``tau`` the temperature (1: the teacher's own class distribution), ``r_l`` the spikes
-per step of each neuron of neuron layer ``l`` per sample (the optional per-layer firing-rate term,
-``distill_layers`` = lambda; layers matched by name). The best epoch is chosen by the agreement of the
-student's predictions with the teacher's on the validation part (ties: the lower distillation loss).
+``n`` are the output spike counts over the T steps (the logits a model trained with cross-entropy on counts
+has), ``r_l`` the spikes per step of each neuron of neuron layer ``l`` per sample (layers matched by name).
+The best epoch is chosen by the agreement of the student's predictions with the teacher's on the validation
+part (ties: the lower distillation loss).
+
+Why the teacher's predicted class by default: measured on QAT (ternary membrane + PoT4 weights, 5 epochs;
+README "Fine-tuning without labels"), it came closest to QAT with labels on the demo and on a learned-beta
+MLP; soft targets (KL at tau 0.25 to 4, MSE on output rates) and the per-layer term were as good or worse.
+A likely reason (not measured apart): with a spike count of 0..T per class, the teacher's soft distribution
+keeps its small count margins, which the quantized student's count errors then flip; a hard target asks for a
+margin, as cross-entropy on labels does. The per-layer term is for keeping hidden firing close to the teacher's (a smaller earth mover's
+distance per layer), not for agreement (README).
 
 Cost: the teacher runs under ``no_grad`` once per batch (a forward without the backward). On a data set
 whose samples are fixed tensors (a tensor file, ``digits``, rate coding drawn at load time) its targets
@@ -22,6 +30,7 @@ code may draw new inputs on every access (augmentation), so its targets are alwa
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +44,7 @@ from snncompress.data.loading import DataBundle
 from snncompress.sim.runner import RunOutput, SNNRunner
 
 CACHE_BYTES = 512 << 20  # teacher targets kept per sample across epochs, per data set
-DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TEMPERATURE = 0.0  # the teacher's predicted class as the target: measured best for QAT (module docstring)
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
@@ -89,8 +98,14 @@ class Targets:
 
 def distill_loss(out: RunOutput, targets: Targets, *, temperature: float = DEFAULT_TEMPERATURE,
                  layer_weight: float = 0.0, rates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """``tau^2 KL(softmax(n_T / tau) || softmax(n_S / tau))`` (batch mean) plus ``layer_weight`` times the
-    mean over matched layers of the MSE between the student's and teacher's per-sample firing rates.
+    """The output term (batch mean) plus ``layer_weight`` times the mean over matched layers of the MSE
+    between the student's and teacher's per-sample firing rates.
+
+    Output term, on the spike counts ``n`` (the logits a model trained with cross-entropy on counts has):
+
+    * ``temperature`` > 0: ``tau^2 KL(softmax(n_T / tau) || softmax(n_S / tau))`` (Hinton et al. 2015);
+    * ``temperature`` 0: the cross-entropy of ``softmax(n_S)`` with the teacher's prediction (the argmax
+      of its counts, the first class on a tie, as predictions and agreement are defined).
 
     Args:
         out: the student's output on the batch.
@@ -101,8 +116,11 @@ def distill_loss(out: RunOutput, targets: Targets, *, temperature: float = DEFAU
     student = out.spike_counts.float().flatten(1)
     teacher = targets.counts.to(student.device).float().flatten(1)
     t = temperature
-    loss = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean",
-                    log_target=True) * (t * t)
+    if t > 0:
+        loss = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                        reduction="batchmean", log_target=True) * (t * t)
+    else:
+        loss = F.cross_entropy(student, teacher.argmax(dim=1))
     if layer_weight > 0 and rates:
         terms = [F.mse_loss(rates[k], targets.rates[k].to(rates[k].device))
                  for k in targets.rates if k in rates and rates[k].shape == targets.rates[k].shape]
@@ -152,7 +170,7 @@ class Teacher:
             layout = self._layouts[id(data.dataset)] = (data.dataset, data.is_sequence)
             data.is_sequence = student_layout
         recorder = RateRecorder()
-        with self.runner.observe(*([recorder] if self.layers else [])):
+        with self.runner.observe(recorder) if self.layers else contextlib.nullcontext():
             out = self.runner.run(x, is_sequence=layout[1], time_steps=data.time_steps)
         self.teacher_samples += x.shape[0]
         return Targets(out.spike_counts.detach().float().flatten(1), recorder.rates() if self.layers else {})

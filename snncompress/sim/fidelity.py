@@ -34,8 +34,10 @@ from snncompress.errors import DataError
 from snncompress.sim.evaluate import Evaluation, evaluate_batches, prepare
 from snncompress.sim.progress import progress_bar
 
+Values = Sequence[float] | np.ndarray | torch.Tensor
 
-def wasserstein_1d(u: Sequence[float] | np.ndarray | torch.Tensor, v: Sequence[float] | np.ndarray | torch.Tensor) -> float:
+
+def wasserstein_1d(u: Values, v: Values) -> float:
     """The earth mover's distance between the empirical distributions of ``u`` and ``v`` (equal weights).
 
     ``W1 = integral |F_u(x) - F_v(x)| dx`` over the sorted union of the values (exact; the same as

@@ -46,7 +46,7 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": lr annealed to 0 over all steps
     lr_scale: dict[str, float] = field(default_factory=dict)  # parameter name -> lr multiplier
     distill_layers: float = 0.0  # distill: weight of the per-layer firing-rate term (0: output counts only)
-    temperature: float = 1.0  # distill: softmax temperature of the output spike counts
+    distill_temperature: float = 0.0  # distill: softmax temperature of the counts; 0: the teacher's predictions
 
 
 @dataclass
@@ -208,9 +208,9 @@ def _distill_step(runner: SNNRunner, x: torch.Tensor, data: DataBundle, targets,
     from snncompress.sim.distill import RateRecorder, distill_loss
 
     recorder = RateRecorder()
-    with runner.observe(*([recorder] if config.distill_layers > 0 else [])):
+    with runner.observe(recorder) if config.distill_layers > 0 else contextlib.nullcontext():
         out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
-    return distill_loss(out, targets, temperature=config.temperature, layer_weight=config.distill_layers,
+    return distill_loss(out, targets, temperature=config.distill_temperature, layer_weight=config.distill_layers,
                         rates=recorder.rates())
 
 
@@ -256,7 +256,8 @@ def _validate(model: nn.Module, data: DataBundle, distiller=None, config: TrainC
         from snncompress.sim.distill import validate
 
         part = distiller.shard(data) if distributed.is_distributed() else data
-        agree, samples, loss_sum = validate(model, part, distiller, config.temperature) if len(part) else (0, 0, 0.0)
+        agree, samples, loss_sum = (validate(model, part, distiller, config.distill_temperature) if len(part)
+                                    else (0, 0, 0.0))
         agree, samples, loss_sum = distributed.all_reduce_sum([agree, samples, loss_sum])
         return Evaluation(accuracy=100.0 * agree / max(samples, 1), samples=int(samples),
                           loss=loss_sum / samples if samples else float("nan"))

@@ -130,7 +130,8 @@ def test_bad_options(options, match):
     ("b.npz", {"x": torch.rand(4, 3), "y": torch.zeros(5, dtype=torch.long)}, "x has 4 samples but y has 5"),
     ("c.pt", {"x": torch.rand(4), "y": torch.zeros(4, dtype=torch.long)}, "at least one feature dimension"),
     ("d.safetensors", {"x": torch.rand(4, 3), "y": torch.rand(4)}, "y must be a 1-D integer label tensor"),
-    ("e.safetensors", {"x": torch.rand(4, 3), "y": torch.tensor([0, -1, 1, 0])}, r"labels must be >= 0, found -1 \(leave 'y' out for unlabelled data\)"),
+    ("e.safetensors", {"x": torch.rand(4, 3), "y": torch.tensor([0, -1, 1, 0])},
+     r"labels must be >= 0, found -1 \(leave 'y' out for unlabelled data\)"),
     ("f.npz", {"x": torch.tensor([[0.0, float("nan")]] * 2), "y": torch.zeros(2, dtype=torch.long)},
      "x contains NaN or Inf"),
 ])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from snncompress.data.loading import NO_LABEL, DataBundle, DataOptions
+from snncompress.data.loading import NO_LABEL, DataBundle
 from snncompress.errors import ConfigError, DataError
 from snncompress.models.membrane import copy_model
 from snncompress.sim.distill import (
@@ -56,20 +56,23 @@ def test_frozen_teacher_is_a_frozen_copy():
     assert not torch.equal(teacher[0].weight, model[0].weight)
 
 
-def test_the_loss_is_zero_on_the_teachers_own_counts_and_grows_with_the_layer_term():
+def test_the_loss_by_temperature_and_the_layer_term():
     counts = torch.tensor([[3.0, 0.0, 1.0], [0.0, 2.0, 2.0]])
-    out = RunOutput(spikes=torch.stack([counts / 2, counts / 2]), membrane=None)  # T = 2, same counts
-    same = distill_loss(out, Targets(counts, {}))
-    assert float(same) == pytest.approx(0.0, abs=1e-7)
-    other = distill_loss(out, Targets(counts.flip(1), {}))
-    p, q = torch.softmax(counts.flip(1), 1), torch.softmax(counts, 1)
-    assert float(other) == pytest.approx(float((p * (p.log() - q.log())).sum(1).mean()))  # KL(teacher || student)
-    hot = distill_loss(out, Targets(counts.flip(1), {}), temperature=2.0)
-    p2, q2 = torch.softmax(counts.flip(1) / 2, 1), torch.softmax(counts / 2, 1)
-    assert float(hot) == pytest.approx(4 * float((p2 * (p2.log() - q2.log())).sum(1).mean()))
+    out = RunOutput(spikes=torch.stack([counts / 2, counts / 2]), membrane=None)  # T = 2, the same counts
+    # temperature 0 (the default): cross-entropy with the teacher's predicted class (the first on a tie)
+    teacher = torch.tensor([[0.0, 5.0, 1.0], [4.0, 0.0, 4.0]])
+    log_q = torch.log_softmax(counts, 1)
+    expected = -(log_q[0, 1] + log_q[1, 0]) / 2
+    assert float(distill_loss(out, Targets(teacher, {}))) == pytest.approx(float(expected))
+    # temperature > 0: tau^2 KL(teacher || student) of the softmaxes of counts / tau; zero on the teacher's counts
+    for tau in (1.0, 2.0):
+        assert float(distill_loss(out, Targets(counts, {}), temperature=tau)) == pytest.approx(0.0, abs=1e-7)
+        p, q = torch.softmax(teacher / tau, 1), torch.softmax(counts / tau, 1)
+        kl = float((p * (p.log() - q.log())).sum(1).mean())
+        assert float(distill_loss(out, Targets(teacher, {}), temperature=tau)) == pytest.approx(tau * tau * kl)
     rates = {"a": torch.zeros(2, 5), "b": torch.ones(2, 3)}
     targets = Targets(counts, {"a": torch.full((2, 5), 0.5), "b": torch.ones(2, 3), "c": torch.zeros(2, 1)})
-    layered = distill_loss(out, targets, layer_weight=2.0, rates=rates)
+    layered = distill_loss(out, targets, temperature=1.0, layer_weight=2.0, rates=rates)
     assert float(layered) == pytest.approx(2.0 * (0.25 + 0.0) / 2)  # the mean over the matched layers a, b
 
 
@@ -78,7 +81,8 @@ def test_targets_are_kept_per_sample_only_where_that_is_exact():
     data = tiny_bundle("leaky_mlp", n=8)
     assert fixed_samples(data.dataset) and fixed_samples(IndexedDataset(torch.utils.data.Subset(data.dataset, [1])))
     assert not fixed_samples(_Computed(data))
-    kept, fresh = Teacher(frozen_teacher(model), layers=True), Teacher(frozen_teacher(model), layers=True, cache_bytes=0)
+    kept = Teacher(frozen_teacher(model), layers=True)
+    fresh = Teacher(frozen_teacher(model), layers=True, cache_bytes=0)
     for _ in range(2):
         for index in (torch.tensor([3, 1, 0, 7]), torch.tensor([2, 4, 5, 6]), torch.tensor([1, 2, 3, 4])):
             x = data.dataset.tensors[0][index]
@@ -116,19 +120,20 @@ def test_distill_trains_without_labels_and_chooses_the_epoch_by_agreement():
     assert compare(student, reference, data).agreement == pytest.approx(result.best_accuracy)
 
 
-def test_distill_moves_the_student_towards_the_teacher():
+def test_the_layer_term_keeps_hidden_firing_closer_to_the_teachers():
     reference = TINY_MODELS["leaky_mlp"].build()
-    student = _perturbed(reference, seed=3)
     data = tiny_bundle("leaky_mlp", n=32, labelled=False)
     from snncompress.sim.fidelity import compare
 
-    before = compare(student, reference, data)
-    result = train(student, data, data, TrainConfig(epochs=4, lr=0.02, loss="distill", schedule="constant",
-                                                    distill_layers=1.0, keep_best=False),
-                   teacher=frozen_teacher(reference))
-    after = compare(student, reference, data)
-    assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
-    assert sum(v.emd for v in after.layers.values()) < sum(v.emd for v in before.layers.values())
+    drift = {}
+    for weight in (0.0, 20.0):
+        student = _perturbed(reference, seed=3)
+        result = train(student, data, data, TrainConfig(epochs=4, lr=0.02, loss="distill", schedule="constant",
+                                                        distill_layers=weight, keep_best=False),
+                       teacher=frozen_teacher(reference))
+        assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
+        drift[weight] = compare(student, reference, data).layers["1"].emd
+    assert drift[20.0] < drift[0.0]
 
 
 def test_the_same_seed_gives_the_same_student():
