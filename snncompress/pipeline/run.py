@@ -217,8 +217,9 @@ def _fidelity_metrics(after: Measurement, before: Measurement) -> dict[str, Any]
     if after.predictions is None or before.predictions is None or after.samples != before.samples:
         return {}
     fidelity = firing_drift(after, before)
-    return {"agreement_with_before": fidelity.agreement,
-            "firing_drift": {k: v.emd for k, v in fidelity.layers.items()}}
+    # to the 6 digits the file's history keeps, so that the run report and the file say the same
+    return {"agreement_with_before": round(fidelity.agreement, 6),
+            "firing_drift": {k: None if v.emd is None else round(v.emd, 6) for k, v in fidelity.layers.items()}}
 
 
 def _run_fidelity(after: Measurement, before: Measurement) -> dict[str, Any] | None:

@@ -83,3 +83,9 @@ def test_quantize_qat_distill_on_unlabelled_data_with_an_agreement_gate(capsys, 
     assert payload["gates"][0]["passed"]
     code, stdout, err = cli(capsys, *args, "--loss", "distill", "--gate", "min-agreement=100.1", "-o", out, "--force")
     assert code == 1 and "min-agreement=100.1 failed" in " ".join(stdout.split())
+
+
+def test_the_clipping_analysis_needs_labels(capsys, write_tensors):
+    data = _unlabelled(write_tensors)
+    assert_input_error(capsys, "analyze", MLP, "--data", data, "-T", "3",
+                       match="the clipping analysis measures accuracy at every boundary, and")
