@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 WRITE_COMMAND = "python docs/hooks/tables.py --write"
 
-BLOCK = re.compile(r"<!-- table:(?P<name>[^ ]*) -->\n(?P<body>.*?)<!-- /table -->", re.S)
-START = re.compile(r"<!-- table:(?P<name>[^ ]*) -->")
+# a marker is a line of its own (one quoted in prose or in code is not a marker)
+BLOCK = re.compile(r"^<!-- table:(?P<name>[^ ]*) -->\n(?P<body>.*?)^<!-- /table -->$", re.S | re.M)
+START = re.compile(r"^<!-- table:(?P<name>[^ ]*) -->$", re.M)
+END = re.compile(r"^<!-- /table -->$", re.M)
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ def update(text: str, results: Path = RESULTS, where: str = "") -> tuple[str, li
     """``text`` with every table block rendered anew, and the names of the blocks that changed."""
     starts = [m.group("name") for m in START.finditer(text)]
     blocks = list(BLOCK.finditer(text))
-    if len(starts) != len(blocks) or text.count("<!-- /table -->") != len(blocks):
+    if len(starts) != len(blocks) or len(END.findall(text)) != len(blocks):
         raise TableError(f"{where or 'text'}: a '<!-- table:NAME -->' marker without its '<!-- /table -->' "
                          f"(or the other way round)")
     changed: list[str] = []

@@ -134,3 +134,10 @@ def test_stale_rows_of_issue_25_are_regenerated():
     page = (REPO_ROOT / "docs" / "benchmarks" / "quantize.md").read_text()
     assert "96.06% (drop 1.16; per seed 0.74, 1.30, 0.93, 1.85, 0.93, 0.56, 1.85, 1.11)" in page
     assert "| accuracy | QAT ternary membrane only (fp32 weights) | 96.85% (drop 0.37, best epoch 7) |" in page
+
+
+def test_a_marker_quoted_in_prose_is_not_a_block(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("A page holds `<!-- table:NAME -->` ... `<!-- /table -->`.\n")
+    assert tables.check([page]) == []
+    assert tables.used([page]) == {}
