@@ -82,7 +82,8 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         trust_pickle: allow unpickling a whole module (this runs code from the file).
         trust_code: allow a compressed file to name the factory that rebuilds its model (this imports and
             runs that code).
-        nir_options: how to read what a ``.nir`` graph leaves open (``export.nir_io.NirReadOptions``).
+        nir_options (NirReadOptions | None): how to read what a ``.nir`` graph leaves open
+            (``export.nir_io.NirReadOptions``).
 
     Returns:
         The model in eval mode, with its compression state's ``source`` filled in.
