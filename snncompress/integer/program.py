@@ -64,11 +64,12 @@ class SynapticOp:
     in_frac: int
     out_frac: int
     stride: tuple[int, ...] = ()
-    padding: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()  # zeros before each spatial dim (and after it, unless padding_end says)
     dilation: tuple[int, ...] = ()
     groups: int = 1
     float32_bits: int = 0  # significant bits torch's float32 path needs here; <= 24: it cannot round
     op: str = "synaptic"
+    padding_end: tuple[int, ...] = ()  # zeros after each spatial dim where they differ (padding="same", even kernel)
 
 
 @dataclass
@@ -149,9 +150,31 @@ class Program:
 
 
 def _tuple(value: Any, dims: int) -> tuple[int, ...]:
-    if isinstance(value, str):
-        raise UnsupportedLayerError(f"padding '{value}' (give the padding as numbers)")
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * dims
+
+
+def conv_padding(name: str, module: nn.Module, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Zeros before and after each spatial dim of a convolution's input, as torch pads it.
+
+    ``padding="same"`` pads ``d * (k - 1)`` in all, the odd one after (torch's ``_conv_forward``: left
+    ``total // 2``, right the rest), so that the output keeps the input's size at stride 1; ``"valid"`` pads
+    nothing.
+
+    Raises:
+        UnsupportedLayerError: another string padding, naming the layer.
+    """
+    padding = module.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * dims, (0,) * dims
+        if padding != "same":
+            raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has padding '{padding}'; "
+                                        "the reference pads with numbers, 'same' or 'valid'")
+        total = [int(d) * (int(k) - 1) for d, k in zip(_tuple(module.dilation, dims),
+                                                        _tuple(module.kernel_size, dims), strict=True)]
+        return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    before = _tuple(padding, dims)
+    return before, before
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:
@@ -212,10 +235,11 @@ class _Compiler:
                 raise UnsupportedLayerError(f"layer '{name}' pads with '{module.padding_mode}'; the reference "
                                             "pads with zeros only")
             dims = 1 if kind == "conv1d" else 2
+            before, after = conv_padding(name, module, dims)
             op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac,
-                            stride=_tuple(module.stride, dims), padding=_tuple(module.padding, dims),
+                            stride=_tuple(module.stride, dims), padding=before,
                             dilation=_tuple(module.dilation, dims), groups=int(module.groups),
-                            float32_bits=float32_bits)
+                            float32_bits=float32_bits, padding_end=after if after != before else ())
         self.frac, self.bound = out_frac, bound
         return op
 

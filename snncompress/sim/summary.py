@@ -28,6 +28,7 @@ class LayerSummary:
 class ModelSummary:
     source: dict[str, Any]
     style: str
+    stepping: str  # how snncompress drives it (models.source.style_description)
     layers: list[LayerSummary]
     total_parameters: int
     neuron_layers: int
@@ -40,7 +41,7 @@ class ModelSummary:
 def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequence: bool = False,
               time_steps: int = 1) -> ModelSummary:
     """Describe every leaf layer; with a ``sample`` (no batch dim) also each layer's output shape."""
-    from snncompress.models.source import detect_style
+    from snncompress.models.source import detect_style, style_description
     from snncompress.sim.runner import SNNRunner
 
     shapes: dict[str, list[int]] = {}
@@ -89,6 +90,7 @@ def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequen
     return ModelSummary(
         source=dict(state.source) if state else {},
         style=detect_style(model),
+        stepping=style_description(model),
         layers=layers,
         total_parameters=sum(p.numel() for p in model.parameters()),
         neuron_layers=sum(1 for layer in layers if layer.neuron),
