@@ -93,7 +93,8 @@ NirSpikeOpt = Annotated[str | None, typer.Option(
 NirProducerOpt = Annotated[str | None, typer.Option(
     "--nir-producer", help="A .nir MODEL: read it with its producer's own dynamics: rockpool (CubaLIF = LIFTorch: "
                            "exponential decay, multi-spike, dt from its r) or sinabs (IF/LIF as sinabs's default "
-                           "multi-spike layers, time constants in steps).")]
+                           "multi-spike layers, time constants in steps); nir: NIR's own equations. Default: the "
+                           "producer the file's metadata or node names show (Rockpool's are detected), else nir.")]
 
 
 def nir_read_options(model: str, dt: float | None, reset: str | None, spike: str | None,
