@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -196,10 +197,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise FileFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?)") from exc
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        # argparse.Namespace: older Lightning checkpoints keep their hyper-parameters in one (plain attributes)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelLoadError(f"{path}: cannot read as a state dict with weights_only=True ({_why_unsafe(exc)}); "
-                             "save model.state_dict() (.pt) or a .safetensors file") from exc
+                             "save model.state_dict() (.pt) or a .safetensors file, e.g. where you trust the file: "
+                             "torch.save(torch.load(FILE, weights_only=False)['state_dict'], 'weights.pt')") from exc
     return _checkpoint_state_dict(sd, path)
 
 

@@ -153,28 +153,19 @@ def _tuple(value: Any, dims: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * dims
 
 
-def conv_padding(name: str, module: nn.Module, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Zeros before and after each spatial dim of a convolution's input, as torch pads it.
-
-    ``padding="same"`` pads ``d * (k - 1)`` in all, the odd one after (torch's ``_conv_forward``: left
-    ``total // 2``, right the rest), so that the output keeps the input's size at stride 1; ``"valid"`` pads
-    nothing.
+def conv_padding(name: str, module: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Zeros before and after each spatial dim of a convolution's input, as torch pads it (``padding="same"``:
+    the odd zero of an even kernel after; :func:`snncompress.models.layers.conv_padding`).
 
     Raises:
-        UnsupportedLayerError: another string padding, naming the layer.
+        UnsupportedLayerError: a string padding torch does not have, naming the layer.
     """
-    padding = module.padding
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * dims, (0,) * dims
-        if padding != "same":
-            raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has padding '{padding}'; "
-                                        "the reference pads with numbers, 'same' or 'valid'")
-        total = [int(d) * (int(k) - 1) for d, k in zip(_tuple(module.dilation, dims),
-                                                        _tuple(module.kernel_size, dims), strict=True)]
-        return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
-    before = _tuple(padding, dims)
-    return before, before
+    from snncompress.models.layers import conv_padding as amounts
+
+    if isinstance(module.padding, str) and module.padding not in ("same", "valid"):
+        raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has padding '{module.padding}'; "
+                                    "the reference pads with numbers, 'same' or 'valid'")
+    return amounts(module)
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:
@@ -235,7 +226,7 @@ class _Compiler:
                 raise UnsupportedLayerError(f"layer '{name}' pads with '{module.padding_mode}'; the reference "
                                             "pads with zeros only")
             dims = 1 if kind == "conv1d" else 2
-            before, after = conv_padding(name, module, dims)
+            before, after = conv_padding(name, module)
             op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac,
                             stride=_tuple(module.stride, dims), padding=before,
                             dilation=_tuple(module.dilation, dims), groups=int(module.groups),

@@ -31,7 +31,10 @@ def detect_style(model: nn.Module) -> str:
 
 
 def recorded_style(model: nn.Module) -> str | None:
-    """The style known without running the model: a Sequential's, a declared one or a recorded one; else None."""
+    """The style known without running the model: a Sequential's, a declared one, a recorded one, or
+    ``sequence`` for a user module with a neuron that passes its state explicitly (``init_hidden=False``: its
+    forward must loop over time itself); else None (a user module of ``init_hidden=True`` neurons)."""
+    from snncompress.models.neurons import neuron_layers
     from snncompress.state import has_state
 
     declared = getattr(model, "snncompress_style", None)
@@ -40,13 +43,15 @@ def recorded_style(model: nn.Module) -> str | None:
     if isinstance(model, nn.Sequential):
         return "stepwise"
     recorded = get_state(model).source.get("style") if has_state(model) else None
-    return recorded if recorded in STYLES else None
+    if recorded in STYLES:
+        return recorded
+    if any(not getattr(m, "init_hidden", False) for _, m in neuron_layers(model)):
+        return "sequence"
+    return None
 
 
 def style_description(model: nn.Module) -> str:
     """How snncompress drives the model, in one line (``inspect``)."""
-    from snncompress.models.neurons import neuron_layers
-
     known = recorded_style(model)
     if isinstance(model, nn.Sequential):
         return "an nn.Sequential stepped once per time step, its neurons reset before each batch"
@@ -54,7 +59,7 @@ def style_description(model: nn.Module) -> str:
     if known == "stepwise":
         return (f"{name}'s forward(x) is one time step: called once per time step, its neurons reset before "
                 "each batch")
-    if known == "sequence" or any(not getattr(m, "init_hidden", False) for _, m in neuron_layers(model)):
+    if known == "sequence":
         return f"{name}'s forward(x) runs its own time loop and returns records [T, B, ...]"
     return (f"{name}'s forward(x) is one time step or runs its own time loop: not known until it runs on data "
             "(pass --data)")
@@ -97,7 +102,9 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
     else:
         reason = f"{type(model).__name__} is a user module"
     if source.get("kind") == "factory" and source.get("factory"):
-        return {**source, "style": source.get("style") or detect_style(model)}
+        # a user module not yet run keeps its style open: the runner finds it on the first batch after loading
+        style = source.get("style") or recorded_style(model)
+        return {**source, "style": style} if style else {k: v for k, v in source.items() if k != "style"}
     raise ModelLoadError(
         f"cannot record how to rebuild this model ({reason}); load it from a package.module:factory reference"
     )

@@ -295,6 +295,7 @@ def _one_step(model: nn.Module, neurons: list[tuple[str, nn.Module]], x: torch.T
     x = x.to(model_device(model))
     was_training = model.training
     model.eval()  # a probe must not update BatchNorm statistics
+    hidden = _without_hooks(model)  # observers and instruments attached to the model must not see the probe
     handles = [m.register_forward_pre_hook(counter(n)) for n, m in neurons]
     try:
         for _, module in neurons:
@@ -312,6 +313,9 @@ def _one_step(model: nn.Module, neurons: list[tuple[str, nn.Module]], x: torch.T
     finally:
         for h in handles:
             h.remove()
+        for module, hooks in hidden:
+            for attr, value in hooks.items():
+                setattr(module, attr, value)
         for _, module in neurons:
             module.reset_mem()
         model.train(was_training)
@@ -319,6 +323,24 @@ def _one_step(model: nn.Module, neurons: list[tuple[str, nn.Module]], x: torch.T
     kept = all(torch.equal(before[n], after[n]) for n in after if n in before and before[n].shape == after[n].shape)
     moved = any(bool(t.any()) for t in after.values())
     return "stepwise" if kept or not moved else "sequence"
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs")
+
+
+def _without_hooks(model: nn.Module) -> list[tuple[nn.Module, dict]]:
+    """Give every module empty forward-hook tables (its own are returned, to be put back as they are: their
+    removable handles keep pointing at them)."""
+    from collections import OrderedDict
+
+    saved = []
+    for module in model.modules():
+        hooks = {attr: getattr(module, attr) for attr in _HOOK_DICTS if hasattr(module, attr)}
+        for attr in hooks:
+            setattr(module, attr, OrderedDict())
+        saved.append((module, hooks))
+    return saved
 
 
 def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
