@@ -297,11 +297,11 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     Raises:
         ModelLoadError: the state dict does not fit the model.
     """
-    sd = read_state_dict(path)
+    raw = read_state_dict(path)
     own = model.state_dict()
-    sd, prefix = strip_key_prefix(sd, own)
+    sd, prefix = strip_key_prefix(raw, own)
     if prefix:
-        extra = [k for k in sd if k not in own]
+        extra = [k for k in raw if not k.startswith(prefix) or k[len(prefix):] not in own]
         print(f"note: {path}: its keys carry the prefix '{prefix}' (as {prefix}{next(iter(own))}); stripped it for "
               f"the model's {len(own)} tensors"
               + (f"; left out {len(extra)} other tensors ({', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''})"
