@@ -10,7 +10,8 @@ Exporter: torch 2.13's default ``torch.onnx.export`` is the dynamo exporter, whi
 
 After writing, the graph is checked with onnxruntime on ``time_steps`` steps of the sample (plus three
 seeded random inputs): the output spikes exactly, every neuron state within 1e-5 of its scale, and a
-difference that follows a neuron within float rounding of its threshold reported as such, not refused
+difference that follows a neuron within float rounding of its threshold, or a stored membrane within float
+rounding of the midpoint between two levels (a rounding tie), reported as such, not refused
 (``verify_onnx``); otherwise nothing is written.
 """
 
@@ -194,7 +195,10 @@ def verify_onnx(model: nn.Module, path: str | Path, x: torch.Tensor, time_steps:
     two runtimes round float32 differently, by a few ulps of the values involved. A neuron whose membrane
     lands within ``NEAR_THRESHOLD_RTOL`` of its threshold can fire in one runtime and not in the other;
     a difference that starts at or after such a neuron (in its layer or a later one) is that rounding, not
-    an export error: the file is written and the note names the neuron, the step and what differed.
+    an export error: the file is written and the note names the neuron, the step and what differed. Likewise
+    a quantized membrane stored one level apart at neurons whose ``v`` lay within ``NEAR_THRESHOLD_RTOL`` of
+    the scale from the midpoint between two levels, the rest of that step equal: the two runtimes sum a
+    layer's inputs in different orders, and ``round`` of such a tie can go either way (:func:`_rounding_tie`).
 
     Returns:
         A one-line summary (with any near-threshold flips).
