@@ -221,13 +221,17 @@ def check_recorded_shape(net, model: str, bundle) -> None:
     ``net`` was compressed with."""
     from snncompress.state import recorded_run
 
+    from snncompress.models.source import detect_style
+
     notes, given = net.__dict__.pop(_RUN_NOTES, ([], []))
     coded = bundle.is_sequence  # rate coded here: presented over --time-steps
     if not coded:
         from snncompress.sim.evaluate import prepare
 
         prepare(net, bundle)  # whether the samples are sequences (remembered on the bundle)
-    if bundle.is_sequence and not coded:
+    if not coded and not bundle.is_sequence and detect_style(net) == "sequence":
+        pass  # a model with its own time loop gets each sample as it is: T is its own (evaluate says so)
+    elif bundle.is_sequence and not coded:
         steps = int(bundle.sample_input().shape[0])
         if given:
             err_console.print(f"note: {', '.join(given)} does not apply: {bundle.name} holds sequences of {steps} "

@@ -249,7 +249,8 @@ def _chain(calls: list[_Call], step_input: torch.Tensor, model_name: str, what: 
                 how = (f"shape {list(given.shape)} from {list(previous.shape)}, other values: reshaped and "
                        "computed from it in forward")
             else:
-                how = f"shape {list(given.shape)} from {list(previous.shape)}: e.g. a functional pooling"
+                how = (f"shape {list(given.shape)} from {list(previous.shape)}: computed from it in forward, e.g. by "
+                       "indexing a time step, a reshape or a functional pooling")
             refuse(f"the call of {_describe(call)} does not take {source} ({how})")
         chain.append(call)
         previous = call.output
