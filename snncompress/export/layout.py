@@ -138,7 +138,15 @@ def probe_shapes(model: nn.Module, sample: torch.Tensor) -> list[Leaf]:
     try:
         snntorch.utils.reset(model)
         with torch.no_grad():
-            model(sample.unsqueeze(0).to(torch.float32))
+            if isinstance(model, nn.Sequential):
+                model(sample.unsqueeze(0).to(torch.float32))
+            else:  # a one-step user module's recorded chain (its flattens are not its own modules): walk it
+                x = sample.unsqueeze(0).to(torch.float32)
+                for name, module in leaves:
+                    out = module(x)
+                    if name not in shapes:  # a leaf the model does not hold
+                        shapes[name] = (tuple(x.shape[1:]), tuple(out.shape[1:]))
+                    x = out[0] if isinstance(out, tuple) else out
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(

@@ -90,6 +90,10 @@ def test_the_layout_records_the_chain_of_its_layers():
     assert recorded_chain(model) == CHAIN
     assert [name for name, _ in leaf_layers(model)][6] == "flatten_6"
     assert leaf_layers(model)[0][1] is model.conv1  # the model's own modules
+    from snncompress.export.layout import probe_shapes
+
+    shapes = {leaf.name: (leaf.in_shape, leaf.out_shape) for leaf in probe_shapes(model, _frames(1)[0, 0])}
+    assert shapes["flatten_6"] == ((4, 2, 2), (16,)) and shapes["lif4"] == ((4,), (4,))
 
 
 def test_a_forward_that_resets_its_neurons_is_no_time_loop():
@@ -144,6 +148,9 @@ def test_every_command_runs_a_one_step_module(capsys, tmp_path, frames_file):
     assert code == 0, err
     assert "OneStepConvNet's forward(x) is one time step; exported as the chain of its layers" in err
     assert "verified in onnxruntime" in err
+    code, out, err = cli(capsys, "export", ptq, "--trust-code", "-o", tmp_path / "u.onnx", "--unroll", "-T", 3)
+    assert code == 0, err
+    assert "verified in onnxruntime: 3 unrolled steps" in err
     qat = tmp_path / "qat.safetensors"
     code, _, err = cli(capsys, "quantize", ref, "--data", frames_file, "--train-data", frames_file, "--mode", "qat",
                        "--epochs", 1, "--weight-quant", "pot4", "--membrane-quant", "int4", "-o", qat)
