@@ -48,10 +48,10 @@ def evaluate(
     with c.threads_for(net, bundle):
         result = run_eval(net, bundle, show_progress=not c.json_to_stdout(json_out))
     if result.time_steps and not bundle.is_sequence and result.time_steps != bundle.time_steps:
-        # a model with its own time loop over a static input decides its steps; -T did not change them
-        c.err_console.print(f"note: {model} runs its own time loop of {result.time_steps} steps on a static "
-                            f"input; --time-steps {bundle.time_steps} does not change it", soft_wrap=True,
-                            markup=False, highlight=False)
+        # a model with its own time loop, given each sample whole, decides its steps; -T did not change them
+        c.err_console.print(f"note: {model} runs its own time loop of {result.time_steps} steps on each sample "
+                            f"as it is ({list(bundle.sample_input().shape)}); --time-steps {bundle.time_steps} "
+                            "does not change it", soft_wrap=True, markup=False, highlight=False)
     c.emit_json(json_out, {"model": model, "data": bundle.name, **result.to_dict()})
     if c.json_to_stdout(json_out):
         return
