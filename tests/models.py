@@ -243,6 +243,7 @@ class TinyModel:
         style: ``stepwise`` or ``sequence``.
         neuron_types: the neuron classes it holds, in order.
         is_sequence: the input carries time (``[B, T, ...]``).
+        user_module: a stepwise user module (``forward(x)`` one time step), not an ``nn.Sequential``.
     """
 
     name: str
@@ -251,6 +252,7 @@ class TinyModel:
     style: str
     neuron_types: tuple[str, ...]
     is_sequence: bool = False
+    user_module: bool = False
 
     @property
     def ref(self) -> str:
@@ -277,8 +279,10 @@ TINY_MODELS: dict[str, TinyModel] = {m.name: m for m in (
     TinyModel("tutorial_net", tutorial_net, (8,), "sequence", ("Leaky", "Leaky")),
     TinyModel("tutorial_sequence_net", tutorial_sequence_net, (T, 8), "sequence", ("Synaptic", "Leaky"),
               is_sequence=True),
+    TinyModel("one_step_conv_net", lambda: one_step_conv_net(), (T, 2, 8, 8), "stepwise", ("Leaky",) * 3,
+              is_sequence=True, user_module=True),
 )}
-SEQUENTIAL_MODELS = [name for name, m in TINY_MODELS.items() if m.style == "stepwise"]
+SEQUENTIAL_MODELS = [name for name, m in TINY_MODELS.items() if m.style == "stepwise" and not m.user_module]
 # neurons whose membrane is computed afresh every step (no stored membrane to quantize)
 NO_STORED_MEMBRANE_MODELS = ["alpha_mlp"]
 
@@ -531,3 +535,103 @@ def overlapping_pool_net() -> nn.Sequential:
         nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(3, stride=2, padding=1), _lif(),
         nn.Flatten(), nn.Linear(64, CLASSES), _lif(output=True),
     ), seed=21, gain=2.0)
+
+
+# -- models published for benchmarks (NeuroBench's examples), in small -----------------------------------
+
+class OneStepConvNet(nn.Module):
+    """NeuroBench's DVS-gesture CSNN (``examples/dvs_gesture/snn.py``) in small: ``forward(x)`` is ONE time step
+    of ``init_hidden=True`` neurons and returns ``(spk, mem)`` of the output layer, the style NeuroBench's
+    ``SNNTorchModel`` drives step by step. Conv2d(5x5, ``padding="same"``) - MaxPool2d - Leaky - Conv2d(4x4,
+    ``padding="same"``: an even kernel, the odd zero padded after) - MaxPool2d - Leaky - ``flatten(1)`` - Linear -
+    Dropout - Leaky, learned-looking betas and thresholds, atan surrogate; one step is ``[B, 2, 8, 8]``."""
+
+    def __init__(self):
+        super().__init__()
+        from snntorch import surrogate
+
+        grad = surrogate.atan()
+        self.conv1 = nn.Conv2d(2, 4, 5, padding="same")
+        self.pool1 = nn.MaxPool2d(2)
+        self.lif1 = snn.Leaky(beta=0.9999903, threshold=1.6, spike_grad=grad, init_hidden=True)
+        self.conv2 = nn.Conv2d(4, 4, 4, padding="same")
+        self.pool2 = nn.MaxPool2d(2)
+        self.lif2 = snn.Leaky(beta=0.7291118, threshold=0.9, spike_grad=grad, init_hidden=True)
+        self.linear1 = nn.Linear(4 * 2 * 2, CLASSES)
+        self.dropout_4 = nn.Dropout(0.5)
+        self.lif4 = snn.Leaky(beta=0.8348242, threshold=0.364, spike_grad=grad, init_hidden=True, output=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spk1 = self.lif1(self.pool1(self.conv1(x)))
+        spk2 = self.lif2(self.pool2(self.conv2(spk1)))
+        spk4, mem4 = self.lif4(self.dropout_4(self.linear1(spk2.flatten(1))))
+        return spk4, mem4
+
+
+def one_step_conv_net() -> OneStepConvNet:
+    return _init(OneStepConvNet(), seed=23, gain=1.0)
+
+
+class OneStepMLP(nn.Module):
+    """A one-step user module as benchmark suites write an MLP (NeuroBench's speech-command MLP as a module):
+    fc1 - lif1 - fc2 - lif2 (output), ``init_hidden=True``, ``forward(x)`` one step returning ``(spk, mem)``;
+    static ``[B, 8]`` input; not in ``TINY_MODELS``."""
+
+    def __init__(self, reset_in_forward: bool = False):
+        super().__init__()
+        self.reset_in_forward = reset_in_forward
+        self.fc1 = nn.Linear(8, 12)
+        self.lif1 = snn.Leaky(beta=0.9, init_hidden=True)
+        self.fc2 = nn.Linear(12, CLASSES)
+        self.lif2 = snn.Leaky(beta=0.9, init_hidden=True, output=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reset_in_forward:  # forgets its state on every call: no time loop, and cannot be stepped either
+            self.lif1.reset_mem()
+            self.lif2.reset_mem()
+        return self.lif2(self.fc2(self.lif1(self.fc1(x))))
+
+
+def one_step_mlp() -> OneStepMLP:
+    return _init(OneStepMLP(), seed=24, gain=2.0)
+
+
+def resetting_step_mlp() -> OneStepMLP:
+    return _init(OneStepMLP(reset_in_forward=True), seed=24, gain=2.0)
+
+
+class HarConvNet(nn.Module):
+    """NeuroBench's NeHAR SCNN (``examples/nehar/SCNN.py``) in small: ``init_hidden=True`` neurons with tiny
+    thresholds *and* its own loop over a ``[B, T, 3]`` series (``input[:, step]`` reshaped to ``[B, 3, 1]``),
+    resetting them first, returning only ``torch.stack(spk_rec)``. Conv1d(k=2, padding=4) - MaxPool1d - Leaky -
+    Conv1d(k=1) - MaxPool1d - Leaky - Flatten - Linear - Leaky(output)."""
+
+    def __init__(self, num_steps: int = T):
+        super().__init__()
+        self.conv1 = nn.Conv1d(3, 6, 2, padding=4)
+        self.max1 = nn.MaxPool1d(2)
+        self.leaky1 = snn.Leaky(beta=0.4, init_hidden=True, threshold=0.02)
+        self.conv2 = nn.Conv1d(6, 8, kernel_size=1)
+        self.max2 = nn.MaxPool1d(2)
+        self.leaky2 = snn.Leaky(beta=0.3, init_hidden=True, threshold=0.01)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(16, CLASSES)
+        self.leaky3 = snn.Leaky(beta=0.5, output=True, init_hidden=True, threshold=0.01)
+        self.num_steps = num_steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.leaky1.init_leaky()
+        self.leaky2.init_leaky()
+        self.leaky3.init_leaky()
+        spk_rec = []
+        for step in range(self.num_steps):
+            new_input = x[:, step, :]
+            y = self.max1(self.conv1(new_input.reshape(new_input.shape[0], new_input.shape[1], 1)))
+            y = self.max2(self.conv2(self.leaky1(y)))
+            spk_out, _ = self.leaky3(self.linear(self.flatten(self.leaky2(y))))
+            spk_rec.append(spk_out)
+        return torch.stack(spk_rec)
+
+
+def har_conv_net() -> HarConvNet:
+    return _init(HarConvNet(), seed=25, gain=1.0)

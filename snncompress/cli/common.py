@@ -93,7 +93,8 @@ NirSpikeOpt = Annotated[str | None, typer.Option(
 NirProducerOpt = Annotated[str | None, typer.Option(
     "--nir-producer", help="A .nir MODEL: read it with its producer's own dynamics: rockpool (CubaLIF = LIFTorch: "
                            "exponential decay, multi-spike, dt from its r) or sinabs (IF/LIF as sinabs's default "
-                           "multi-spike layers, time constants in steps).")]
+                           "multi-spike layers, time constants in steps); nir: NIR's own equations. Default: the "
+                           "producer the file's metadata or node names show (Rockpool's are detected), else nir.")]
 
 
 def nir_read_options(model: str, dt: float | None, reset: str | None, spike: str | None,
@@ -162,15 +163,30 @@ def recorded_seed(net, model: str, seed: int | None, encoding: str) -> int:
     return 0
 
 
+_RUN_NOTES = "_snncompress_run_notes"  # notes recorded_defaults leaves for check_recorded_shape
+
+
 def recorded_defaults(net, model: str, time_steps: int | None, encoding: str | None,
                       *, with_encoding: bool = True) -> tuple[int, str]:
     """T and encoding for running ``net``: as given, else as its compressed file records (so that
     ``evaluate`` reproduces what ``quantize`` printed), else 8 and direct; one note on stderr says
     which recorded values were used, or which given ones differ from the record (the encoding only
-    ``with_encoding``: export presents no data, so it has none)."""
+    ``with_encoding``: export presents no data, so it has none).
+
+    A file compressed on the data's own sequences (event frames) ran their T, not ``--time-steps``: export
+    takes that T; a command that presents data (``with_encoding``) says nothing of T and encoding until
+    :func:`check_recorded_shape` knows whether its data are sequences too (they then run as they are, and
+    the notes would not be true)."""
     from snncompress.state import recorded_run
 
-    record = recorded_run(net)
+    record = dict(recorded_run(net))
+    if record.get("is_sequence") and record.get("encoding") != "rate":  # the data's own sequences ran
+        record.pop("encoding", None)
+        steps = (record.get("sample_shape") or [None])[0]
+        if with_encoding or not steps:
+            record.pop("time_steps", None)
+        else:
+            record["time_steps"] = int(steps)
     used, overridden = [], []
     chosen = {}
     for flag, key, value, default in (("--time-steps", "time_steps", time_steps, 8),
@@ -184,25 +200,51 @@ def recorded_defaults(net, model: str, time_steps: int | None, encoding: str | N
             chosen[key] = value
             if recorded is not None and value != recorded:
                 overridden.append(f"{flag} {value} (compressed with {recorded})")
+    notes = []
     if used:
-        err_console.print(f"note: {model} records how it was run; using {', '.join(used)}",
-                          highlight=False, markup=False, soft_wrap=True)
+        notes.append(f"note: {model} records how it was run; using {', '.join(used)}")
     if overridden:
-        err_console.print(f"note: running {model} with {', '.join(overridden)} as asked: figures may differ "
-                          "from those measured when it was compressed", highlight=False, markup=False, soft_wrap=True)
+        notes.append(f"note: running {model} with {', '.join(overridden)} as asked: figures may differ "
+                     "from those measured when it was compressed")
+    if with_encoding:
+        # direct coding presents a sequence as it is, rate coding makes one: only -T can be given in vain
+        net.__dict__[_RUN_NOTES] = (notes, [f"--time-steps {time_steps}"] if time_steps is not None else [])
+    else:
+        for note in notes:
+            err_console.print(note, highlight=False, markup=False, soft_wrap=True)
     return int(chosen["time_steps"]), str(chosen["encoding"])
 
 
 def check_recorded_shape(net, model: str, bundle) -> None:
-    """A note when the data's samples differ in shape from those ``net`` was compressed with."""
+    """The notes :func:`recorded_defaults` left, now that the data's layout is known (true only for samples
+    snncompress presents over T steps), and a note when the data's samples differ in shape from those
+    ``net`` was compressed with."""
     from snncompress.state import recorded_run
 
+    from snncompress.models.source import detect_style
+
+    notes, given = net.__dict__.pop(_RUN_NOTES, ([], []))
+    coded = bundle.is_sequence  # rate coded here: presented over --time-steps
+    if not coded:
+        from snncompress.sim.evaluate import prepare
+
+        prepare(net, bundle)  # whether the samples are sequences (remembered on the bundle)
+    if not coded and not bundle.is_sequence and detect_style(net) == "sequence":
+        pass  # a model with its own time loop gets each sample as it is: T is its own (evaluate says so)
+    elif bundle.is_sequence and not coded:
+        steps = int(bundle.sample_input().shape[0])
+        if given:
+            err_console.print(f"note: {', '.join(given)} does not apply: {bundle.name} holds sequences of {steps} "
+                              "steps, which run as they are", highlight=False, markup=False, soft_wrap=True)
+    else:
+        for note in notes:
+            err_console.print(note, highlight=False, markup=False, soft_wrap=True)
     record = recorded_run(net)
     recorded = record.get("sample_shape")
     shape = [int(s) for s in bundle.sample_input().shape]
     if not recorded:
         return
-    if record.get("is_sequence") and bundle.is_sequence and shape[1:] == list(recorded)[1:]:
+    if coded and record.get("is_sequence") and shape[1:] == list(recorded)[1:]:
         return  # rate coded here over another T: the T note says so
     if list(recorded) != shape:
         err_console.print(f"note: {bundle.name} has samples of shape {shape}; {model} was compressed on samples "

@@ -76,10 +76,10 @@ def evaluate(
             fidelity = compare(net, ref_net, bundle, show_progress=not c.json_to_stdout(json_out))
             result = fidelity.evaluation
     if result.time_steps and not bundle.is_sequence and result.time_steps != bundle.time_steps:
-        # a model with its own time loop over a static input decides its steps; -T did not change them
-        c.err_console.print(f"note: {model} runs its own time loop of {result.time_steps} steps on a static "
-                            f"input; --time-steps {bundle.time_steps} does not change it", soft_wrap=True,
-                            markup=False, highlight=False)
+        # a model with its own time loop, given each sample whole, decides its steps; -T did not change them
+        c.err_console.print(f"note: {model} runs its own time loop of {result.time_steps} steps on each sample "
+                            f"as it is ({list(bundle.sample_input().shape)}); --time-steps {bundle.time_steps} "
+                            "does not change it", soft_wrap=True, markup=False, highlight=False)
     for line in fidelity.notes() if fidelity is not None else []:
         c.err_console.print(f"note: {line}", soft_wrap=True, markup=False, highlight=False)
     payload = {"model": model, "data": bundle.name, "labelled": bundle.labelled, **result.to_dict()}

@@ -54,9 +54,9 @@ def export(
 ) -> None:
     """Export a model to NIR or to a one-step ONNX graph.
 
-    An nn.Sequential is exported as it is; a module with its own time loop as the chain of its layers,
-    when one recorded step shows each layer takes the previous one's output (else the error names the
-    call that breaks the chain).
+    An nn.Sequential is exported as it is; a user module (its own time loop, or one time step per call)
+    as the chain of its layers, when one recorded step shows each layer takes the previous one's output
+    (else the error names the call that breaks the chain).
 
     NIR: the graph other SNN tools read; the reset mechanism and dt are kept in its metadata.
 

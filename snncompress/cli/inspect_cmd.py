@@ -65,6 +65,7 @@ def inspect(
                       _shape(layer.output_shape), extra)
     c.console.print(table)
     c.console.print(f"total parameters: {summary.total_parameters:,}   neuron layers: {summary.neuron_layers}")
+    c.console.print(f"run: {summary.stepping}", highlight=False, markup=False, soft_wrap=True)
     if summary.history:
         c.console.print("pass history: " + " -> ".join(h.get("pass", "?") for h in summary.history))
 

@@ -1,4 +1,4 @@
-"""A user module with its own time loop (snnTorch tutorials 5 and 6) as the chain of its layers.
+"""A user module (its own time loop, or one time step per call) as the chain of its layers.
 
 Both exporters walk an ``nn.Sequential`` one layer per step. Most user modules are such a chain written
 out by hand::
@@ -15,6 +15,11 @@ neurons, and checked: run over the model's own number of steps, it must give the
 exactly. Anything else (a functional call such as ``F.max_pool2d``, arithmetic on a layer's output, a
 skip connection, a layer called twice per step or only after the loop) is reported by the call that
 breaks the chain.
+
+A user module whose ``forward(x)`` is one time step (``init_hidden=True`` neurons, the style NeuroBench
+drives) is recorded and checked the same way over a few steps the runner drives; its chain is recorded in
+its source (:func:`record_step_chain`), so that the integer-only reference and every walk over a stepwise
+model's layers (:func:`snncompress.export.layout.leaf_layers`) see its layers in order.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from snncompress.errors import UnsupportedLayerError
+from snncompress.errors import DataError, UnsupportedLayerError
 from snncompress.models.neurons import is_neuron
 from snncompress.state import CompressionState, get_state, has_state
 
@@ -58,7 +63,7 @@ def exportable(model: nn.Module, sample: torch.Tensor, what: str) -> tuple[nn.Mo
     from snncompress.models.spatial import require_no_runtime_masks
 
     require_no_runtime_masks(model, what)
-    if isinstance(model, nn.Sequential) or getattr(model, "snncompress_style", None) == "stepwise":
+    if isinstance(model, nn.Sequential):
         require_sequential(model, what)
         return model, []
     x, is_sequence = _probe_input(model, sample)
@@ -68,9 +73,45 @@ def exportable(model: nn.Module, sample: torch.Tensor, what: str) -> tuple[nn.Mo
     seq = _build(model, chain)
     _check_spikes(seq, model, x, is_sequence, steps, out.spikes, what)
     names = " -> ".join(c.name if c.name else "Flatten" for c in chain)
-    note = (f"{type(model).__name__} has its own time loop; exported as the chain of its layers {names} "
+    how = ("'s forward(x) is one time step" if _stepwise(model) else " has its own time loop")
+    note = (f"{type(model).__name__}{how}; exported as the chain of its layers {names} "
             f"(one recorded step chains them, and {steps} steps of the chain give the model's output spikes)")
     return seq, [note]
+
+
+def record_step_chain(model: nn.Module, sample: torch.Tensor) -> None:
+    """Record in the source of a one-step user module the chain of its layers (``None`` for a flatten between
+    two), found and checked on ``sample`` (one time step or one sample, no batch dim); a module that is no
+    chain keeps the reason instead, for the walks that need one to name it (:func:`chain_reason`)."""
+    state = get_state(model)
+    if isinstance(model, nn.Sequential) or state.source.get("chain") is not None or _REASON in model.__dict__:
+        return
+    try:
+        state.source["chain"] = layer_chain(model, sample, f"{type(model).__name__}'s one-step forward")
+    except (UnsupportedLayerError, DataError) as exc:
+        model.__dict__[_REASON] = str(exc)
+
+
+def recorded_chain(model: nn.Module) -> list[str | None] | None:
+    """The chain :func:`record_step_chain` recorded for a one-step user module (or its file kept), else None."""
+    if isinstance(model, nn.Sequential) or not has_state(model):
+        return None
+    chain = get_state(model).source.get("chain")
+    return list(chain) if isinstance(chain, list) else None
+
+
+def chain_reason(model: nn.Module) -> str | None:
+    """Why a one-step user module's layers are no chain, when a recording found out."""
+    return model.__dict__.get(_REASON)
+
+
+_REASON = "_snncompress_chain_reason"
+
+
+def _stepwise(model: nn.Module) -> bool:
+    from snncompress.models.source import detect_style
+
+    return detect_style(model) == "stepwise"
 
 
 def layer_chain(model: nn.Module, sample: torch.Tensor, what: str) -> list[str | None]:
@@ -147,9 +188,11 @@ def _record(model: nn.Module, x: torch.Tensor, is_sequence: bool):
         calls.append(_Call(leaves[id(module)], module, first, out))
 
     handles = [m.register_forward_hook(hook) for _, m in model.named_modules() if id(m) in leaves]
+    # a one-step module is stepped by the runner: a few steps check that the chain keeps its state too
+    steps = 1 if is_sequence or not _stepwise(model) else 3
     try:
         with torch.no_grad():
-            out = SNNRunner(model).run(x, is_sequence=is_sequence, time_steps=1)
+            out = SNNRunner(model).run(x, is_sequence=is_sequence, time_steps=steps)
     finally:
         for h in handles:
             h.remove()
@@ -206,7 +249,8 @@ def _chain(calls: list[_Call], step_input: torch.Tensor, model_name: str, what: 
                 how = (f"shape {list(given.shape)} from {list(previous.shape)}, other values: reshaped and "
                        "computed from it in forward")
             else:
-                how = f"shape {list(given.shape)} from {list(previous.shape)}: e.g. a functional pooling"
+                how = (f"shape {list(given.shape)} from {list(previous.shape)}: computed from it in forward, e.g. by "
+                       "indexing a time step, a reshape or a functional pooling")
             refuse(f"the call of {_describe(call)} does not take {source} ({how})")
         chain.append(call)
         previous = call.output

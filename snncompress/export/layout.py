@@ -57,7 +57,18 @@ class ExportResult:
 
 
 def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Sequential's layers in execution order, nested Sequentials flattened; a neuron is one leaf."""
+    """The Sequential's layers in execution order, nested Sequentials flattened; a neuron is one leaf.
+
+    A one-step user module gives the chain of its layers its source records
+    (:func:`snncompress.export.chain.recorded_chain`; a flatten between two is a new ``nn.Flatten`` named
+    ``flatten_<i>``), the modules themselves.
+    """
+    from snncompress.export.chain import recorded_chain
+
+    chain = recorded_chain(model)
+    if chain is not None:
+        return [(name, model.get_submodule(name)) if name else (f"flatten_{i}", nn.Flatten())
+                for i, name in enumerate(chain)]
     out: list[tuple[str, nn.Module]] = []
 
     def walk(prefix: str, module: nn.Module) -> None:
@@ -73,15 +84,27 @@ def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def require_sequential(model: nn.Module, what: str) -> None:
-    """Raise unless ``model`` is a stepwise ``nn.Sequential`` whose neurons keep their own state.
+    """Raise unless ``model`` is a stepwise ``nn.Sequential`` whose neurons keep their own state, or a one-step
+    user module whose layers form a recorded chain.
 
     Raises:
-        UnsupportedLayerError: a user module with its own time loop, or a neuron with ``init_hidden=False``.
+        UnsupportedLayerError: a user module with its own time loop, one whose layers are no chain, or a
+            neuron with ``init_hidden=False``.
     """
-    if not isinstance(model, nn.Sequential):
+    from snncompress.export.chain import chain_reason, recorded_chain
+    from snncompress.models.source import detect_style
+
+    if not isinstance(model, nn.Sequential) and recorded_chain(model) is None:
+        name = type(model).__name__
+        if detect_style(model) == "stepwise":
+            why = chain_reason(model) or "run it on data once to find out why"
+            raise UnsupportedLayerError(
+                f"{what} needs the model's layers in order; {name}'s forward(x) is one time step, but its layers "
+                f"were not found to form a chain ({why})"
+            )
         raise UnsupportedLayerError(
             f"{what} needs an nn.Sequential of supported layers run one step at a time; "
-            f"{type(model).__name__} is a user module with its own forward, rebuild it as an nn.Sequential"
+            f"{name} is a user module with its own forward, rebuild it as an nn.Sequential"
         )
     for name, module in leaf_layers(model):
         if is_neuron(module) and not module.init_hidden:
@@ -115,7 +138,15 @@ def probe_shapes(model: nn.Module, sample: torch.Tensor) -> list[Leaf]:
     try:
         snntorch.utils.reset(model)
         with torch.no_grad():
-            model(sample.unsqueeze(0).to(torch.float32))
+            if isinstance(model, nn.Sequential):
+                model(sample.unsqueeze(0).to(torch.float32))
+            else:  # a one-step user module's recorded chain (its flattens are not its own modules): walk it
+                x = sample.unsqueeze(0).to(torch.float32)
+                for name, module in leaves:
+                    out = module(x)
+                    if name not in shapes:  # a leaf the model does not hold
+                        shapes[name] = (tuple(x.shape[1:]), tuple(out.shape[1:]))
+                    x = out[0] if isinstance(out, tuple) else out
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(

@@ -98,6 +98,7 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_
     chain = ["input"]
     other_reset: list[str] = []
     multi: list[str] = []
+    uneven: list[str] = []  # padding="same" with an odd total (an even kernel)
     previous: Leaf | None = None
     for leaf in leaves:
         if isinstance(leaf.module, _SKIPPED):
@@ -116,6 +117,9 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_
             other_reset.append(leaf.name)
         if isinstance(leaf.module, (MultiSpikeLeaky, MultiSpikeSynaptic)):
             multi.append(leaf.name)
+        if isinstance(leaf.module, (nn.Conv1d, nn.Conv2d)) and leaf.module.padding == "same" and any(
+                d * (k - 1) % 2 for d, k in zip(leaf.module.dilation, leaf.module.kernel_size, strict=True)):
+            uneven.append(leaf.name)
         previous = leaf
     out_name = _unique("output", nodes)
     nodes[out_name] = nir.Output(output_type=np.array(leaves[-1].out_shape if leaves else sample.shape))
@@ -125,6 +129,10 @@ def model_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DEFAULT_
         notes.append(f"neuron layers {', '.join(repr(n) for n in multi)} fire trunc(v/threshold) spikes per step "
                      "(sinabs's MultiSpike); NIR's IF/LIF say one spike: the metadata says so, which snncompress "
                      "reads back (sinabs's importer reads every IF as multi-spike; other tools fire one spike)")
+    if uneven:
+        notes.append(f"layers {', '.join(repr(n) for n in uneven)} pad 'same' with an even kernel, written as NIR's "
+                     "padding 'same', which does not say where the odd zero goes: torch (and snncompress reading the "
+                     "file) pads it after; a reader that pads it before shifts those layers' outputs by one")
     metadata = {"producer": f"snncompress {__version__}",
                 METADATA_KEY: json.dumps(_graph_metadata(model, sample, dt, notes))}
     edges = list(zip(chain[:-1], chain[1:], strict=True))

@@ -22,6 +22,7 @@ which is also what snnTorch's importer does - and print a note.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,11 @@ from snncompress.models.neurons import is_neuron
 
 RESETS = ("subtract", "zero", "none")
 SPIKES = ("single", "multi")  # one spike per step (NIR's H(v - v_th)), or sinabs's MultiSpike: trunc(v / v_th)
-PRODUCERS = ("rockpool", "sinabs")  # producers whose graphs mean their own dynamics, not NIR's Euler reading
+PRODUCERS = ("rockpool", "sinabs", "nir")  # whose dynamics a graph means (nir: NIR's own Euler reading)
+# metadata keys that name the software that wrote a graph (snncompress writes "producer")
+_PRODUCER_KEYS = ("producer", "framework", "library", "source", "generator", "exporter", "software", "written_by")
+# Rockpool's Sequential names its modules "<index>_<class>", and its to_nir keeps those names as node names
+_ROCKPOOL_NODE = re.compile(r"^\d+_(LIFTorch|LIFNeuronTorch|ExpSynTorch|LinearTorch)$")
 DEFAULT_RESET = "zero"  # NIR's equations: v -> v_reset (0) when z = 1; snnTorch's import_from_nir agrees
 NIR_NODES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "AvgPool2d", "SumPool2d", "Threshold (after "
              "SumPool2d on spikes)", "LIF", "CubaLIF", "IF", "recurrent LIF", "recurrent CubaLIF",
@@ -66,7 +71,9 @@ class NirReadOptions:
             do not record it. None: single.
         producer: ``rockpool``: CubaLIF nodes are Rockpool's ``LIFTorch`` (:func:`_rockpool_cuba`), dt
             inferred from their ``r`` unless given; ``sinabs``: IF and LIF nodes are sinabs's default
-            ``IAF`` and ``LIF`` (:func:`_sinabs_lif`). None: NIR's reading.
+            ``IAF`` and ``LIF`` (:func:`_sinabs_lif`); ``nir``: NIR's reading whatever the graph says of its
+            producer. None: the producer the graph's metadata or node names show (:func:`detect_producer`),
+            else NIR's reading.
     """
 
     def __init__(self, dt: float | None = None, reset: str | None = None, spike: str | None = None,
@@ -151,6 +158,14 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
     else:
         ctx = _Context(dt=recorded if recorded is not None else DEFAULT_DT, dt_recorded=recorded is not None,
                        reset_given=options.reset, spike_given=options.spike, producer=options.producer)
+    if options.producer is None and not _written_by_us(graph, source):
+        found = detect_producer(graph)
+        if found is not None:
+            ctx.producer = found[0]
+            pre_notes.append(f"{source}: read with {_NAMES[found[0]]}'s own dynamics: {found[1]} "
+                             "(--nir-producer nir reads NIR's equations instead)")
+    elif options.producer == "nir":
+        ctx.producer = None
     ctx.notes.extend(pre_notes)
     order, nodes = _chain(graph, source)
     modules: list[nn.Module] = []
@@ -179,7 +194,55 @@ def graph_to_module(graph: nir.NIRGraph, source: str = "NIR graph",
                      f"dynamics), so {' and '.join(given)} changed nothing")
     # one line per node whose reading the graph leaves open, saying how it was read and how to say otherwise
     notes[:0] = [f"{source}: NIR node {name}: {'; '.join(reasons)}" for name, reasons in ctx.ambiguous.items()]
+    hint = _producer_hint(nodes, ctx, options)
+    if hint:
+        notes.append(f"{source}: {hint}")
     return model, notes
+
+
+def detect_producer(graph: nir.NIRGraph) -> tuple[str, str] | None:
+    """``(producer, evidence)`` when the graph says which software wrote it: a metadata entry
+    (:data:`_PRODUCER_KEYS`, of the graph or a node) naming sinabs or Rockpool, or node names that are
+    Rockpool's (``1_LIFTorch``: its ``Sequential`` names modules ``<index>_<class>``, and ``to_nir`` keeps them).
+    sinabs's ``to_nir`` records neither; its graphs need ``--nir-producer sinabs``."""
+    owners = [("the graph's metadata", graph)] + [(f"node '{n}' metadata", node) for n, node in graph.nodes.items()]
+    for where, owner in owners:
+        for key, value in (getattr(owner, "metadata", None) or {}).items():
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            if str(key).lower() not in _PRODUCER_KEYS or not isinstance(text, str):
+                continue
+            for producer in ("sinabs", "rockpool"):
+                if producer in text.lower():
+                    return producer, f"{where} names it ({key} = {text!r})"
+    neurons = [n for n, node in graph.nodes.items() if isinstance(node, (nir.CubaLIF, nir.LIF, nir.IF, nir.LI))]
+    if neurons and all(_ROCKPOOL_NODE.match(n) for n in neurons):
+        return "rockpool", f"its node names ({', '.join(neurons[:3])}{', ...' if len(neurons) > 3 else ''}) are Rockpool's"
+    return None
+
+
+_NAMES = {"sinabs": "sinabs", "rockpool": "Rockpool"}
+
+
+def _written_by_us(graph: nir.NIRGraph, source: str) -> bool:
+    return bool(_metadata(graph, source)) or any(_metadata(node, source) for node in graph.nodes.values())
+
+
+def _producer_hint(nodes: dict[str, Any], ctx: _Context, options: NirReadOptions) -> str:
+    """What to pass when a graph read by NIR's equations may come from a producer that means its own: the
+    spikes differ otherwise (sinabs: several per step, tau in steps; Rockpool: exponential decay, dt in r)."""
+    if options.producer is not None or ctx.producer is not None or not ctx.reset_missing:
+        return ""
+    kinds = {type(n) for n in nodes.values()}
+    options_ = []
+    if kinds & {nir.IF, nir.LIF}:
+        options_.append("sinabs wrote it, pass --nir-producer sinabs (IF/LIF as its multi-spike IAF/LIF, tau in "
+                        "time steps)")
+    if nir.CubaLIF in kinds:
+        options_.append("Rockpool wrote it, --nir-producer rockpool (CubaLIF as its LIFTorch, dt from r)")
+    if not options_:
+        return ""
+    return ("it does not say which software wrote it and was read by NIR's own equations; if "
+            + "; if ".join(options_) + ": its spikes differ otherwise")
 
 
 def input_shape(graph: nir.NIRGraph) -> list[int] | None:

@@ -10,7 +10,8 @@ Exporter: torch 2.13's default ``torch.onnx.export`` is the dynamo exporter, whi
 
 After writing, the graph is checked with onnxruntime on ``time_steps`` steps of the sample (plus three
 seeded random inputs): the output spikes exactly, every neuron state within 1e-5 of its scale, and a
-difference that follows a neuron within float rounding of its threshold reported as such, not refused
+difference that follows a neuron within float rounding of its threshold, or a stored membrane within float
+rounding of the midpoint between two levels (a rounding tie), reported as such, not refused
 (``verify_onnx``); otherwise nothing is written.
 """
 
@@ -32,7 +33,7 @@ from snncompress.export.chain import exportable
 from snncompress.export.layout import ExportResult, probe_shapes
 from snncompress.export.onnx_step import StepModel
 from snncompress.fileformat.atomic import atomic_path, check_output_path
-from snncompress.models.membrane import membrane_quantizers
+from snncompress.models.membrane import membrane_quantizers, stored_membrane
 from snncompress.sim.runner import SNNRunner
 
 OPSET = 17
@@ -194,7 +195,10 @@ def verify_onnx(model: nn.Module, path: str | Path, x: torch.Tensor, time_steps:
     two runtimes round float32 differently, by a few ulps of the values involved. A neuron whose membrane
     lands within ``NEAR_THRESHOLD_RTOL`` of its threshold can fire in one runtime and not in the other;
     a difference that starts at or after such a neuron (in its layer or a later one) is that rounding, not
-    an export error: the file is written and the note names the neuron, the step and what differed.
+    an export error: the file is written and the note names the neuron, the step and what differed. Likewise
+    a quantized membrane stored one level apart at neurons whose ``v`` lay within ``NEAR_THRESHOLD_RTOL`` of
+    the scale from the midpoint between two levels, the rest of that step equal: the two runtimes sum a
+    layer's inputs in different orders, and ``round`` of such a tie can go either way (:func:`_rounding_tie`).
 
     Returns:
         A one-line summary (with any near-threshold flips).
@@ -211,13 +215,22 @@ def verify_onnx(model: nn.Module, path: str | Path, x: torch.Tensor, time_steps:
                 f"output spikes exactly and every neuron state within {worst:.2g} of its scale "
                 f"(tolerance {MEMBRANE_RTOL:g})")
     step, layer_index, what = first
+    spikes = ("the output spikes are exact" if torch.equal(reference.spikes, got.spikes) else
+              f"{int((reference.spikes != got.spikes).sum())} output spike values differ")
+    tie = _rounding_tie(reference, got, step, layer_index)
+    if tie is not None:
+        layer, count, distance, ratio = tie
+        return (f"verified in onnxruntime with a float32 rounding tie: {time_steps} steps x {x.shape[0]} inputs; at "
+                f"step {step} layer '{layer}' stores {count} membrane value(s) {distance:.2g} from the midpoint "
+                f"between two levels (v / unit = {ratio:.7g}), which float32 sums in another order (torch and "
+                f"onnxruntime add a layer's inputs differently) round to either level: one level apart there, the "
+                f"rest of that step equal; from there {what}; {spikes}")
     near = _near_threshold(reference, step, layer_index)
     if near is None:
         raise DomainError(f"onnxruntime differs from the torch model: {what} (no neuron was near its threshold "
-                          "before, so this is not float rounding); the ONNX file was not written")
+                          "before, and no stored membrane at a level's rounding midpoint, so this is not float "
+                          "rounding); the ONNX file was not written")
     near_layer, near_step, margin = near
-    spikes = ("the output spikes are exact" if torch.equal(reference.spikes, got.spikes) else
-              f"{int((reference.spikes != got.spikes).sum())} output spike values differ")
     return (f"verified in onnxruntime with a near-threshold flip: {time_steps} steps x {x.shape[0]} inputs; layer "
             f"'{near_layer}' has a neuron {margin:.2g} from its threshold at step {near_step}, where float32 "
             f"rounding in torch and onnxruntime can fall either side; from there {what}; {spikes}")
@@ -237,6 +250,11 @@ class _Trace:
     states: dict[tuple[int, str, str], torch.Tensor]  # [T, B, ...]
     margins: dict[str, list[float]] = None  # layer -> per step min |u - Vth| / scale
     scales: dict[str, float] = None
+    # quantized layers: per step, each neuron's distance from the midpoint of two membrane levels, |v - (k + 1/2)
+    # unit| (inf where the clamp decides), and the v / unit it was stored from; [T, B, ...]
+    ties: dict[str, torch.Tensor] = None
+    ratios: dict[str, torch.Tensor] = None
+    units: dict[str, torch.Tensor] = None
 
 
 def _torch_trace(model: nn.Module, x: torch.Tensor, time_steps: int) -> _Trace:
@@ -247,11 +265,17 @@ def _torch_trace(model: nn.Module, x: torch.Tensor, time_steps: int) -> _Trace:
     keys = [(i, name, state) for i, (name, m) in enumerate(neurons) for state in STATES.get(type(m).__name__, ())]
     states: dict[tuple[int, str, str], list[torch.Tensor]] = {k: [] for k in keys}
     gaps: dict[str, list[torch.Tensor]] = {name: [] for name, _ in neurons}
+    quantizers = membrane_quantizers(model)
+    units = {name: torch.as_tensor(q["unit"], dtype=torch.float32) for name, q in quantizers.items()}
+    ratios: dict[str, list[torch.Tensor]] = {name: [] for name in quantizers}
     handles = []
     for i, (name, module) in enumerate(neurons):
-        def before(mod, _inputs, _output, name=name):
+        def before(mod, _inputs, output, name=name):
             # u[t] as compared with the threshold, before any storage quantization rewrites it
             gaps[name].append((mod.mem.detach() - mod.threshold.detach()).abs())
+            if name in quantizers:  # v[t] / unit, which the quantizer rounds to a level
+                spk = output[0] if isinstance(output, tuple) else output
+                ratios[name].append((stored_membrane(mod, spk.detach(), mod.mem.detach()) / units[name]).clone())
 
         def after(mod, _inputs, _output, i=i, name=name):
             for state in STATES.get(type(mod).__name__, ()):
@@ -273,7 +297,13 @@ def _torch_trace(model: nn.Module, x: torch.Tensor, time_steps: int) -> _Trace:
                     max((float(v.abs().max()) for k, v in stacked.items() if k[1] == name), default=0.0), 1e-12)
         scales[name] = scale
         margins[name] = [float(step.min()) / scale for step in u] if gaps[name] else []
-    return _Trace(out.spikes, [k for k in keys if k in stacked], stacked, margins, scales)
+    ratio = {name: torch.stack(v) for name, v in ratios.items() if v}
+    ties = {}
+    for name, r in ratio.items():
+        q = quantizers[name]
+        inside = (r >= q["levels_low"] - 0.5) & (r <= q["levels_high"] + 0.5)
+        ties[name] = torch.where(inside, (r - torch.floor(r) - 0.5).abs() * units[name], torch.inf)
+    return _Trace(out.spikes, [k for k in keys if k in stacked], stacked, margins, scales, ties, ratio, units)
 
 
 def _onnx_trace(path: str | Path, x: torch.Tensor, time_steps: int, keys: list[tuple[int, str, str]]) -> _Trace:
@@ -328,6 +358,36 @@ def _first_divergence(reference: _Trace, got: _Trace) -> tuple[int, int, str] | 
         return None
     step, layer, _, what = min(found)  # at the same step and layer, name the state rather than the spikes
     return step, layer, what
+
+
+def _rounding_tie(reference: _Trace, got: _Trace, step: int, layer_index: int) -> tuple[str, int, float, float] | None:
+    """``(layer, values, distance, v / unit)`` when the first difference, at ``step`` in layer ``layer_index``, is
+    the stored membrane alone, one level apart, at neurons whose ``v`` lay within ``NEAR_THRESHOLD_RTOL`` of the
+    scale from a midpoint between two levels: a float32 rounding tie of the quantizer's ``round``, not an
+    export error. None otherwise."""
+    keys = [k for k in reference.keys if k[0] == layer_index and k in got.states]
+    mem = [k for k in keys if k[2] == "mem"]
+    if not mem or not reference.ties or mem[0][1] not in reference.ties:
+        return None
+    name = mem[0][1]
+    scale = reference.scales[name]
+    tol = MEMBRANE_RTOL * scale
+    for key in keys:
+        if key != mem[0] and bool(((reference.states[key][step] - got.states[key][step]).abs() > tol).any()):
+            return None  # a state before the rounding differs too
+    ref, out = reference.states[mem[0]][step], got.states[mem[0]][step].to(reference.states[mem[0]].dtype)
+    gap = (ref - out).abs()
+    differ = gap > tol
+    if not bool(differ.any()):
+        return None
+    unit = torch.broadcast_to(reference.units[name], ref.shape)
+    distance = reference.ties[name][step]
+    one_level = ((gap - unit).abs() <= tol)[differ]
+    near = (distance <= NEAR_THRESHOLD_RTOL * scale)[differ]
+    if not bool(one_level.all() and near.all()):
+        return None
+    worst = int(torch.argmax(torch.where(differ, distance, -1.0)))
+    return name, int(differ.sum()), float(distance.flatten()[worst]), float(reference.ratios[name][step].flatten()[worst])
 
 
 def _near_threshold(reference: _Trace, step: int, layer_index: int) -> tuple[str, int, float] | None:

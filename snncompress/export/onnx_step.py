@@ -200,11 +200,37 @@ def _pair(value: Any) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
+class PaddedConv(nn.Module):
+    """A convolution with string padding (``"same"``, ``"valid"``) as an explicit pad (zeros, or the layer's
+    ``padding_mode``), then the convolution.
+
+    The TorchScript exporter writes ``padding="same"`` as ONNX ``auto_pad=SAME_UPPER``, which onnxruntime refuses
+    with a dilation; explicit pads (torch's amounts: :func:`snncompress.models.layers.conv_padding`) run
+    everywhere and put the odd zero of an even kernel where torch does.
+    """
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d):
+        super().__init__()
+        from snncompress.models.layers import conv_padding
+
+        before, after = conv_padding(conv)
+        self.conv = conv  # shared: the step computes with the layer's own weights
+        self.pads = [p for b, a in zip(reversed(before), reversed(after), strict=True) for p in (b, a)]
+        self.mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = F.conv2d if isinstance(self.conv, nn.Conv2d) else F.conv1d
+        x = F.pad(x, self.pads, mode=self.mode) if any(self.pads) else x
+        return conv(x, self.conv.weight, self.conv.bias, self.conv.stride, 0, self.conv.dilation, self.conv.groups)
+
+
 def _step_layer(leaf: Leaf) -> nn.Module:
     """The module to call for a non-neuron layer (itself, unless ONNX cannot export it faithfully)."""
     module = leaf.module
     if isinstance(module, nn.AvgPool2d) and module.divisor_override is not None:
         return SumPool2d(leaf.name, module, int(leaf.in_shape[0]))
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and isinstance(module.padding, str):
+        return PaddedConv(module)
     return module
 
 

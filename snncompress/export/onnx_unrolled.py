@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from snncompress.errors import DomainError, InputError
-from snncompress.export.layout import ExportResult, probe_shapes, require_sequential
+from snncompress.export.chain import exportable
+from snncompress.export.layout import ExportResult, probe_shapes
 from snncompress.export.onnx_export import OPSET, _verification_batch
 from snncompress.export.onnx_step import StepModel
 from snncompress.fileformat.atomic import atomic_path, check_output_path
@@ -56,9 +57,9 @@ def export_onnx_unrolled(model: nn.Module, path: str | Path, sample: torch.Tenso
     import onnxruntime as ort
 
     path = check_output_path(path, force)
-    require_sequential(model, "ONNX export")
     if time_steps < 1:
         raise InputError(f"time_steps must be >= 1, got {time_steps}")
+    model, notes = exportable(model, sample, "ONNX export")  # a user module: the checked chain of its layers
     leaves = probe_shapes(model, sample)
     was_training = model.training
     unrolled = UnrolledModel(StepModel(leaves, membrane_quantizers(model)).eval(), time_steps).eval()
@@ -83,6 +84,6 @@ def export_onnx_unrolled(model: nn.Module, path: str | Path, sample: torch.Tenso
         model.train(was_training)
     note = (f"verified in onnxruntime: {time_steps} unrolled steps x {x.shape[0]} inputs give the torch model's "
             "output spikes exactly")
-    return ExportResult(path=path, format="onnx", notes=[note],
+    return ExportResult(path=path, format="onnx", notes=[*notes, note],
                         details={"inputs": ["input"], "outputs": ["spikes"], "time_steps": time_steps,
                                  "unrolled": True, "opset": OPSET})

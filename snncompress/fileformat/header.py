@@ -149,6 +149,9 @@ class ModelRecord(BaseModel):
     architecture: LayerSpec | None = None
     factory: str | None = None
     style: Literal[STYLES] | None = None  # type: ignore[valid-type]
+    # a one-step user module's layers in call order (None: a flatten between two); export/chain.py
+    chain: Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)] | None],
+                     Field(max_length=10_000)] | None = None
     input_shape: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ELEMENTS)]], Field(max_length=MAX_DIMS)] | None = None
     path: str | None = None
 

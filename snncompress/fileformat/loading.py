@@ -1,7 +1,8 @@
 """Load a model from any ``MODEL`` argument form.
 
-* ``package.module:factory`` (+ ``weights``: a ``.safetensors`` or a ``.pt`` state dict, read with
-  ``weights_only=True``, or a compressed file, whose model the factory then builds);
+* ``package.module:factory`` (+ ``weights``: a ``.safetensors`` or a ``torch.save`` state dict or training
+  checkpoint (``.pt``, ``.pth``, Lightning ``.ckpt``, any suffix), read with ``weights_only=True``, or a
+  compressed file, whose model the factory then builds);
 * ``demo``: the built-in digits convolutional SNN with its shipped weights;
 * a ``.nir`` graph;
 * a compressed ``.safetensors`` written by snncompress (one of a user module names a factory, which is
@@ -13,8 +14,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -30,7 +32,7 @@ DEMO_MODEL = "demo"
 LOADER_ENTRY_POINT_GROUP = "snncompress.loaders"
 _LOADERS: dict[str, Callable[[Path], nn.Module]] = {}
 _LOADER_PLUGINS_LOADED = False
-_BUILTIN_SUFFIXES = (".nir", ".safetensors", ".pt", ".pth")
+_BUILTIN_SUFFIXES = (".nir", ".safetensors", ".pt", ".pth", ".ckpt")
 
 
 def register_loader(suffix: str, loader: Callable[[Path], nn.Module], *, replace: bool = False) -> None:
@@ -82,7 +84,8 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         trust_pickle: allow unpickling a whole module (this runs code from the file).
         trust_code: allow a compressed file to name the factory that rebuilds its model (this imports and
             runs that code).
-        nir_options: how to read what a ``.nir`` graph leaves open (``export.nir_io.NirReadOptions``).
+        nir_options (NirReadOptions | None): how to read what a ``.nir`` graph leaves open
+            (``export.nir_io.NirReadOptions``).
 
     Returns:
         The model in eval mode, with its compression state's ``source`` filled in.
@@ -112,7 +115,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, trust_pickle: bo
         from snncompress.fileformat.compressed import load_compressed
 
         model = load_compressed(path, trust_code=trust_code)
-    elif path.suffix.lower() in (".pt", ".pth"):
+    elif path.suffix.lower() in (".pt", ".pth", ".ckpt"):
         _require_file(path)
         _no_weights(weights, spec)
         model = _load_pickled(path, trust_pickle)
@@ -179,32 +182,49 @@ def _no_weights(weights, spec: str) -> None:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or ``.pt`` state dict (``weights_only=True``)."""
+    """Read a state dict: a ``.safetensors`` file, or anything ``torch.save`` wrote (``.pt``, ``.pth``, a
+    Lightning ``.ckpt``, a file without a suffix), read with ``weights_only=True``; of a training checkpoint
+    the model's entry (:func:`_checkpoint_state_dict`)."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"weights file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
+    if path.is_dir():
+        raise ModelLoadError(f"weights {path} is a directory, not a file")
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
         except Exception as exc:
             raise FileFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?)") from exc
-    if suffix in (".pt", ".pth"):
-        try:
+    try:
+        # argparse.Namespace: older Lightning checkpoints keep their hyper-parameters in one (plain attributes)
+        with torch.serialization.safe_globals([argparse.Namespace]):
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{path}: cannot read as a state dict with weights_only=True ({type(exc).__name__}); "
-                "save model.state_dict(), not the whole model"
-            ) from exc
-        return _checkpoint_state_dict(sd, path)
-    raise ModelLoadError(f"{path}: unknown weights file type '{suffix}'; use .safetensors or .pt")
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot read as a state dict with weights_only=True ({_why_unsafe(exc)}); "
+                             "save model.state_dict() (.pt) or a .safetensors file, e.g. where you trust the file: "
+                             "torch.save(torch.load(FILE, weights_only=False)['state_dict'], 'weights.pt')") from exc
+    return _checkpoint_state_dict(sd, path)
+
+
+def _why_unsafe(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, in a few words (the class a checkpoint pickled, e.g.
+    ``argparse.Namespace`` in a Lightning checkpoint's hyper-parameters)."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return f"it pickles {found.group(1)}, which only full unpickling can build, and that runs code from the file"
+    if "zip" in str(exc).lower() or "magic number" in str(exc).lower() or "pickle" in str(exc).lower():
+        return "not a file torch.save wrote"
+    return type(exc).__name__
 
 
 # where training scripts put the model's state dict in a checkpoint, in the order they are tried
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net")
+# what PyTorch Lightning's ModelCheckpoint writes beside its state_dict
+_LIGHTNING_KEYS = ("pytorch-lightning_version", "optimizer_states", "loops", "hyper_parameters")
 
 
 def _is_state_dict(obj) -> bool:
@@ -213,8 +233,8 @@ def _is_state_dict(obj) -> bool:
 
 def _checkpoint_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     """The state dict in ``obj``: ``obj`` itself, or a training checkpoint's entry under one of
-    :data:`CHECKPOINT_KEYS` (e.g. ``{"model_state_dict": ..., "optimizer_state_dict": ..., "epoch": ...}``),
-    named on stderr so the user sees which entry was taken.
+    :data:`CHECKPOINT_KEYS` (e.g. ``{"model_state_dict": ..., "optimizer_state_dict": ..., "epoch": ...}``, or
+    a PyTorch Lightning checkpoint's ``state_dict``), named on stderr so the user sees which entry was taken.
 
     Raises:
         ModelLoadError: no state dict of tensors, with the checkpoint's keys.
@@ -225,8 +245,17 @@ def _checkpoint_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
         for key in CHECKPOINT_KEYS:
             if _is_state_dict(obj.get(key)):
                 others = [str(k) for k in obj if k != key]
-                print(f"note: {path}: using the state dict under '{key}'"
-                      + (f" (also holds: {', '.join(others[:6])})" if others else ""), file=sys.stderr)
+                if any(k in obj for k in _LIGHTNING_KEYS):
+                    version = obj.get("pytorch-lightning_version")
+                    facts = [f"epoch {obj['epoch']}" if isinstance(obj.get("epoch"), int) else "",
+                             f"Lightning {version}" if isinstance(version, str) else ""]
+                    facts = [f for f in facts if f]
+                    print(f"note: {path}: a PyTorch Lightning checkpoint" + (f" ({', '.join(facts)})" if facts else "")
+                          + f"; using its '{key}' (optimizer states, loops and hyper-parameters are ignored)",
+                          file=sys.stderr)
+                else:
+                    print(f"note: {path}: using the state dict under '{key}'"
+                          + (f" (also holds: {', '.join(others[:6])})" if others else ""), file=sys.stderr)
                 return obj[key]
         keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) + (" ..." if len(obj) > 8 else "")
         raise ModelLoadError(
@@ -236,14 +265,49 @@ def _checkpoint_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     raise ModelLoadError(f"{path}: does not hold a state dict of tensors (a {type(obj).__name__})")
 
 
+def strip_key_prefix(sd: dict[str, torch.Tensor], own: Iterable[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """``sd`` with the key prefix removed that makes its keys the model's (``own``), and that prefix.
+
+    A LightningModule keeps the network as an attribute (``self.model``: keys ``model.conv1.weight``),
+    ``DataParallel`` as ``module.``, ``torch.compile`` as ``_orig_mod.``. The prefix is the one most keys share
+    before a model key ending at a dot; it is used only when every model key is then found. Keys without it
+    (a loss module's, a teacher's) are left out. ``("", sd)`` unchanged when no such prefix exists.
+    """
+    own = set(own)
+    if own <= set(sd):
+        return sd, ""
+    votes: dict[str, int] = {}
+    for key in sd:
+        for i in range(len(key)):
+            if key[i] == "." and key[i + 1:] in own:
+                votes[key[:i + 1]] = votes.get(key[:i + 1], 0) + 1
+                break
+    for prefix, _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0])):
+        stripped = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if own <= set(stripped):
+            return stripped, prefix
+    return sd, ""
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict into ``model``, naming every missing, unexpected or mis-shaped key.
+
+    A prefix every key carries before the model's own names (``model.`` of a Lightning checkpoint,
+    ``module.`` of DataParallel) is stripped, with a note naming it (:func:`strip_key_prefix`).
 
     Raises:
         ModelLoadError: the state dict does not fit the model.
     """
-    sd = read_state_dict(path)
+    raw = read_state_dict(path)
     own = model.state_dict()
+    sd, prefix = strip_key_prefix(raw, own)
+    if prefix:
+        extra = [k for k in raw if not k.startswith(prefix) or k[len(prefix):] not in own]
+        print(f"note: {path}: its keys carry the prefix '{prefix}' (as {prefix}{next(iter(own))}); stripped it for "
+              f"the model's {len(own)} tensors"
+              + (f"; left out {len(extra)} other tensors ({', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''})"
+                 if extra else ""), file=sys.stderr)
+        sd = {k: v for k, v in sd.items() if k in own}
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     mismatched = [

@@ -15,7 +15,9 @@ A bundle is a folder with two files:
 Fields per op (``*``: a tensor):
 
 * synaptic: ``weight*`` (integer levels, torch layout ``[out, in / groups, *kernel]``), ``multiplier*``
-  and ``bias*`` (``[out]``), ``in_frac``, ``out_frac``, ``stride``, ``padding``, ``dilation``, ``groups``;
+  and ``bias*`` (``[out]``), ``in_frac``, ``out_frac``, ``stride``, ``padding`` (zeros before each spatial
+  dim, and after it unless ``padding_end`` gives the zeros after: ``padding="same"`` with an even kernel),
+  ``dilation``, ``groups``;
   ``y = conv(a, weight) * multiplier[c] + bias[c]``.
 * pool: ``kind`` (``max`` | ``sum``), ``dims``, ``kernel``, ``stride``, ``padding``, ``dilation``.
 * reshape: ``kind`` (``flatten`` | ``identity``), ``start_dim``, ``end_dim`` (batch dim included).
@@ -45,7 +47,7 @@ from snncompress.integer import program as prog
 BUNDLE_FORMAT = "snncompress-integer-bundle"
 BUNDLE_VERSION = 1
 _OPS = {"synaptic": prog.SynapticOp, "pool": prog.PoolOp, "reshape": prog.ReshapeOp, "neuron": prog.NeuronOp}
-_TUPLES = {"stride", "padding", "dilation", "kernel"}
+_TUPLES = {"stride", "padding", "dilation", "kernel", "padding_end"}
 
 
 def _equations() -> str:

@@ -44,11 +44,13 @@ def mul_shift_round(v: np.ndarray, m: np.ndarray, shift: int) -> np.ndarray:
     return (q + up).astype(np.int64)
 
 
-def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarray:
-    """``[B, C, *out, *kernel]`` windows of ``x`` ``[B, C, *spatial]`` (padded with ``fill``)."""
+def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill, padding_end=()) -> np.ndarray:
+    """``[B, C, *out, *kernel]`` windows of ``x`` ``[B, C, *spatial]`` (padded with ``fill``: ``padding``
+    before each spatial dim, ``padding_end`` after it, ``padding`` again when empty)."""
     dims = len(kernel)
-    pad = [(0, 0), (0, 0)] + [(p, p) for p in padding]
-    if any(padding):
+    after = tuple(padding_end) or tuple(padding)
+    pad = [(0, 0), (0, 0)] + [(p, e) for p, e in zip(padding, after, strict=True)]
+    if any(padding) or any(after):
         x = np.pad(x, pad, constant_values=fill)
     span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
     w = sliding_window_view(x, span, axis=tuple(range(2, 2 + dims)))
@@ -64,7 +66,7 @@ def synaptic(op: SynapticOp, a: np.ndarray) -> np.ndarray:
         return acc * op.multiplier + op.bias
     dims = len(op.stride)
     kernel = op.weight.shape[2:]
-    win = _windows(a, kernel, op.stride, op.padding, op.dilation, 0)  # [B, Cin, *out, *k]
+    win = _windows(a, kernel, op.stride, op.padding, op.dilation, 0, op.padding_end)  # [B, Cin, *out, *k]
     groups = op.groups
     cin = a.shape[1] // groups
     cout = op.weight.shape[0] // groups

@@ -64,11 +64,12 @@ class SynapticOp:
     in_frac: int
     out_frac: int
     stride: tuple[int, ...] = ()
-    padding: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()  # zeros before each spatial dim (and after it, unless padding_end says)
     dilation: tuple[int, ...] = ()
     groups: int = 1
     float32_bits: int = 0  # significant bits torch's float32 path needs here; <= 24: it cannot round
     op: str = "synaptic"
+    padding_end: tuple[int, ...] = ()  # zeros after each spatial dim where they differ (padding="same", even kernel)
 
 
 @dataclass
@@ -149,9 +150,22 @@ class Program:
 
 
 def _tuple(value: Any, dims: int) -> tuple[int, ...]:
-    if isinstance(value, str):
-        raise UnsupportedLayerError(f"padding '{value}' (give the padding as numbers)")
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * dims
+
+
+def conv_padding(name: str, module: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Zeros before and after each spatial dim of a convolution's input, as torch pads it (``padding="same"``:
+    the odd zero of an even kernel after; :func:`snncompress.models.layers.conv_padding`).
+
+    Raises:
+        UnsupportedLayerError: a string padding torch does not have, naming the layer.
+    """
+    from snncompress.models.layers import conv_padding as amounts
+
+    if isinstance(module.padding, str) and module.padding not in ("same", "valid"):
+        raise UnsupportedLayerError(f"layer '{name}' ({type(module).__name__}) has padding '{module.padding}'; "
+                                    "the reference pads with numbers, 'same' or 'valid'")
+    return amounts(module)
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:
@@ -212,10 +226,11 @@ class _Compiler:
                 raise UnsupportedLayerError(f"layer '{name}' pads with '{module.padding_mode}'; the reference "
                                             "pads with zeros only")
             dims = 1 if kind == "conv1d" else 2
+            before, after = conv_padding(name, module)
             op = SynapticOp(name, kind, q, multiplier, bias, self.frac, out_frac,
-                            stride=_tuple(module.stride, dims), padding=_tuple(module.padding, dims),
+                            stride=_tuple(module.stride, dims), padding=before,
                             dilation=_tuple(module.dilation, dims), groups=int(module.groups),
-                            float32_bits=float32_bits)
+                            float32_bits=float32_bits, padding_end=after if after != before else ())
         self.frac, self.bound = out_frac, bound
         return op
 

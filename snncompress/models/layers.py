@@ -65,6 +65,23 @@ def is_synaptic(module: nn.Module) -> bool:
     return isinstance(module, SYNAPTIC_TYPES)
 
 
+def conv_padding(module: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Zeros before and after each spatial dim of a ``Conv1d``/``Conv2d``'s input, as torch pads it.
+
+    ``padding="same"`` pads ``dilation * (kernel - 1)`` in all, the odd zero after (torch's ``_conv_forward``:
+    ``total // 2`` before, the rest after), so that the output keeps the input's size; ``"valid"`` none.
+    """
+    dims = len(module.kernel_size)
+    padding = module.padding
+    if padding == "valid":
+        return (0,) * dims, (0,) * dims
+    if padding == "same":
+        total = [int(d) * (int(k) - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
+        return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    before = tuple(int(p) for p in padding) if isinstance(padding, (tuple, list)) else (int(padding),) * dims
+    return before, before
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedLayerError` naming the first leaf module snncompress cannot handle.
 

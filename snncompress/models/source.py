@@ -24,11 +24,45 @@ TRUST_CODE_ENV = "SNNCOMPRESS_TRUST_CODE"
 
 
 def detect_style(model: nn.Module) -> str:
-    """``stepwise`` for a Sequential (or a model with ``snncompress_style = "stepwise"``), else ``sequence``."""
+    """``stepwise`` for a Sequential, else the style the model declares (``snncompress_style``) or its source
+    records (a one-step user module, found by :func:`snncompress.sim.runner.settle_style`; a compressed file
+    keeps it), else ``sequence``."""
+    return recorded_style(model) or "sequence"
+
+
+def recorded_style(model: nn.Module) -> str | None:
+    """The style known without running the model: a Sequential's, a declared one, a recorded one, or
+    ``sequence`` for a user module with a neuron that passes its state explicitly (``init_hidden=False``: its
+    forward must loop over time itself); else None (a user module of ``init_hidden=True`` neurons)."""
+    from snncompress.models.neurons import neuron_layers
+    from snncompress.state import has_state
+
     declared = getattr(model, "snncompress_style", None)
     if declared in STYLES:
         return declared
-    return "stepwise" if isinstance(model, nn.Sequential) else "sequence"
+    if isinstance(model, nn.Sequential):
+        return "stepwise"
+    recorded = get_state(model).source.get("style") if has_state(model) else None
+    if recorded in STYLES:
+        return recorded
+    if any(not getattr(m, "init_hidden", False) for _, m in neuron_layers(model)):
+        return "sequence"
+    return None
+
+
+def style_description(model: nn.Module) -> str:
+    """How snncompress drives the model, in one line (``inspect``)."""
+    known = recorded_style(model)
+    if isinstance(model, nn.Sequential):
+        return "an nn.Sequential stepped once per time step, its neurons reset before each batch"
+    name = type(model).__name__
+    if known == "stepwise":
+        return (f"{name}'s forward(x) is one time step: called once per time step, its neurons reset before "
+                "each batch")
+    if known == "sequence":
+        return f"{name}'s forward(x) runs its own time loop and returns records [T, B, ...]"
+    return (f"{name}'s forward(x) is one time step or runs its own time loop: not known until it runs on data "
+            "(pass --data)")
 
 
 def call_factory(ref: str) -> nn.Module:
@@ -68,7 +102,9 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
     else:
         reason = f"{type(model).__name__} is a user module"
     if source.get("kind") == "factory" and source.get("factory"):
-        return {**source, "style": source.get("style") or detect_style(model)}
+        # a user module not yet run keeps its style open: the runner finds it on the first batch after loading
+        style = source.get("style") or recorded_style(model)
+        return {**source, "style": style} if style else {k: v for k, v in source.items() if k != "style"}
     raise ModelLoadError(
         f"cannot record how to rebuild this model ({reason}); load it from a package.module:factory reference"
     )
@@ -101,7 +137,7 @@ def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | 
 
     if factory is not None:
         model = call_factory(factory)
-        kept = {k: v for k, v in source.items() if k not in ("architecture", "style")}
+        kept = {k: v for k, v in source.items() if k not in ("architecture", "style", "chain")}
         _resize(model, kept.get("resized"), where)
         get_state(model).source = {**kept, "kind": "factory", "factory": factory}
         return model
@@ -113,6 +149,7 @@ def rebuild(source: dict[str, Any], *, trust_code: bool = False, factory: str | 
             raise refuse_code(source["factory"], where)
         model = call_factory(source["factory"])
         _resize(model, source.get("resized"), where)
+        _check_chain(model, source.get("chain"), where)
     else:
         raise ModelLoadError(f"compressed file names an unknown model source '{kind}'")
     get_state(model).source = source
@@ -143,3 +180,15 @@ def _resize(model: nn.Module, resized: Any, where: str) -> None:
         if not isinstance(spec, dict):
             raise ModelLoadError(f"{where}: the resized layer '{name}' has no layer spec")
         setattr(parent, attr, build_module(spec))
+
+
+def _check_chain(model: nn.Module, chain: Any, where: str) -> None:
+    """Raise unless every layer a recorded one-step chain names is a module of the factory's model."""
+    for name in chain or []:
+        if name is None:
+            continue
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ModelLoadError(f"{where}: the model record's layer chain names '{name}', which the factory's "
+                                 f"{type(model).__name__} does not have") from None

@@ -4,7 +4,10 @@ Two model styles are driven the same way from the outside:
 
 * ``stepwise``: an ``nn.Sequential`` (or any module marked so) whose neurons have
   ``init_hidden=True``. The runner resets the hidden state, then calls the model once per time
-  step; the last layer's spikes (and membrane, if it returns them) form the output.
+  step; the last layer's spikes (and membrane, if it returns them) form the output. A user module
+  whose ``forward(x)`` is one time step of ``init_hidden=True`` neurons returning ``(spk, mem)``
+  (the way NeuroBench and benchmark suites drive a model) is one too: :func:`settle_style` finds it
+  on the first sample and records it in the model's source (and so in its compressed file).
 * ``sequence``: a user ``nn.Module`` with its own time loop whose ``forward(x)`` returns spike
   (and membrane) records over time, ``[T, B, ...]``, as in the snnTorch tutorials. Static input is
   passed as ``[B, ...]``; event frames as ``[T, B, ...]``.
@@ -16,6 +19,7 @@ before any storage quantization).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +30,8 @@ from torch import nn
 
 from snncompress.errors import DataError, ModelLoadError, ModelRunError, NoTimeLoopError, SnnCompressError
 from snncompress.models.neurons import neuron_layers
-from snncompress.models.source import STYLES, detect_style
+from snncompress.models.source import STYLES, detect_style, recorded_style
+from snncompress.state import get_state
 
 
 class Observer(Protocol):
@@ -62,6 +67,9 @@ class SNNRunner:
     def __init__(self, model: nn.Module, style: str | None = None):
         self.model = model
         self.style = style or detect_style(model)
+        # a user module of init_hidden=True neurons is one step per call or has its own loop: the first
+        # batch tells (settle_style), unless the style was given or is recorded
+        self._settled = style is not None or recorded_style(model) is not None
         if self.style not in STYLES:
             raise ModelLoadError(f"unknown model style '{self.style}'; use stepwise or sequence")
         self.neurons = neuron_layers(model)
@@ -84,6 +92,8 @@ class SNNRunner:
             is_sequence: whether ``x`` carries time in dim 1.
             time_steps: steps to present a static input for (stepwise style).
         """
+        if not self._settled:
+            self.style, self._settled = settle_style(self.model, x[0]), True
         self._steps = {name: 0 for name, _ in self.neurons}
         x = x.to(model_device(self.model))  # data stays on the CPU; each batch goes where the model is
         batch = x.shape[0]
@@ -105,8 +115,8 @@ class SNNRunner:
             raise NoTimeLoopError(
                 f"this model has no time loop: its forward(x) runs each neuron layer once and returns spikes of "
                 f"shape {list(spk.shape)}, one time step per call (as tutorial 6's class Net); loop over time "
-                "steps in forward and return records [T, B, ...] (snnTorch tutorial 5), or make it an "
-                "nn.Sequential of init_hidden=True neurons, which snncompress steps itself"
+                "steps in forward and return records [T, B, ...] (snnTorch tutorial 5), or give it init_hidden=True "
+                "neurons that keep their state between calls (no reset in forward), which snncompress steps itself"
             )
         spk = _time_first(spk, batch, "spike record")
         mem = _time_first(mem, batch, "membrane record") if mem is not None else None
@@ -240,6 +250,99 @@ def _time_first(rec: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 _LAYOUT_ERRORS = (RuntimeError, ValueError, IndexError)
 
 
+def settle_style(model: nn.Module, sample: torch.Tensor) -> str:
+    """The model's style, deciding on ``sample`` (one sample, no batch dim) whether a user module whose
+    neurons all have ``init_hidden=True`` is one time step per call or has its own time loop.
+
+    One call on two copies of the sample (static, or its first time step) counts the calls of each neuron
+    layer: once each, and spikes ``[B, ...]`` back, is one step; a second call must find the neurons' state
+    where the first left it (a forward that resets them on every call cannot be stepped). A one-step module
+    is recorded ``stepwise`` in the model's source, with a note on stderr; any other outcome ``sequence``
+    (the runner then reports a model with no time loop as such). Known styles are returned as they are.
+    """
+    known = recorded_style(model)
+    if known is not None:
+        return known
+    neurons = neuron_layers(model)
+    style = "sequence"
+    if neurons and all(getattr(m, "init_hidden", False) for _, m in neurons):
+        readings = [sample] + ([sample[0]] if sample.dim() >= 2 else [])
+        for one in readings:
+            verdict = _one_step(model, neurons, torch.stack([one, one]))
+            if verdict is not None:
+                style = verdict
+                break
+    get_state(model).source["style"] = style
+    if style == "stepwise":
+        print(f"note: {type(model).__name__}'s forward(x) is one time step (each neuron layer runs once per call "
+              "and keeps its state, init_hidden=True): snncompress calls it once per time step and resets its "
+              "neurons before each batch", file=sys.stderr)
+    return style
+
+
+def _one_step(model: nn.Module, neurons: list[tuple[str, nn.Module]], x: torch.Tensor) -> str | None:
+    """``stepwise``/``sequence`` for a model that runs on ``x``; None when ``x`` does not fit it."""
+    counts = {name: 0 for name, _ in neurons}
+    before: dict[str, torch.Tensor] = {}
+
+    def counter(name: str):
+        def hook(module, _inputs):
+            counts[name] += 1
+            if isinstance(module.mem, torch.Tensor) and name not in before:
+                before[name] = module.mem.detach().clone()
+        return hook
+
+    x = x.to(model_device(model))
+    was_training = model.training
+    model.eval()  # a probe must not update BatchNorm statistics
+    hidden = _without_hooks(model)  # observers and instruments attached to the model must not see the probe
+    handles = [m.register_forward_pre_hook(counter(n)) for n, m in neurons]
+    try:
+        for _, module in neurons:
+            module.reset_mem()
+        with torch.no_grad():
+            out = model(x)
+            spk, _ = _split_output(out)
+            if set(counts.values()) != {1} or spk.dim() < 2 or spk.shape[0] != x.shape[0]:
+                return "sequence"
+            after = {n: m.mem.detach().clone() for n, m in neurons if isinstance(m.mem, torch.Tensor)}
+            before.clear()
+            model(x)
+    except Exception:  # noqa: BLE001 - the user's code rejects this reading of the sample: try the next
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        for module, hooks in hidden:
+            for attr, value in hooks.items():
+                setattr(module, attr, value)
+        for _, module in neurons:
+            module.reset_mem()
+        model.train(was_training)
+    # a forward that resets its neurons on every call (snntorch.utils.reset, init_leaky) forgets each step
+    kept = all(torch.equal(before[n], after[n]) for n in after if n in before and before[n].shape == after[n].shape)
+    moved = any(bool(t.any()) for t in after.values())
+    return "stepwise" if kept or not moved else "sequence"
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs")
+
+
+def _without_hooks(model: nn.Module) -> list[tuple[nn.Module, dict]]:
+    """Give every module empty forward-hook tables (its own are returned, to be put back as they are: their
+    removable handles keep pointing at them)."""
+    from collections import OrderedDict
+
+    saved = []
+    for module in model.modules():
+        hooks = {attr: getattr(module, attr) for attr in _HOOK_DICTS if hasattr(module, attr)}
+        for attr in hooks:
+            setattr(module, attr, OrderedDict())
+        saved.append((module, hooks))
+    return saved
+
+
 def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> bool:
     """Decide whether samples like ``sample`` (no batch dim) are sequences for this model.
 
@@ -256,6 +359,7 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
     Raises:
         DataError: neither reading fits the model; the message quotes the model's complaint.
     """
+    runner.style, runner._settled = settle_style(runner.model, sample), True
     probe = torch.stack([sample, sample])
     order = (True, False) if runner.style == "sequence" else (False, True)
     errors = []
@@ -274,6 +378,10 @@ def resolve_layout(runner: SNNRunner, sample: torch.Tensor, time_steps: int) -> 
             errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             continue
         if out.spikes.dim() == 3 and out.spikes.shape[1] == probe.shape[0]:
+            if runner.style == "stepwise" and not isinstance(runner.model, nn.Sequential):
+                from snncompress.export.chain import record_step_chain
+
+                record_step_chain(runner.model, sample[0] if is_sequence else sample)
             return is_sequence
         errors.append(f"the model's output spikes have shape {list(out.spikes.shape)} for a batch of "
                       f"{probe.shape[0]}, expected [T, {probe.shape[0]}, classes]")

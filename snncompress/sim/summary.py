@@ -27,7 +27,8 @@ class LayerSummary:
 @dataclass
 class ModelSummary:
     source: dict[str, Any]
-    style: str
+    style: str  # stepwise, sequence, or unknown (a user module of init_hidden=True neurons not yet run)
+    stepping: str  # how snncompress drives it (models.source.style_description)
     layers: list[LayerSummary]
     total_parameters: int
     neuron_layers: int
@@ -40,7 +41,7 @@ class ModelSummary:
 def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequence: bool = False,
               time_steps: int = 1) -> ModelSummary:
     """Describe every leaf layer; with a ``sample`` (no batch dim) also each layer's output shape."""
-    from snncompress.models.source import detect_style
+    from snncompress.models.source import recorded_style, style_description
     from snncompress.sim.runner import SNNRunner
 
     shapes: dict[str, list[int]] = {}
@@ -88,7 +89,8 @@ def summarize(model: nn.Module, sample: torch.Tensor | None = None, *, is_sequen
         ))
     return ModelSummary(
         source=dict(state.source) if state else {},
-        style=detect_style(model),
+        style=recorded_style(model) or "unknown",  # a user module of init_hidden neurons not yet run on data
+        stepping=style_description(model),
         layers=layers,
         total_parameters=sum(p.numel() for p in model.parameters()),
         neuron_layers=sum(1 for layer in layers if layer.neuron),

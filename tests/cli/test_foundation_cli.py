@@ -234,7 +234,7 @@ def test_help_keeps_flag_names_and_examples_whole(capsys, monkeypatch):
 def test_evaluate_says_when_a_model_with_its_own_loop_ignores_time_steps(capsys):
     code, _, err = cli(capsys, "evaluate", "tests.models:tutorial_net", "--data", "tests.models:static_dataset",
                        "-T", "5")
-    assert code == 0 and "runs its own time loop of 3 steps on a static input; --time-steps 5" in err
+    assert code == 0 and "runs its own time loop of 3 steps on each sample as it is ([8]); --time-steps 5" in err
     code, _, err = cli(capsys, "evaluate", "tests.models:leaky_mlp", "--data", "tests.models:static_dataset",
                        "-T", "5")
     assert code == 0 and "own time loop" not in err

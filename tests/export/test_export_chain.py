@@ -73,7 +73,8 @@ def test_onnx_of_a_time_loop_module_is_verified(factory, shape, is_sequence, nam
 
 @pytest.mark.parametrize("factory, match", [
     (functional_pool_net, "the call of 'fc1' (Linear) does not take the output of 'lif1' (Leaky) "
-                          "(shape [2, 64] from [2, 4, 8, 8]: e.g. a functional pooling)"),
+                          "(shape [2, 64] from [2, 4, 8, 8]: computed from it in forward, e.g. by indexing a time "
+                          "step, a reshape or a functional pooling)"),
     (scaled_spikes_net, "the call of 'fc1' (Linear) does not take the output of 'pool1' (MaxPool2d) "
                         "(shape [2, 64] from [2, 4, 4, 4], other values: reshaped and computed from it"),
 ])

@@ -133,6 +133,8 @@ def test_file_without_reset_metadata_uses_zero_reset_and_says_so(tmp_path, capsy
     loaded = load_nir(path)
     err = capsys.readouterr().err
     lines = err.strip().splitlines()  # one line per neuron node, with each point the graph leaves open
+    hint = lines.pop()  # and one naming the option that reads a producer's own dynamics
+    assert "does not say which software wrote it" in hint and "--nir-producer sinabs" in hint
     assert len(lines) == 2 and all("no reset recorded: reset to zero in the same step" in ln for ln in lines)
     assert all("no dt recorded: time constants read with dt = 0.0001" in ln for ln in lines)
     assert "NIR node '1'" in lines[0] and "NIR node '3'" in lines[1]

@@ -177,7 +177,7 @@ QUANT_TARGETS = {"leaky_mlp": "0.weight", "rleaky_mlp": "1.recurrent.weight", "c
                  "conv1d_net": "0.weight", "tutorial_net": "fc1.weight", "synaptic_mlp": "2.weight",
                  "subtract_reset_mlp": "2.weight", "zero_reset_mlp": "0.weight",
                  "tutorial_sequence_net": "fc2.weight", "rsynaptic_mlp": "1.recurrent.weight",
-                 "lapicque_mlp": "2.weight", "alpha_mlp": "0.weight"}
+                 "lapicque_mlp": "2.weight", "alpha_mlp": "0.weight", "one_step_conv_net": "conv2.weight"}
 assert set(QUANT_TARGETS) == set(TINY_MODELS)
 
 

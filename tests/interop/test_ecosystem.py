@@ -13,7 +13,8 @@ snncompress[interop]`` into an environment of its own: sinabs pins nir <= 1.0.4)
 * SpikingJelly IF and LIF -> NIR -> snncompress: identical (its IF's ``r = 1/dt`` read as a unit gain);
   snncompress LIF (with and without ``--nir-compat``) -> SpikingJelly's ``import_from_nir``: identical.
   SpikingJelly 2.0.0 needs nir >= 1.0.5 (it writes ``v_reset``), so it cannot share sinabs's environment;
-* Rockpool ``LIFTorch`` -> NIR -> snncompress ``--nir-producer rockpool``: spike counts identical.
+* Rockpool ``LIFTorch`` -> NIR -> snncompress ``--nir-producer rockpool`` (or none: its node names show it):
+  spike counts identical.
 """
 
 from __future__ import annotations
@@ -232,5 +233,7 @@ def test_rockpool_lif_torch_reads_with_rockpool_spike_counts(tmp_path):
     assert expected.max() > 1  # LIFTorch fires several spikes per step
     ours = load_nir(tmp_path / "rockpool.nir", NirReadOptions(producer="rockpool"))
     assert torch.equal(_ours(ours, x), expected)
-    plain = _ours(load_nir(tmp_path / "rockpool.nir", NirReadOptions(dt=1e-3, reset="subtract")), x)
+    # without the option: Rockpool's node names (1_LIFTorch) say who wrote it
+    assert torch.equal(_ours(load_nir(tmp_path / "rockpool.nir"), x), expected)
+    plain = _ours(load_nir(tmp_path / "rockpool.nir", NirReadOptions(dt=1e-3, reset="subtract", producer="nir")), x)
     assert not torch.equal(plain, expected)  # NIR's Euler reading is not Rockpool's network

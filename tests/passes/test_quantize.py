@@ -282,12 +282,13 @@ def test_fine_grid_gives_the_snntorch_output_spikes(name):
     assert torch.equal(reference.spikes, quantized.spikes)
 
 
-@pytest.mark.parametrize("name", [n for n in STORED if n != "conv2d_net"])
+@pytest.mark.parametrize("name", [n for n in STORED if n not in ("conv2d_net", "one_step_conv_net")])
 def test_fine_grid_tracks_the_snntorch_membrane_in_every_layer(name):
     """Every layer's spikes agree and u[t] stays within the accumulated rounding error
     ``sum_k beta^k * unit / 2 = beta / (1 - beta) * unit / 2`` of snnTorch's, on inputs whose every
     neuron stays further than that from its threshold (conv2d_net has neurons within 1e-4 Vth of it
-    on every batch tried, so only its output spikes are compared above)."""
+    on every batch tried, so only its output spikes are compared above; one_step_conv_net's beta 0.99999
+    makes the bound 20 Vth, which no input keeps clear)."""
     x = TINY_MODELS[name].example_inputs(8, seed=1)
     model = quantize(name, FINE)[0]
     _, ref = observe_run(load_model(TINY_MODELS[name].ref), name, x)

@@ -231,9 +231,11 @@ def test_chunked_backward_equals_one_pass(bits, monkeypatch):
     quantizer = MembraneQuantizer.from_bits(bits)
     u = torch.randn(10_001, generator=torch.Generator().manual_seed(4)) * 2 ** (bits - 1)
     upstream = torch.rand(u.shape)
+    # the torch path on both sides, numba or not (with one torch thread the numba kernel would take the
+    # one-pass lookup, and it is within the table's error bound of the torch path, not bitwise equal)
+    monkeypatch.setattr(fused, "_kernel", lambda: None)
     one_pass = quantizer.surrogate_table.lookup(u, 1.0, upstream)
     monkeypatch.setattr(sgs, "CHUNK", 1000)
-    monkeypatch.setattr(fused, "_kernel", lambda: None)  # the torch path, numba or not
     with one_torch_thread():
         chunked = quantizer.surrogate_table.lookup(u, 1.0, upstream)
     assert torch.equal(chunked, one_pass)
