@@ -166,7 +166,7 @@ class Teacher:
         layout = self._layouts.get(id(data.dataset))
         if layout is None or layout[0] is not data.dataset:
             student_layout = data.is_sequence
-            prepare(self.model, data)  # probes the teacher's layout on this data (once per data set)
+            self.runner = prepare(self.model, data)  # probes the teacher's layout on this data (once per data set)
             layout = self._layouts[id(data.dataset)] = (data.dataset, data.is_sequence)
             data.is_sequence = student_layout
         recorder = RateRecorder()

@@ -56,7 +56,7 @@ def _check_label_free_step(report, metric_path=()):
     assert {k: round(v["emd"], 6) for k, v in report.fidelity["layers"].items()} == top["firing_drift"]
 
 
-@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net"])
+@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net", "one_step_conv_net"])
 def test_qat_distill_on_unlabelled_data(name, teachers):
     model = load_model(TINY_MODELS[name].ref)
     original = {k: v.clone() for k, v in model.state_dict().items()}

@@ -66,7 +66,7 @@ def test_a_model_against_itself_is_faithful():
     assert fidelity.evaluation.accuracy == fidelity.reference_evaluation.accuracy
 
 
-@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net", "tutorial_sequence_net"])
+@pytest.mark.parametrize("name", ["leaky_mlp", "conv2d_net", "tutorial_sequence_net", "one_step_conv_net"])
 def test_figures_equal_a_recording_of_both_models(name):
     model = TINY_MODELS[name].build()
     other = _perturbed(model)
