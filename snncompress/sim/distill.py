@@ -14,9 +14,9 @@ The best epoch is chosen by the agreement of the student's predictions with the 
 part (ties: the lower distillation loss).
 
 Why the teacher's predicted class by default: measured on QAT (ternary membrane + PoT4 weights, 5 epochs;
-README "Without labels"), it came closest to QAT with labels on the demo and on a learned-beta
-MLP; soft targets (KL at tau 0.25 to 4, MSE on output rates) were worse. A likely reason (not measured
-apart): with a spike count of 0..T per class, the teacher's soft distribution keeps its small count margins,
+README "Without labels"), it came closest to QAT with labels on the demo and on a learned-beta MLP; soft
+targets (KL at tau 0.25 to 4, MSE on output rates) scored lower on average. A likely reason (not measured apart):
+with a spike count of 0..T per class, the teacher's soft distribution keeps its small count margins,
 which the quantized student's count errors then flip; a hard target asks for a margin, as cross-entropy on
 labels does. The per-layer term keeps hidden firing closer to the teacher's (a smaller earth mover's
 distance per layer; README).
