@@ -297,14 +297,18 @@ def example_inputs(name: str, batch: int = BATCH, seed: int = 0) -> torch.Tensor
     return TINY_MODELS[name].example_inputs(batch, seed)
 
 
-def tiny_bundle(name: str, n: int = 8, seed: int = 0, cls=None):
-    """``n`` example inputs of tiny model ``name`` with labels 0..3, batches of 4, T steps (a DataBundle)."""
-    from snncompress.data.loading import DataBundle, DataOptions
+def tiny_bundle(name: str, n: int = 8, seed: int = 0, cls=None, labelled: bool = True):
+    """``n`` example inputs of tiny model ``name`` with labels 0..3, batches of 4, T steps (a DataBundle);
+    ``labelled`` False: unlabelled (every label ``NO_LABEL``, as a tensor file with only ``x`` loads)."""
+    from snncompress.data.loading import NO_LABEL, DataBundle, DataOptions
 
     model = TINY_MODELS[name]
     x, y = model.example_inputs(n, seed), torch.arange(n) % CLASSES
-    return (cls or DataBundle)(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T, CLASSES,
-                               DataOptions(time_steps=T, batch_size=4, seed=seed))
+    if not labelled:
+        y = torch.full((n,), NO_LABEL)
+    return (cls or DataBundle)(f"{name}:{seed}", TensorDataset(x, y), model.is_sequence, T,
+                               CLASSES if labelled else None, DataOptions(time_steps=T, batch_size=4, seed=seed),
+                               labelled=labelled)
 
 
 # -- data sources for ``--data package.module:function`` ----------------------------------------------
@@ -328,6 +332,36 @@ def static_images() -> TensorDataset:
     """8 static ``[1, 8, 8]`` images on a 1/16 grid (like the digits: integer-only inputs), labels 0..3."""
     gen = torch.Generator().manual_seed(12)
     return TensorDataset(torch.randint(0, 17, (8, 1, 8, 8), generator=gen) / 16, torch.arange(8) % CLASSES)
+
+
+class _XOnly(torch.utils.data.Dataset):
+    """Items are ``x`` tensors alone (``pairs`` False) or one-element tuples ``(x,)``; ``mixed``: item 1 is a pair."""
+
+    def __init__(self, x: torch.Tensor, wrap: bool = False, mixed: bool = False):
+        self.x, self.wrap, self.mixed = x, wrap, mixed
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int):
+        if self.mixed and i == 1:
+            return self.x[i], 0
+        return (self.x[i],) if self.wrap else self.x[i]
+
+
+def unlabelled_dataset() -> torch.utils.data.Dataset:
+    """The 10 samples of ``static_dataset`` without labels: each item is ``x`` alone."""
+    return _XOnly(_static_tensors()[0])
+
+
+def unlabelled_tuples() -> torch.utils.data.Dataset:
+    """The same, each item a one-element tuple ``(x,)``."""
+    return _XOnly(_static_tensors()[0], wrap=True)
+
+
+def half_labelled_dataset() -> torch.utils.data.Dataset:
+    """x alone except for item 1, an ``(x, y)`` pair: an inconsistent data set."""
+    return _XOnly(_static_tensors()[0], mixed=True)
 
 
 def static_loader() -> DataLoader:

@@ -26,10 +26,10 @@ TrustPickleOpt = Annotated[bool, typer.Option(
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-code", help="Allow a compressed file of a user module to import and run the factory it names "
                          "(also SNNCOMPRESS_TRUST_CODE=1). Files of built-in layers need no code.")]
-DataOpt = Annotated[str, typer.Option(
-    "--data", help="Data: 'digits', a .safetensors/.npz/.pt file with x and y, or package.module:function.")]
-OptionalDataOpt = Annotated[str | None, typer.Option(
-    "--data", help="Data: 'digits', a .safetensors/.npz/.pt file with x and y, or package.module:function.")]
+DATA_HELP = ("Data: 'digits', a .safetensors/.npz/.pt file with x and y (x alone: unlabelled), or "
+             "package.module:function.")
+DataOpt = Annotated[str, typer.Option("--data", help=DATA_HELP)]
+OptionalDataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="Static inputs: direct (repeat) or rate (Poisson).")]
 TimeStepsOpt = Annotated[int, typer.Option("--time-steps", "-T", help="Time steps to present static inputs for.")]
 RecordedEncodingOpt = Annotated[str | None, typer.Option(

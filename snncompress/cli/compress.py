@@ -25,7 +25,8 @@ from snncompress.cli import common as c
 OutputOpt = Annotated[Path, typer.Option(
     "--output", "-o", help="Where to write the compressed model (.safetensors).")]
 GateOpt = Annotated[list[str] | None, typer.Option(
-    "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-memory-reduction, "
+    "--gate", help="Quality gate NAME=VALUE, repeatable: max-accuracy-drop (points), min-agreement (percent of "
+                   "predictions equal to the input model's; no labels needed), min-memory-reduction, "
                    "min-ops-reduction, min-energy-reduction (x); bit-exact (integer-only reference, "
                    "no value). A failed gate exits 1.")]
 TrainDataOpt = Annotated[str | None, typer.Option(
@@ -135,10 +136,13 @@ def print_summary(report, metrics: Mapping[str, Any]) -> None:
     figures = Table(title="before -> after")
     for col in ("figure", "before", "after"):
         figures.add_column(col, justify="left" if col == "figure" else "right")
-    figures.add_row("accuracy (%)", _fmt(report.before.get("accuracy")), _fmt(report.after.get("accuracy")))
+    figures.add_row("accuracy (%)", *(_fmt(side.get("accuracy")) if side.get("accuracy") is not None or
+                                      not side.get("samples") else "n/a" for side in (report.before, report.after)))
     figures.add_row("stored KiB", _fmt(_kib(report.before.get("storage_bits"))),
                     _fmt(_kib(report.after.get("storage_bits"))))
     c.console.print(figures)
+    if report.fidelity:
+        c.console.print(report.fidelity["summary"], soft_wrap=True, highlight=False, markup=False)
     for key in ("memory_reduction", "ops_reduction", "energy_reduction"):
         if metrics.get(key) is not None:
             worse = " (worse)" if metrics[key] < 1 else ""

@@ -33,7 +33,7 @@ __all__ = ["Measurement", "StorageBits", "measure", "parameter_count", "storage_
 
 @dataclass(frozen=True)
 class Measurement:
-    """What one pass over the evaluation data measured (accuracy in percent; None without data).
+    """What one pass over the evaluation data measured (accuracy in percent; None without data or labels).
 
     Attributes:
         description: the model as the hardware cost model sees it (per-sample activity), or None
@@ -52,6 +52,9 @@ class Measurement:
     time_steps: int = 0
     data: str | None = None
     description: ModelDescription | None = field(default=None, repr=False, compare=False)
+    # per-sample predictions and per-neuron firing rates: fidelity between two measurements without a pass
+    predictions: Any = field(default=None, repr=False, compare=False)
+    neuron_rates: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as JSON (without the description), as the run report shows them."""
@@ -94,7 +97,8 @@ def measure(model: nn.Module, data: DataBundle | None, *, name: str = "model", d
         accuracy=result.accuracy, samples=result.samples, parameters=parameter_count(model),
         storage_bits=bits.total, tensor_bits=bits.tensors, membrane_bits=bits.membrane,
         neurons=dict(result.neurons), loss=result.loss, firing_rates=dict(result.firing_rates),
-        time_steps=result.time_steps, data=data.name, description=desc,
+        time_steps=result.time_steps, data=data.name, description=desc, predictions=result.predictions,
+        neuron_rates=dict(result.neuron_rates),
     )
 
 

@@ -9,6 +9,10 @@ Three kinds of source:
 * ``package.module:function`` returning a ``torch.utils.data.Dataset`` or ``DataLoader``
   yielding ``(x, y)``.
 
+Unlabelled data (a tensor file with only ``x``, a dataset yielding ``x`` alone) loads as a bundle with
+``labelled`` False whose samples carry the label ``-1`` (:data:`NO_LABEL`: any loss that read it would
+fail loudly); accuracy is then not measured, and fine-tuning needs a label-free loss (``distill``).
+
 Static samples are presented for ``time_steps`` steps (direct encoding) or Poisson rate coded.
 """
 
@@ -31,6 +35,7 @@ from snncompress.refs import import_ref, is_ref
 TENSOR_SUFFIXES = (".safetensors", ".npz", ".pt", ".pth")
 MAX_NPZ_MEMBER_BYTES = 8 << 30  # one array of a .npz archive, inflated: 8 GiB
 MAX_NPZ_MEMBERS = 64
+NO_LABEL = -1  # the label of every sample of an unlabelled data set
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class DataBundle:
         time_steps: T the runner presents static samples for (ignored for sequences).
         num_classes: label count, when known.
         options: the options it was loaded with.
+        labelled: the samples carry labels; False: every label is :data:`NO_LABEL` (accuracy is not
+            measured, fine-tuning needs a label-free loss).
     """
 
     name: str
@@ -64,6 +71,7 @@ class DataBundle:
     time_steps: int
     num_classes: int | None
     options: DataOptions
+    labelled: bool = True
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -95,7 +103,7 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
             named by a file (a compressed model's recorded baseline): a file never runs code.
 
     Raises:
-        DataError: unknown source, unreadable file, missing ``x``/``y``, bad shapes or values, no samples,
+        DataError: unknown source, unreadable file, missing ``x``, bad shapes or values, no samples,
             or a function reference when ``allow_code`` is False.
     """
     options = options or DataOptions()
@@ -107,6 +115,7 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
         raise DataError(f"--batch-size must be >= 1, got {options.batch_size}")
     if options.limit is not None and options.limit < 1:
         raise DataError(f"--limit must be >= 1, got {options.limit}")
+    labelled = True
     if spec in ("digits", "digits:test", "digits:train"):
         split = spec.split(":")[1] if ":" in spec else options.split
         x, y = digits_split(split)
@@ -114,6 +123,8 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
     elif Path(spec).suffix.lower() in TENSOR_SUFFIXES or Path(spec).exists():
         x, y = _read_tensor_file(Path(spec))
         name, num_classes = spec, None
+        if y is None:
+            labelled, y = False, torch.full((x.shape[0],), NO_LABEL, dtype=torch.long)
     elif ":" in spec:
         if not allow_code:
             raise DataError(f"the data set '{spec}' is Python code recorded in a file, which snncompress never "
@@ -121,7 +132,7 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
         return _from_function(spec, options)
     else:
         raise DataError(
-            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x and y, "
+            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x (and y), "
             "or package.module:function"
         )
     if x.shape[0] != y.shape[0]:
@@ -132,15 +143,15 @@ def load_data(spec: str, options: DataOptions | None = None, *, allow_code: bool
         raise DataError(f"{spec}: x contains NaN or Inf")
     if options.limit is not None:
         x, y = x[: options.limit], y[: options.limit]
-    if num_classes is None and y.numel():
+    if num_classes is None and labelled and y.numel():
         num_classes = int(y.max()) + 1
     is_sequence = False
     if options.encoding == "rate" and x.dim() >= 2:
         gen = torch.Generator().manual_seed(options.seed)
         x = rate_encode(x, options.time_steps, gen)
         is_sequence = True
-    bundle = DataBundle(name, TensorDataset(x, y), is_sequence, options.time_steps, num_classes, options)
-    return bundle
+    return DataBundle(name, TensorDataset(x, y), is_sequence, options.time_steps, num_classes, options,
+                      labelled=labelled)
 
 
 
@@ -175,7 +186,8 @@ def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x).unsqueeze(1).contiguous(), torch.from_numpy(y.astype(np.int64))
 
 
-def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x`` and ``y`` of a tensor file; ``y`` None when the file holds no labels."""
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -196,18 +208,23 @@ def _read_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise
     except Exception as exc:  # the readers raise many kinds; one line for the user
         raise DataError(f"{path}: cannot read data file ({type(exc).__name__}: {_first_line(exc)})") from exc
-    if not isinstance(tensors, dict) or "x" not in tensors or "y" not in tensors:
+    if not isinstance(tensors, dict) or "x" not in tensors:
         keys = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-        raise DataError(f"{path}: expected tensors 'x' and 'y', found {keys}")
-    x, y = tensors["x"], tensors["y"]
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise DataError(f"{path}: 'x' and 'y' must be tensors")
+        raise DataError(f"{path}: expected tensor 'x' (and 'y' for labels), found {keys}")
+    x = tensors["x"]
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{path}: 'x' must be a tensor")
     if x.dim() < 2:
         raise DataError(f"{path}: x must be [N, ...] with at least one feature dimension, got shape {list(x.shape)}")
+    if "y" not in tensors:  # unlabelled: fine-tuning against the model's own outputs needs no labels
+        return x.float(), None
+    y = tensors["y"]
+    if not isinstance(y, torch.Tensor):
+        raise DataError(f"{path}: 'y' must be a tensor")
     if y.dim() != 1 or y.dtype.is_floating_point:
         raise DataError(f"{path}: y must be a 1-D integer label tensor, got {y.dtype} {list(y.shape)}")
     if y.numel() and int(y.min()) < 0:
-        raise DataError(f"{path}: labels must be >= 0, found {int(y.min())}")
+        raise DataError(f"{path}: labels must be >= 0, found {int(y.min())} (leave 'y' out for unlabelled data)")
     return x.float(), y.long()
 
 
@@ -253,7 +270,7 @@ def _first_line(exc: BaseException) -> str:
 def _from_function(spec: str, options: DataOptions) -> DataBundle:
     if not is_ref(spec):
         raise DataError(
-            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x and y, "
+            f"unknown data source '{spec}': use 'digits', a .safetensors/.npz/.pt file with x (and y), "
             "or package.module:function"
         )
     func = import_ref(spec, what="data function", error=DataError)
@@ -277,14 +294,44 @@ def _from_function(spec: str, options: DataOptions) -> DataBundle:
         raise DataError(f"{spec}: the data set holds no samples")
     if options.limit is not None and options.limit < n:
         dataset = Subset(dataset, range(options.limit))
+    labelled = _is_pair(dataset[0])
     labels = set()
     for i in range(min(len(dataset), 2048)):
         item = dataset[i]
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise DataError(f"{spec}: dataset items must be (x, y) pairs")
-        labels.add(int(item[1]))
+        if _is_pair(item) != labelled:
+            raise DataError(f"{spec}: item {i} is {'an x alone' if labelled else 'an (x, y) pair'} but item 0 is "
+                            f"{'an (x, y) pair' if labelled else 'an x alone'}; yield one form throughout")
+        if labelled:
+            labels.add(int(item[1]))
+        elif not isinstance(_unwrap(item), torch.Tensor):
+            raise DataError(f"{spec}: dataset items must be (x, y) pairs, or x tensors alone for unlabelled data; "
+                            f"item {i} is {type(item).__name__}")
+    if not labelled:
+        dataset = _Unlabelled(dataset)
     num_classes = max(labels) + 1 if labels else None
-    return DataBundle(spec, dataset, False, options.time_steps, num_classes, options)
+    return DataBundle(spec, dataset, False, options.time_steps, num_classes, options, labelled=labelled)
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2
+
+
+def _unwrap(item: Any) -> Any:
+    """``x`` from an unlabelled item: the tensor itself or a one-element tuple."""
+    return item[0] if isinstance(item, (tuple, list)) and len(item) == 1 else item
+
+
+class _Unlabelled(Dataset):
+    """A dataset of ``x`` alone, yielding ``(x, NO_LABEL)`` so that every bundle yields pairs."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return _unwrap(self.dataset[index]), NO_LABEL
 
 
 

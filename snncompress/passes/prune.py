@@ -54,6 +54,7 @@ from snncompress.passes.prune_masks import cubic_sparsity, layer_masks
 from snncompress.quant.membrane import MembraneQuantizer
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.sim.constraints import FakeQuantWeights, KeepMasks, encode_weights, raw_parameter
+from snncompress.sim.distill import distill_metrics, frozen_teacher
 from snncompress.sim.training import TrainConfig, train
 from snncompress.state import get_state
 
@@ -118,7 +119,16 @@ class PruneConfig(PassConfig):
     lr: float = Field(1e-3, gt=0, le=1.0, description="Fine-tuning learning rate (Adam).")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="Fine-tuning learning rate over the run: constant, or cosine-annealed to 0.")
-    loss: Literal["ce", "tet"] = Field("ce", description="Fine-tuning loss: ce (spike counts) or tet.")
+    loss: Literal["ce", "tet", "distill"] = Field(
+        "ce", description="Fine-tuning loss: ce (spike counts), tet, or distill (no labels: match the output spike "
+                          "counts of the model as it was before the pass).")
+    distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="Fine-tuning with loss distill: weight of a term "
+                                  "that also matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="Fine-tuning with loss distill: softmax temperature of the teacher's and student's output "
+                    "spike counts (KL divergence); 0: train on the teacher's predicted classes (measured best for "
+                    "QAT).")
     weight_quant: str | None = Field(
         None, description="Joint pruning and quantization: fake-quantize the pruned layers' weights with this "
                           "scheme (pot4, int4, ...) during the fine-tuning and store their codes.")
@@ -245,6 +255,8 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
     """Prune ``model`` in place; see the module docstring."""
     metrics: dict = {}
     notes: list[str] = []
+    # distill: the teacher is the model as given, before anything below changes it
+    teacher = frozen_teacher(model) if config.loss == "distill" and config.epochs > 0 else None
     if config.binary_membrane:
         metrics["binary_membrane"] = _binary_membrane(model, config, notes)
     method = config.method()
@@ -260,7 +272,7 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
         metrics["channel"] = _channel(model, config)
     if method is None:
         if fine_tune:
-            metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [], "prune fine-tune")
+            metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [], "prune fine-tune", teacher=teacher)
         metrics.update(_ops_metrics(model, ctx, metrics, notes))
         return PassResult(metrics=metrics, notes=notes)
     layers = select_layers(model, config, "synaptic")
@@ -292,9 +304,9 @@ def apply(model: nn.Module, config: PruneConfig, ctx: PassContext) -> PassResult
         KeepMasks(state.masks).attach(model)
         if fine_tune:
             metrics["fine_tune"] = _fine_tune(model, config, ctx, config.epochs, [FakeQuantWeights(joint)] if joint
-                                              else [], "prune fine-tune")
+                                              else [], "prune fine-tune", teacher=teacher)
     else:
-        metrics["fine_tune"] = _gradual(model, config, ctx, chosen, joint)
+        metrics["fine_tune"] = _gradual(model, config, ctx, chosen, joint, teacher)
     if not fine_tune:
         # a quantized weight pruned without fine-tuning: its codes must say zero where the mask prunes
         # (a fine-tuning re-encodes under the masks itself)
@@ -404,19 +416,20 @@ def _ops_metrics(model, ctx: PassContext, masks: dict, notes: list[str]) -> dict
 
 
 def _fine_tune(model, config: PruneConfig, ctx: PassContext, epochs: int, constraints, description: str,
-               keep_best: bool = True) -> dict:
+               keep_best: bool = True, teacher: nn.Module | None = None) -> dict:
     # the best epoch by accuracy alone would undo a channel gate's training against its cost (the start,
     # every channel kept, often scores best): with gates, the last epoch is kept
     keep_best = keep_best and config.channel_threshold is None
     train_config = TrainConfig(epochs=epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                               schedule=config.lr_schedule, keep_best=keep_best)
+                               schedule=config.lr_schedule, keep_best=keep_best, distill_layers=config.distill_layers,
+                               distill_temperature=config.distill_temperature)
     result = train(model, ctx.train_data, ctx.train_data, train_config, show_progress=ctx.show_progress,
-                   description=description, constraints=constraints)
-    return {"epochs": epochs, "best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
-            "validation": "the training data", "history": result.epochs}
+                   description=description, constraints=constraints, teacher=teacher)
+    return {"epochs": epochs, **result.best_metrics(), "validation": "the training data", "history": result.epochs,
+            **distill_metrics(result)}
 
 
-def _gradual(model, config: PruneConfig, ctx: PassContext, chosen, joint) -> dict:
+def _gradual(model, config: PruneConfig, ctx: PassContext, chosen, joint, teacher: nn.Module | None = None) -> dict:
     """Ramp over the first two thirds of the epochs (last epoch kept), fine-tune the rest at the target."""
     steady = config.epochs // 3
     ramp = config.epochs - steady
@@ -425,11 +438,12 @@ def _gradual(model, config: PruneConfig, ctx: PassContext, chosen, joint) -> dic
     gradual = GradualPruning(chosen, state.masks, ramp * batches)
     # the ramp's fake-quantization does not encode: the steady phase (or the re-encode) does
     ramp_fq = [FakeQuantWeights(joint, encode=steady == 0)] if joint else []
-    out = {"ramp": _fine_tune(model, config, ctx, ramp, [gradual, *ramp_fq], "gradual pruning", keep_best=False),
+    out = {"ramp": _fine_tune(model, config, ctx, ramp, [gradual, *ramp_fq], "gradual pruning", keep_best=False,
+                              teacher=teacher),
            "ramp_steps": gradual.steps}
     if steady:
         out["steady"] = _fine_tune(model, config, ctx, steady, [FakeQuantWeights(joint)] if joint else [],
-                                   "prune fine-tune")
+                                   "prune fine-tune", teacher=teacher)
     return out
 
 

@@ -33,6 +33,7 @@ from snncompress.passes.ptq_review import membrane_clipping, review
 from snncompress.quant.membrane import membrane_quantizer, parse_membrane_quant
 from snncompress.quant.schemes import parse_weight_scheme
 from snncompress.sim.constraints import FakeQuantWeights, LearnableThresholds, encode_weights
+from snncompress.sim.distill import distill_metrics, frozen_teacher
 from snncompress.sim.training import TrainConfig, train
 from snncompress.state import get_state
 
@@ -62,7 +63,15 @@ class QuantizeConfig(PassConfig):
     neuron_quant: str | None = Field(None, description="fixed<m>.<n> for threshold and beta, or none.")
     epochs: int = Field(10, ge=1, le=1000, description="QAT epochs.")
     lr: float = Field(1e-3, gt=0, le=1.0, description="QAT learning rate (Adam).")
-    loss: Literal["ce", "tet"] = Field("ce", description="QAT loss: ce (spike counts) or tet.")
+    loss: Literal["ce", "tet", "distill"] = Field(
+        "ce", description="QAT loss: ce (spike counts), tet, or distill (no labels: match the output spike counts "
+                          "of the model as it was before the pass).")
+    distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="QAT with loss distill: weight of a term that "
+                                  "also matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="QAT with loss distill: softmax temperature of the teacher's and student's output spike counts (KL "
+                    "divergence); 0: train on the teacher's predicted classes (measured best for QAT).")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="QAT learning rate over the run: constant, or cosine-annealed to 0.")
     learn_threshold: bool = Field(
@@ -157,6 +166,8 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     The pipeline measures accuracy before and after (``ctx.before`` and the next measurement); the
     pass itself runs only calibration (PTQ) or training (QAT), on the training data.
     """
+    # distill: the teacher is the model as given, before anything below changes it
+    teacher = frozen_teacher(model) if config.mode == "qat" and config.loss == "distill" else None
     folded = fold_batchnorm(model)  # Conv/Linear + BatchNorm -> one layer, so the codes include the BatchNorm
     layers = select_layers(model, config, ("synaptic", "neuron"))
     syn = [(s.name, s.module) for s in layers if s.kind == "synaptic"]
@@ -184,7 +195,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassRes
     if config.clip == "auto":
         notes.append(f"clip: auto -> {clip:g} x Vth (suggested by an earlier pass)")
     if config.mode == "qat":
-        metrics.update(_qat(model, syn, neurons, config, ctx))
+        metrics.update(_qat(model, syn, neurons, config, ctx, teacher))
         if "calibration" in config.model_fields_set and config.calibration != "none":
             notes.append(f"calibration '{config.calibration}' is for PTQ; QAT learns the weights (ignored)")
         _convert_weights(model, syn, config, ctx.seed)
@@ -268,7 +279,7 @@ def _scheme(model: nn.Module, config: QuantizeConfig, layer: str):
     return parse_weight_scheme(layer_cfg.weight_quant, rounding=layer_cfg.rounding)
 
 
-def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
+def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext, teacher: nn.Module | None = None) -> dict:
     """Fine-tune with fake-quantized weights and learnable thresholds (training constraints); any earlier
     compression (pruning masks, other layers' codes) is kept by the training loop itself."""
     state = get_state(model)
@@ -287,12 +298,12 @@ def _qat(model, syn, neurons, config: QuantizeConfig, ctx: PassContext) -> dict:
     validation = val_part.name if parts is not None else "the training data" + (
         " (too small to split)" if config.validation_split else "")
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                               schedule=config.schedule)
+                               schedule=config.schedule, distill_layers=config.distill_layers,
+                               distill_temperature=config.distill_temperature)
     result = train(model, train_part, val_part, train_config, show_progress=ctx.show_progress,
-                   description="QAT", constraints=[fake_quant, thresholds])
-    metrics = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_accuracy,
-               "validation": validation,
-               "epochs": result.epochs}
+                   description="QAT", constraints=[fake_quant, thresholds], teacher=teacher)
+    metrics = {**result.best_metrics(), "validation": validation, "epochs": result.epochs,
+               **distill_metrics(result)}
     if thresholds.learned:
         metrics["thresholds"] = {n: {"before": thresholds.before[n], "after": thresholds.after[n]}
                                  for n in thresholds.learned}

@@ -20,6 +20,7 @@ from snncompress.data.loading import split_validation
 from snncompress.errors import ConfigError
 from snncompress.passes.base import PassConfig, PassContext, PassResult, PassSpec
 from snncompress.passes.kit import select_layers
+from snncompress.sim.distill import distill_metrics, frozen_teacher
 from snncompress.sim.thresholds import GPWThresholds
 from snncompress.sim.training import TrainConfig, train
 
@@ -38,7 +39,15 @@ class ThresholdConfig(PassConfig):
                                       description="The thresholds' learning rate as a multiple of lr.")
     train_weights: bool = Field(True, description="Fine-tune the weights along with the thresholds; off: "
                                                   "only the thresholds train.")
-    loss: Literal["ce", "tet"] = Field("ce", description="Loss: ce (spike counts) or tet.")
+    loss: Literal["ce", "tet", "distill"] = Field(
+        "ce", description="Loss: ce (spike counts), tet, or distill (no labels: match the output spike counts of "
+                          "the model as it was before the pass).")
+    distill_layers: float = Field(0.0, ge=0.0, le=1e4, description="With loss distill: weight of a term that also "
+                                  "matches each neuron layer's firing rates (0: output spike counts only).")
+    distill_temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="With loss distill: softmax temperature of the teacher's and student's output spike counts (KL "
+                    "divergence); 0: train on the teacher's predicted classes (measured best for QAT).")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="Learning rate over the run: constant, or cosine-annealed to 0.")
     validation_split: float = Field(
@@ -54,6 +63,7 @@ def apply(model: nn.Module, config: ThresholdConfig, ctx: PassContext) -> PassRe
         raise ConfigError("the model has no neuron layers whose threshold could be learned (check targets)")
     if ctx.train_data is None:
         raise ConfigError("the threshold pass trains: pass --train-data (or use --data digits)")
+    teacher = frozen_teacher(model) if config.loss == "distill" else None
     constraint = GPWThresholds(neurons, window=config.window, width=config.window_width,
                                lr_scale=config.threshold_lr_scale)
     parts = split_validation(ctx.train_data, config.validation_split, ctx.seed) if config.validation_split else None
@@ -67,15 +77,16 @@ def apply(model: nn.Module, config: ThresholdConfig, ctx: PassContext) -> PassRe
     try:
         result = train(model, train_part, val_part,
                        TrainConfig(epochs=config.epochs, lr=config.lr, loss=config.loss, seed=ctx.seed,
-                                   schedule=config.schedule),
-                       show_progress=ctx.show_progress, description="thresholds", constraints=[constraint])
+                                   schedule=config.schedule, distill_layers=config.distill_layers,
+                                   distill_temperature=config.distill_temperature),
+                       show_progress=ctx.show_progress, description="thresholds", constraints=[constraint],
+                       teacher=teacher)
     finally:
         for p in frozen:
             p.requires_grad_(True)
     thresholds = {n: {"before": constraint.before[n], "after": constraint.after[n]} for n in neurons}
-    metrics = {"window": config.window, "window_width": config.window_width, "best_epoch": result.best_epoch,
-               "best_val_accuracy": result.best_accuracy, "validation": validation, "epochs": result.epochs,
-               "thresholds": thresholds}
+    metrics = {"window": config.window, "window_width": config.window_width, **result.best_metrics(),
+               "validation": validation, "epochs": result.epochs, "thresholds": thresholds, **distill_metrics(result)}
     moved = ", ".join(f"{n} {_short(v['before'])} -> {_short(v['after'])}" for n, v in thresholds.items())
     return PassResult(metrics=metrics, notes=[f"thresholds ({config.window} window, W = {config.window_width:g}): "
                                               f"{moved}"])

@@ -46,6 +46,8 @@ GATES: dict[str, GateKind] = {
     "min-energy-reduction": GateKind("energy_reduction", "min", "energy reduction (baseline / now)"),
     "bit-exact": GateKind("bit_exact_mismatches", "max", "mismatching spikes against the integer-only reference",
                           default=0.0),
+    # label-free: the compressed model's predictions against the input model's, on the same data
+    "min-agreement": GateKind("agreement", "min", "agreement of predictions with the input model in percent"),
 }
 
 
@@ -127,8 +129,9 @@ def gate_metrics(report: Any) -> dict[str, Any]:
     """The figures gates compare, from a :class:`snncompress.pipeline.run.RunReport` (the one source).
 
     Returns:
-        ``accuracy_drop`` (points), ``memory_reduction``, ``ops_reduction``, ``energy_reduction``
-        (baseline / now; None when not measured), plus the reference figures and ``memory_source``.
+        ``accuracy_drop`` (points), ``agreement`` (percent of predictions equal to the run's input model's),
+        ``memory_reduction``, ``ops_reduction``, ``energy_reduction`` (baseline / now; None when not
+        measured), plus the reference figures and ``memory_source``.
     """
     before, after, baseline = report.before, report.after, report.baseline
     reference, ref_name = _accuracy_reference(before, baseline)
@@ -148,6 +151,7 @@ def gate_metrics(report: Any) -> dict[str, Any]:
         "accuracy_reference_is": ref_name,
         "accuracy": now,
         "accuracy_drop": drop,
+        "agreement": (getattr(report, "fidelity", None) or {}).get("agreement"),
         "memory_reduction": memory,
         "memory_source": source,
         "ops_reduction": hardware.get("ops_reduction"),
@@ -205,6 +209,8 @@ def _reason(gate: Gate, value: float, passed: bool, metrics: Mapping[str, Any]) 
                   f"limit {gate.threshold:g})")
     elif gate.name == "bit-exact":
         detail = f"{int(value)} {gate.kind.what} (limit {gate.threshold:g})"
+    elif gate.name == "min-agreement":
+        detail = f"{value:.2f}% of predictions agree with the input model (need >= {gate.threshold:g}%)"
     else:
         detail = f"{gate.kind.what} {value:.2f}x (need >= {gate.threshold:g}x)"
     return f"{gate} {verdict}: {detail}"

@@ -74,6 +74,9 @@ class RunReport:
         before, after: :class:`~snncompress.costing.measure.Measurement` figures as dicts (accuracy in percent).
         baseline: the fp32 figures the compression started from (``CompressionState.baseline``).
         hardware: memory / ops / energy and their reductions against the baseline, when available.
+        fidelity: the model as the run left it against the model the run was given, from the first and
+            last measurements (no extra pass): agreement of predictions (percent) and each neuron layer's
+            firing drift (:func:`snncompress.sim.fidelity.firing_drift`); None when not measured.
         seconds: wall time of each step.
         gates: quality-gate results (filled in by the CLI).
         output: the file written (filled in by the CLI).
@@ -85,6 +88,7 @@ class RunReport:
     after: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     hardware: dict[str, Any] | None = None
+    fidelity: dict[str, Any] | None = None
     seconds: list[float] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)
     output: str | None = None
@@ -136,8 +140,8 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
         report.measurements.append(current)
         report.before = current.to_dict()
         _record_baseline(model, ctx, current, options)
-        if current.accuracy is not None:
-            log(f"before: accuracy {current.accuracy:.2f}%, {current.storage_bits / 8192:.1f} KiB stored")
+        if current.samples:
+            log(f"before: {_accuracy(current)}, {current.storage_bits / 8192:.1f} KiB stored")
     report.baseline = {k: v for k, v in state.baseline.items() if k != "description"}
     last_transform = max((i for i, spec in enumerate(specs) if spec.kind == "transform"), default=-1)
     for index, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
@@ -153,6 +157,11 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
             label = "accuracy after" if index == last_transform else f"accuracy after {step.name}"
             after = _measure(model, ctx, options, label)
             report.measurements.append(after)
+            if current is not None:
+                metrics.update(_fidelity_metrics(after, current))
+                if "agreement_with_before" in metrics and (current.accuracy is None or after.accuracy is None):
+                    notes.insert(0, f"accuracy n/a (unlabelled data); agreement with the model before: "
+                                    f"{metrics['agreement_with_before']:.2f}% of predictions")
             if current is not None and current.accuracy is not None and after.accuracy is not None:
                 metrics = {"accuracy_before": current.accuracy, "accuracy_after": after.accuracy,
                            "accuracy_drop": current.accuracy - after.accuracy, **metrics}
@@ -183,11 +192,48 @@ def run_recipe(model: nn.Module, recipe: Recipe | Mapping[str, Any] | str | Path
     ctx.before = current
     if options.measure and current is not None:
         report.after = current.to_dict()
-        if current.accuracy is not None:
-            log(f"after: accuracy {current.accuracy:.2f}%, {current.storage_bits / 8192:.1f} KiB stored")
+        if current.samples:
+            log(f"after: {_accuracy(current)}, {current.storage_bits / 8192:.1f} KiB stored")
+        if len(report.measurements) > 1:
+            report.fidelity = _run_fidelity(report.measurements[-1], report.measurements[0])
+            if report.fidelity is not None:
+                log(f"after: {report.fidelity['summary']}")
         if options.hardware and current.description is not None:
             report.hardware = _costed(lambda: _hardware_figures(model, current, options), options.warn or _warn)
     return report
+
+
+def _accuracy(measurement: Measurement) -> str:
+    if measurement.accuracy is None:
+        return "accuracy n/a (unlabelled data)"
+    return f"accuracy {measurement.accuracy:.2f}%"
+
+
+def _fidelity_metrics(after: Measurement, before: Measurement) -> dict[str, Any]:
+    """A step's agreement with the model before it and each layer's firing drift (EMD), from the two
+    measurements the run takes anyway; empty when they cannot be compared."""
+    from snncompress.sim.fidelity import firing_drift
+
+    if after.predictions is None or before.predictions is None or after.samples != before.samples:
+        return {}
+    fidelity = firing_drift(after, before)
+    # to the 6 digits the file's history keeps, so that the run report and the file say the same
+    return {"agreement_with_before": round(fidelity.agreement, 6),
+            "firing_drift": {k: None if v.emd is None else round(v.emd, 6) for k, v in fidelity.layers.items()}}
+
+
+def _run_fidelity(after: Measurement, before: Measurement) -> dict[str, Any] | None:
+    """The run's output against its input (:attr:`RunReport.fidelity`)."""
+    from snncompress.sim.fidelity import drift_summary, firing_drift
+
+    if after.predictions is None or before.predictions is None or after.samples != before.samples:
+        return None
+    fidelity = firing_drift(after, before)
+    out = {"reference": "the input model", **fidelity.to_dict(),
+           "summary": drift_summary(fidelity, "the input model")}
+    for layer in out["layers"].values():
+        layer.pop("correlation", None)  # needs both models side by side: snncompress evaluate --reference
+    return out
 
 
 def _measure(model: nn.Module, ctx: PassContext, options: RunOptions, label: str) -> Measurement:
@@ -265,6 +311,7 @@ def _check_before_run(model: nn.Module, recipe: Recipe, specs: list, ctx: PassCo
             if need not in have:
                 problems.append(f"passes[{i}] ({spec.name}): {reason or flags.get(need, f'needs {need}')}")
         have |= set(spec.provides(step.config))
+    problems += _label_problems(recipe, specs, ctx)
     problems += target_problems(model, recipe)
     if not problems:  # a pass's own check may assume its targets exist
         for i, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
@@ -273,6 +320,21 @@ def _check_before_run(model: nn.Module, recipe: Recipe, specs: list, ctx: PassCo
         raise ConfigError(problems[0])  # a recipe built in code or by a command: one line
     if problems:
         raise RecipeError(problems, recipe.source)
+
+
+def _label_problems(recipe: Recipe, specs: list, ctx: PassContext) -> list[str]:
+    """A step that trains with a labelled loss (``ce``, ``tet``) on training data without labels."""
+    train = ctx.train_data
+    if train is None or getattr(train, "labelled", True):
+        return []
+    problems = []
+    for i, (step, spec) in enumerate(zip(recipe.steps, specs, strict=True)):
+        loss = getattr(step.config, "loss", None)
+        if loss in ("ce", "tet") and "train_data" in spec.requirements(step.config):
+            problems.append(f"passes[{i}] ({spec.name}): the training data {train.name} has no labels; loss {loss} "
+                            "needs them: fine-tune with loss distill (--loss distill: against the model's own "
+                            "outputs before the pass)")
+    return problems
 
 
 def _model_provides(model: nn.Module) -> set[str]:

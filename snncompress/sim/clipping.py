@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from snncompress.data.loading import DataBundle
+from snncompress.errors import DataError
 from snncompress.models.membrane import clipped_membrane, stored_membrane
 from snncompress.sim.evaluate import prepare
 from snncompress.sim.observers import SpikeCounter
@@ -202,6 +203,9 @@ def clip_sweep(model: nn.Module, data: DataBundle, boundaries: Sequence[float], 
         layers: the neuron layers to observe and clip.
         show_progress: one progress bar across the whole sweep, on stderr.
     """
+    if not data.labelled:
+        raise DataError(f"the clipping analysis measures accuracy at every boundary, and {data.name} has no "
+                        "labels: pass labelled data (x and y)")
     was_training = model.training
     model.eval()
     try:

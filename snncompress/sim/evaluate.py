@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -13,23 +13,34 @@ from snncompress.data.loading import DataBundle
 from snncompress.errors import DataError
 from snncompress.sim.observers import SpikeCounter
 from snncompress.sim.progress import progress_bar
-from snncompress.sim.runner import SNNRunner, resolve_layout
+from snncompress.sim.runner import Observer, RunOutput, SNNRunner, resolve_layout
 
 
 @dataclass
 class Evaluation:
-    """Result of :func:`evaluate`."""
+    """Result of :func:`evaluate`.
 
-    accuracy: float
+    Attributes:
+        accuracy: percent of samples whose prediction is their label; None on unlabelled data.
+        predictions: each sample's prediction (argmax of the output spike counts), in data order.
+        neuron_rates: per layer, each neuron's spikes per step (``[neurons]``): what firing drift
+            (:func:`snncompress.sim.fidelity.firing_drift`) compares without running the model again.
+    """
+
+    accuracy: float | None
     samples: int
     loss: float = float("nan")  # mean cross-entropy of the output spike counts (labels within the outputs)
     firing_rates: dict[str, float] = field(default_factory=dict)
     spikes_per_sample: dict[str, float] = field(default_factory=dict)
     neurons: dict[str, int] = field(default_factory=dict)
     time_steps: int = 0
+    predictions: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    neuron_rates: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures as JSON (without the per-sample predictions and per-neuron rates)."""
+        skip = ("predictions", "neuron_rates")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 def prepare(model: nn.Module, data: DataBundle) -> SNNRunner:
@@ -73,6 +84,10 @@ def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
              description: str = "evaluate", instruments: Iterable[AbstractContextManager] = ()) -> Evaluation:
     """Classification accuracy (argmax of output spike counts) and per-layer firing rates.
 
+    On unlabelled data (``data.labelled`` False) the accuracy is None; the predictions and firing
+    rates are measured all the same (:func:`snncompress.sim.fidelity.compare` sets them against a
+    reference model's).
+
     Args:
         instruments: context managers entered around the whole pass (e.g. the hardware probe's
             hooks, :class:`snncompress.costing.describe.Probe`), so that one pass over the data
@@ -81,30 +96,64 @@ def evaluate(model: nn.Module, data: DataBundle, *, show_progress: bool = False,
     was_training = model.training
     model.eval()
     runner = prepare(model, data)
-    counter = SpikeCounter()
-    correct = total = 0
-    loss_sum, loss_n = 0.0, 0
-    with ExitStack() as stack, runner.observe(counter), progress_bar(show_progress) as bar:
-        for instrument in instruments:
-            stack.enter_context(instrument)
-        task = bar.add_task(description, total=len(data))
-        for x, y in data.loader():
-            out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
-            y = y.to(out.spikes.device)
-            correct += int((out.predictions() == y).sum())
-            total += y.shape[0]
-            counts = out.spike_counts
-            if counts.dim() == 2 and y.dim() == 1 and counts.shape[0] == y.shape[0] and int(y.max()) < counts.shape[1]:
-                loss_sum += float(torch.nn.functional.cross_entropy(counts.float(), y, reduction="sum"))
-                loss_n += y.shape[0]
-            bar.advance(task, y.shape[0])
-    model.train(was_training)
-    return Evaluation(
-        accuracy=100.0 * correct / max(total, 1),
-        samples=total,
-        loss=loss_sum / loss_n if loss_n else float("nan"),
-        firing_rates=counter.firing_rates(),
-        spikes_per_sample={k: counter.spikes[k] / max(counter.samples[k], 1) for k in counter.spikes},
-        neurons=dict(counter.neurons),
-        time_steps=max(counter.steps.values(), default=0),
-    )
+    try:
+        with ExitStack() as stack, evaluate_batches(data, runner) as batches, progress_bar(show_progress) as bar:
+            for instrument in instruments:
+                stack.enter_context(instrument)
+            task = bar.add_task(description, total=len(data))
+            for x, y in data.loader():
+                batches.run(x, y)
+                bar.advance(task, y.shape[0])
+    finally:
+        model.train(was_training)
+    return batches.result()
+
+
+class BatchEvaluation:
+    """The figures of :func:`evaluate`, accumulated batch by batch (:func:`evaluate_batches`)."""
+
+    def __init__(self, data: DataBundle, runner: SNNRunner, is_sequence: bool):
+        self.data, self.runner, self.is_sequence = data, runner, is_sequence
+        self.counter = SpikeCounter()
+        self.correct = self.total = self.loss_n = 0
+        self.loss_sum = 0.0
+        self.predictions: list[torch.Tensor] = []
+
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> RunOutput:
+        """Run one batch and account for it."""
+        out = self.runner.run(x, is_sequence=self.is_sequence, time_steps=self.data.time_steps)
+        y = y.to(out.spikes.device)
+        predicted = out.predictions()
+        self.predictions.append(predicted.to("cpu"))
+        self.correct += int((predicted == y).sum())
+        self.total += y.shape[0]
+        counts = out.spike_counts
+        if (self.data.labelled and counts.dim() == 2 and y.dim() == 1 and counts.shape[0] == y.shape[0]
+                and int(y.max()) < counts.shape[1]):
+            self.loss_sum += float(torch.nn.functional.cross_entropy(counts.float(), y, reduction="sum"))
+            self.loss_n += y.shape[0]
+        return out
+
+    def result(self) -> Evaluation:
+        counter = self.counter
+        return Evaluation(
+            accuracy=100.0 * self.correct / max(self.total, 1) if self.data.labelled else None,
+            samples=self.total,
+            loss=self.loss_sum / self.loss_n if self.loss_n else float("nan"),
+            firing_rates=counter.firing_rates(),
+            spikes_per_sample={k: counter.spikes[k] / max(counter.samples[k], 1) for k in counter.spikes},
+            neurons=dict(counter.neurons),
+            time_steps=max(counter.steps.values(), default=0),
+            predictions=torch.cat(self.predictions) if self.predictions else torch.zeros(0, dtype=torch.int64),
+            neuron_rates=counter.neuron_rates(),
+        )
+
+
+@contextmanager
+def evaluate_batches(data: DataBundle, runner: SNNRunner, *observers: Observer) -> Iterator[BatchEvaluation]:
+    """Observe ``runner``'s model (its spike counter and ``observers``) while the caller feeds it batches
+    with :meth:`BatchEvaluation.run`; :meth:`BatchEvaluation.result` gives :func:`evaluate`'s figures.
+    The runner's layout must be resolved (:func:`prepare`); the data's reading at entry is the one used."""
+    batches = BatchEvaluation(data, runner, data.is_sequence)
+    with runner.observe(batches.counter, *observers):
+        yield batches

@@ -1,9 +1,11 @@
 """The training loop shared by the demo model, QAT and fine-tuning passes.
 
 Adam (lr 1e-3 by default, SpQuant §5.2), constant or cosine-annealed over the run; loss =
-cross-entropy on output spike counts, or TET (mean over time of the per-step cross-entropy on the
-output membrane, Deng et al. 2022). The best epoch by validation accuracy is kept, ties broken by
-the lower validation loss (a small validation set ties often). Deterministic for a given seed.
+cross-entropy on output spike counts, TET (mean over time of the per-step cross-entropy on the
+output membrane, Deng et al. 2022), or ``distill``: label-free, against a frozen teacher's output
+spike counts (:mod:`snncompress.sim.distill`). The best epoch by validation accuracy is kept (under
+``distill``: by agreement with the teacher's predictions), ties broken by the lower validation loss
+(a small validation set ties often). Deterministic for a given seed.
 
 Under a distributed launch (``torchrun``; :mod:`snncompress.sim.distributed`) the model is trained
 data-parallel (DistributedDataParallel, each rank on its part of every global batch) and validated on
@@ -23,13 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompress.data.loading import DataBundle
+from snncompress.errors import ConfigError, DataError
 from snncompress.sim import distributed
 from snncompress.sim.constraints import Constraint, attached, constraints_for_training
 from snncompress.sim.evaluate import Evaluation, evaluate, prepare
 from snncompress.sim.progress import progress_bar
 from snncompress.sim.runner import RunOutput, SNNRunner
 
-LOSSES = ("ce", "tet")
+LOSSES = ("ce", "tet", "distill")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -42,13 +45,28 @@ class TrainConfig:
     keep_best: bool = True
     schedule: str = "constant"  # or "cosine": lr annealed to 0 over all steps
     lr_scale: dict[str, float] = field(default_factory=dict)  # parameter name -> lr multiplier
+    distill_layers: float = 0.0  # distill: weight of the per-layer firing-rate term (0: output counts only)
+    distill_temperature: float = 0.0  # distill: softmax temperature of the counts; 0: the teacher's predictions
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        best_accuracy: the kept epoch's validation figure in percent: accuracy, or under ``distill``
+            agreement with the teacher's predictions (``criterion`` says which).
+    """
+
     best_epoch: int
     best_accuracy: float
     epochs: list[dict] = field(default_factory=list)
+    criterion: str = "accuracy"
+    teacher_samples: int | None = None  # distill: samples the teacher ran on (its targets are kept where exact)
+
+    def best_metrics(self) -> dict:
+        """``best_epoch`` and ``best_val_accuracy`` (``best_val_agreement`` under distill), as passes record them."""
+        return {"best_epoch": self.best_epoch, f"best_val_{self.criterion}": self.best_accuracy}
 
 
 def spike_count_loss(out: RunOutput, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
@@ -63,7 +81,8 @@ def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config
           constraints: Iterable[Constraint] = (),
           keep_state_constraints: bool = True,
           after_step: Callable[[nn.Module], None] | None = None,
-          step_context: Callable[[], AbstractContextManager] | None = None) -> TrainResult:
+          step_context: Callable[[], AbstractContextManager] | None = None,
+          teacher: nn.Module | None = None) -> TrainResult:
     """Train ``model`` in place and leave it with the best epoch's weights.
 
     Args:
@@ -75,16 +94,32 @@ def train(model: nn.Module, train_data: DataBundle, val_data: DataBundle, config
             unless you are deliberately undoing a compression.
         after_step: called after each optimizer step, after the constraints' ``after_step``.
         step_context: entered around each step's forward and backward, inside the constraints'.
+        teacher: the frozen model ``loss="distill"`` trains against
+            (:func:`snncompress.sim.distill.frozen_teacher`, taken before the model was changed).
+
+    Raises:
+        ConfigError: ``distill`` without a teacher, or an unknown loss or schedule.
+        DataError: a labelled loss on unlabelled data.
     """
+    if config.loss not in LOSSES:
+        raise ConfigError(f"unknown loss '{config.loss}' (choose from {', '.join(LOSSES)})")
+    if config.loss == "distill" and teacher is None:
+        raise ConfigError("loss distill trains against a teacher: pass the model as it was before "
+                          "(snncompress.sim.distill.frozen_teacher)")
+    if config.loss != "distill":
+        for what, data in (("training", train_data), ("validation", val_data)):
+            if not data.labelled:
+                raise DataError(f"the {what} data {data.name} has no labels; loss {config.loss} needs them: "
+                                "fine-tune with --loss distill (against the model's own outputs before the pass)")
     given = list(constraints)
     active = constraints_for_training(model, given) if keep_state_constraints else given
     with attached(model, active):
         return _train(model, train_data, val_data, config, show_progress=show_progress, description=description,
-                      constraints=active, after_step=after_step, step_context=step_context)
+                      constraints=active, after_step=after_step, step_context=step_context, teacher=teacher)
 
 
 def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, description, constraints,
-           after_step, step_context) -> TrainResult:
+           after_step, step_context, teacher) -> TrainResult:
     step_context = step_context or contextlib.nullcontext
     torch.manual_seed(config.seed)
     runner = prepare(model, train_data)
@@ -107,24 +142,35 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
     if config.schedule == "cosine":
         steps = max(1, config.epochs * len(_EpochBatches(train_data, config.seed, 0)))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    distiller = None
+    if config.loss == "distill":
+        from snncompress.sim.distill import Teacher
+
+        distiller = Teacher(teacher, layers=config.distill_layers > 0)
+    criterion, short = ("agreement", "agree") if distiller is not None else ("accuracy", "acc")
     best_state = copy.deepcopy(model.state_dict())
-    start = _validate(model, val_data)
+    start = _validate(model, val_data, distiller, config)
     best_key = (start.accuracy, -start.loss if start.loss == start.loss else 0.0)
-    result = TrainResult(best_epoch=0, best_accuracy=start.accuracy)
+    result = TrainResult(best_epoch=0, best_accuracy=start.accuracy, criterion=criterion)
     with progress_bar(show_progress) as bar:
         per_epoch = _EpochBatches(train_data, config.seed, 0).samples  # this rank's samples
-        task = bar.add_task(description, total=config.epochs * per_epoch, info=f"acc {start.accuracy:.2f}%")
+        task = bar.add_task(description, total=config.epochs * per_epoch, info=f"{short} {start.accuracy:.2f}%")
         for epoch in range(1, config.epochs + 1):
             model.train()
             total_loss, seen = 0.0, 0
-            for x, y, weight, count in _EpochBatches(train_data, config.seed, epoch):
+            for x, y, index, weight, count in _EpochBatches(train_data, config.seed, epoch):
                 optimizer.zero_grad(set_to_none=True)
+                # the teacher runs outside the step's contexts: they change how the student computes
+                targets = distiller.targets(x, index, train_data) if distiller is not None else None
                 with ExitStack() as stack:
                     for constraint in constraints:
                         stack.enter_context(constraint.step_context())
                     stack.enter_context(step_context())
-                    out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
-                    loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
+                    if distiller is None:
+                        out = runner.run(x, is_sequence=train_data.is_sequence, time_steps=train_data.time_steps)
+                        loss = spike_count_loss(out, y.to(out.spikes.device), config.loss)
+                    else:
+                        loss = _distill_step(runner, x, train_data, targets, config)
                     # a constraint's own term (a gate's sparsity cost) trains with the loss; the log shows the task loss
                     terms = [t for t in (c.loss_term() for c in constraints) if t is not None]
                     total = loss + sum(terms) if terms else loss
@@ -139,12 +185,12 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                 total_loss += float(loss.detach()) * count
                 seen += count
                 bar.update(task, advance=count, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f}")
-            val = _validate(model, val_data)
+            val = _validate(model, val_data, distiller, config)
             acc = val.accuracy
             total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
-            result.epochs.append({"epoch": epoch, "loss": total_loss / max(seen, 1), "accuracy": acc,
+            result.epochs.append({"epoch": epoch, "loss": total_loss / max(seen, 1), criterion: acc,
                                   "val_loss": val.loss})
-            bar.update(task, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f} acc {acc:.2f}%")
+            bar.update(task, info=f"epoch {epoch} loss {total_loss / max(seen, 1):.3f} {short} {acc:.2f}%")
             key = (acc, -val.loss if val.loss == val.loss else 0.0)
             if key > best_key or not config.keep_best:
                 best_key = key
@@ -152,7 +198,20 @@ def _train(model, train_data, val_data, config: TrainConfig, *, show_progress, d
                 best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
+    if distiller is not None:
+        result.teacher_samples = distiller.teacher_samples
     return result
+
+
+def _distill_step(runner: SNNRunner, x: torch.Tensor, data: DataBundle, targets, config: TrainConfig) -> torch.Tensor:
+    """The student's forward on ``x`` and its distillation loss against the teacher's ``targets``."""
+    from snncompress.sim.distill import RateRecorder, distill_loss
+
+    recorder = RateRecorder()
+    with runner.observe(recorder) if config.distill_layers > 0 else contextlib.nullcontext():
+        out = runner.run(x, is_sequence=data.is_sequence, time_steps=data.time_steps)
+    return distill_loss(out, targets, temperature=config.distill_temperature, layer_weight=config.distill_layers,
+                        rates=recorder.rates())
 
 
 class _EpochBatches:
@@ -162,6 +221,11 @@ class _EpochBatches:
     gradient that of the global batch)."""
 
     def __init__(self, data: DataBundle, seed: int, epoch: int):
+        from dataclasses import replace
+
+        from snncompress.sim.distill import IndexedDataset
+
+        data = replace(data, dataset=IndexedDataset(data.dataset))  # the same draws, each row's index beside it
         self.shards = distributed.global_batch_shards(len(data), data.options.batch_size, seed, epoch)
         if self.shards is None:
             self.loader = data.loader(shuffle=True, seed=seed + epoch)
@@ -175,19 +239,30 @@ class _EpochBatches:
 
     def __iter__(self):
         if self.shards is None:
-            for x, y in self.loader:
-                yield x, y, 1.0, y.shape[0]
+            for x, y, i in self.loader:
+                yield x, y, i, 1.0, y.shape[0]
         else:
-            yield from ((x, y, w, n) for (x, y), w, n in zip(self.loader, self.shards.weights, self.shards.counts,
-                                                             strict=True))
+            yield from ((x, y, i, w, n) for (x, y, i), w, n in zip(self.loader, self.shards.weights,
+                                                                   self.shards.counts, strict=True))
 
 
-def _validate(model: nn.Module, data: DataBundle) -> Evaluation:
-    """Accuracy and loss on ``data``; when distributed, each rank evaluates its share and the counts are
+def _validate(model: nn.Module, data: DataBundle, distiller=None, config: TrainConfig | None = None) -> Evaluation:
+    """Accuracy and loss on ``data`` (under distill: agreement with the teacher's predictions, in percent,
+    and the distillation loss); when distributed, each rank evaluates its share and the counts are
     all-reduced, so every rank gets the figures of the whole set (and takes the same decisions)."""
+    from dataclasses import replace
+
+    if distiller is not None:
+        from snncompress.sim.distill import validate
+
+        part = distiller.shard(data) if distributed.is_distributed() else data
+        agree, samples, loss_sum = (validate(model, part, distiller, config.distill_temperature) if len(part)
+                                    else (0, 0, 0.0))
+        agree, samples, loss_sum = distributed.all_reduce_sum([agree, samples, loss_sum])
+        return Evaluation(accuracy=100.0 * agree / max(samples, 1), samples=int(samples),
+                          loss=loss_sum / samples if samples else float("nan"))
     if not distributed.is_distributed():
         return evaluate(model, data)
-    from dataclasses import replace
 
     part = replace(data, dataset=distributed.shard(data.dataset))
     local = evaluate(model, part) if len(part) else Evaluation(accuracy=0.0, samples=0)

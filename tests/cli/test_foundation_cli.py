@@ -95,8 +95,8 @@ def test_bad_data_sources(capsys, tmp_path, write_tensors):
                        match="data file not found")
     assert_input_error(capsys, "evaluate", "demo", "--data", "imagenet",
                        match="unknown data source 'imagenet'")
-    no_y = write_tensors("no_y.npz", x=torch.rand(3, 1, 8, 8))
-    assert_input_error(capsys, "evaluate", "demo", "--data", no_y, match="expected tensors 'x' and 'y'")
+    no_x = write_tensors("no_x.npz", y=torch.zeros(3, dtype=torch.long))
+    assert_input_error(capsys, "evaluate", "demo", "--data", no_x, match="expected tensor 'x' (and 'y' for labels)")
     assert_input_error(capsys, "evaluate", "demo", "--limit", "0", match="--limit must be >= 1")
 
 

@@ -125,11 +125,13 @@ def test_bad_options(options, match):
 
 
 @pytest.mark.parametrize("filename,tensors,match", [
-    ("a.safetensors", {"x": torch.rand(4, 3)}, r"expected tensors 'x' and 'y', found \['x'\]"),
+    ("a.safetensors", {"y": torch.zeros(4, dtype=torch.long)}, r"expected tensor 'x' \(and 'y' for labels\), "
+                                                               r"found \['y'\]"),
     ("b.npz", {"x": torch.rand(4, 3), "y": torch.zeros(5, dtype=torch.long)}, "x has 4 samples but y has 5"),
     ("c.pt", {"x": torch.rand(4), "y": torch.zeros(4, dtype=torch.long)}, "at least one feature dimension"),
     ("d.safetensors", {"x": torch.rand(4, 3), "y": torch.rand(4)}, "y must be a 1-D integer label tensor"),
-    ("e.safetensors", {"x": torch.rand(4, 3), "y": torch.tensor([0, -1, 1, 0])}, "labels must be >= 0"),
+    ("e.safetensors", {"x": torch.rand(4, 3), "y": torch.tensor([0, -1, 1, 0])},
+     r"labels must be >= 0, found -1 \(leave 'y' out for unlabelled data\)"),
     ("f.npz", {"x": torch.tensor([[0.0, float("nan")]] * 2), "y": torch.zeros(2, dtype=torch.long)},
      "x contains NaN or Inf"),
 ])
@@ -238,3 +240,31 @@ def test_an_npz_that_is_not_a_zip_is_one_line(tmp_path):
     path.write_bytes(b"PK\3\4 not really")
     with pytest.raises(DataError, match="cannot read data file"):
         load_data(str(path))
+
+
+def test_a_tensor_file_without_y_is_unlabelled(write_tensors):
+    x = torch.rand(6, 8)
+    bundle = load_data(str(write_tensors("x_only.safetensors", x=x)), DataOptions(limit=5))
+    assert not bundle.labelled and bundle.num_classes is None and len(bundle) == 5
+    xs, ys = next(iter(bundle.loader()))
+    assert torch.equal(xs, x[:5]) and ys.tolist() == [-1] * 5
+    rated = load_data(str(write_tensors("x_only.npz", x=x)), DataOptions(encoding="rate", time_steps=3))
+    assert not rated.labelled and rated.is_sequence and rated.sample_input().shape == (3, 8)
+    assert load_data("digits").labelled and load_data(str(write_tensors(
+        "xy.pt", x=x, y=torch.zeros(6, dtype=torch.long)))).labelled
+
+
+@pytest.mark.parametrize("spec", ["tests.models:unlabelled_dataset", "tests.models:unlabelled_tuples"])
+def test_a_dataset_of_x_alone_is_unlabelled(spec):
+    bundle = load_data(spec, DataOptions(batch_size=4))
+    assert not bundle.labelled and bundle.num_classes is None and len(bundle) == 10
+    x, y = bundle.dataset[3]
+    assert x.shape == (8,) and y == -1
+    xs, ys = next(iter(bundle.loader()))
+    assert xs.shape == (4, 8) and ys.tolist() == [-1] * 4
+    assert prepare(leaky_mlp(), bundle) is not None  # the model runs on it
+
+
+def test_a_dataset_mixing_pairs_and_x_alone_is_refused():
+    with pytest.raises(DataError, match="item 1 is an .x, y. pair but item 0 is an x alone; yield one form"):
+        load_data("tests.models:half_labelled_dataset")
